@@ -1,0 +1,102 @@
+"""Command line: python -m contrast_core train|worker|bench ...
+
+Every RunConfig field is a flag (`embedding_dim` -> `--embedding-dim`); the flags are generated
+from the config, so there is no second list to keep in sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from contrast_core.config import ConfigError, RunConfig
+
+
+class CommandError(Exception):
+    """A bad argument: printed as one line, exit status 2."""
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field; values stay strings until RunConfig validates them."""
+    group = parser.add_argument_group("run configuration (see RunConfig)")
+    group.add_argument("--config", type=Path, help="a JSON file of RunConfig fields; flags override it")
+    for name, info in RunConfig.model_fields.items():
+        group.add_argument(_flag(name), dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
+                           help=f"default: {info.default}")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values: dict = {}
+    if args.config is not None:
+        try:
+            values = json.loads(args.config.read_text())
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--config: cannot read {args.config} ({exc})") from None
+        if not isinstance(values, dict):
+            raise CommandError(f"--config: {args.config} must hold a JSON object of RunConfig fields")
+    values |= {name: getattr(args, name) for name in RunConfig.model_fields if hasattr(args, name)}
+    try:
+        return RunConfig.check(**values)
+    except ConfigError as exc:
+        raise CommandError("; ".join(f"{_flag(f)}: {reason}" for f, reason in exc.errors.items())) from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from contrast_core import data
+    from contrast_core.train import TrainingError, train
+
+    config = config_from_args(args)
+    for note in config.notes():
+        print(f"note: {note}", file=sys.stderr)
+    bar = tqdm(total=config.steps, file=sys.stderr, unit="step", disable=args.quiet)
+
+    def on_event(event):
+        if event.kind == "step":
+            bar.update(event.step - bar.n)
+            bar.set_postfix(loss=f"{event.data['loss']:.4f}", refresh=False)
+
+    try:
+        result = train(config, on_event)
+    except (TrainingError, data.DatasetUnavailable, ValueError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    if args.json:
+        line = {"config": config.model_dump(mode="json")}
+        line |= {k: v for k, v in result.items() if k != "metrics"} | result["metrics"]
+        print(json.dumps(line, allow_nan=True))
+    else:
+        for name, value in result["metrics"].items():
+            print(f"{name:>24}  {value:.4f}")
+        print(f"{'train_seconds':>24}  {result['train_seconds']:.2f}")
+        print(f"{'pairs_per_second':>24}  {result['pairs_per_second']:.0f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m contrast_core", description="Contrast Lab engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train one run in this process")
+    add_config_flags(train_parser)
+    train_parser.add_argument("--json", action="store_true", help="print one final JSON line on stdout")
+    train_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    train_parser.set_defaults(run=cmd_train)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Datasets: `DATASETS` maps a name to a loader; `load` splits it and puts it on a device.
+
+A loader returns raw `(x, y, classes, kind)`: images as (N, C, H, W) float32 in [0, 1],
+tables as (N, F) float32 standardised features, labels as (N,) int64 class ids.
+`load` adds the train/test split and the fixed evaluation subset, all decided by the seed.
+
+torchvision, scikit-learn and pandas are imported inside the loaders that use them: the UI
+imports this module for `DATASETS` alone and should not pay for them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA_HOME = Path(os.environ.get("CONTRAST_DATA", "data"))  # torchvision download/root folder
+
+TOY_CENTERS = 4  # blobs
+TOY_CIRCLES_FACTOR = 0.5  # circles: inner radius / outer radius
+
+
+class DatasetUnavailable(Exception):
+    """The dataset's files are missing and could not be downloaded; the message is one user-facing line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A whole labelled dataset on one device, with its split.
+
+    Attributes:
+        x: (N, C, H, W) float32 in [0, 1] for images; (N, F) float32 standardised for tables.
+        y: (N,) int64 class ids 0..num_classes-1.
+        classes: class names; `classes[y[i]]` names point i.
+        kind: "image" or "table".
+        train_index: (N_train,) int64, the points training may sample from.
+        test_index: (N_test,) int64, held-out points, disjoint from `train_index`.
+        eval_index: (E,) int64, the fixed evaluation subset for snapshots, a subset of `test_index`.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    kind: str
+    train_index: torch.Tensor
+    test_index: torch.Tensor
+    eval_index: torch.Tensor
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: str | torch.device) -> Dataset:
+        """A copy with every tensor on `device`."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        moved = {name: t.to(device) for name, t in tensors.items() if isinstance(t, torch.Tensor)}
+        return dataclasses.replace(self, **moved)
+
+
+def load(
+    name: str,
+    *,
+    seed: int = 0,
+    eval_size: int = 500,
+    test_fraction: float = 0.2,
+    noise: float = 0.1,
+    n_samples: int = 1000,
+    csv_path: str | None = None,
+    csv_label: str = "label",
+    max_rows: int = 200_000,
+    download: bool = True,
+    device: str | torch.device = "cpu",
+) -> Dataset:
+    """Build dataset `name` from `DATASETS`, split train/test deterministically by seed, pick eval subset.
+
+    The split is stratified: each class holds out about `test_fraction` of its points. The
+    evaluation subset takes `min(eval_size, len(test_index))` test points, drawn round-robin over
+    the classes so that it stays balanced when it is smaller than the test set.
+
+    Args:
+        name: a key of `DATASETS`.
+        seed: decides the toy data, the split and the evaluation subset.
+        eval_size: points embedded at every snapshot.
+        test_fraction: share of the points held out, in (0, 1).
+        noise: toy sets only; spread of the points.
+        n_samples: toy sets only; number of points.
+        csv_path: csv only; the file to read.
+        csv_label: csv only; the label column.
+        max_rows: csv only; larger files are refused.
+        download: torchvision sets only; fetch missing files from the internet.
+        device: where the returned tensors live.
+
+    Raises:
+        ValueError: unknown name, bad split arguments, or a bad csv file; the message names the field.
+        DatasetUnavailable: a torchvision set whose files are missing and could not be downloaded.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown '{name}' (choose from {', '.join(DATASETS)})")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: must be between 0 and 1 (got {test_fraction})")
+    if eval_size < 1:
+        raise ValueError(f"eval_size: must be at least 1 (got {eval_size})")
+    x, y, classes, kind = DATASETS[name](
+        seed=seed,
+        noise=noise,
+        n_samples=n_samples,
+        csv_path=csv_path,
+        csv_label=csv_label,
+        max_rows=max_rows,
+        download=download,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    train_index, test_index = split(y, test_fraction, generator)
+    eval_index = test_index[_round_robin(y[test_index], generator)[:eval_size]].sort().values
+    dataset = Dataset(x, y, classes, kind, train_index, test_index, eval_index)
+    return dataset.to(device)
+
+
+def split(y: torch.Tensor, test_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified random split of round(test_fraction * N) points, shared out over the classes.
+
+    Each class holds out its quota `test_fraction * size` rounded down, and the points still
+    missing go to the classes with the largest remainders (so tiny classes still add up).
+
+    Args:
+        y: (N,) int64 class ids.
+        test_fraction: share of each class held out.
+        generator: CPU generator; the only source of randomness.
+
+    Returns:
+        (train_index, test_index): sorted int64 indices, disjoint, together covering 0..N-1.
+    """
+    order = torch.randperm(len(y), generator=generator)  # (N,)
+    rank = torch.empty_like(order)
+    rank[order] = _rank_within_class(y[order])  # random position of each point inside its class
+    held_out = _held_out_per_class(torch.bincount(y), test_fraction, generator)  # (C,)
+    is_test = rank < held_out[y]  # (N,)
+    test_index, train_index = is_test.nonzero().flatten(), (~is_test).nonzero().flatten()
+    if len(test_index) == 0 or len(train_index) == 0:
+        raise ValueError(f"test_fraction: {test_fraction} of {len(y)} points leaves an empty train or test set")
+    return train_index, test_index
+
+
+def _held_out_per_class(class_size: torch.Tensor, test_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """(C,) -> (C,): the largest-remainder share of round(test_fraction * N) test points per class."""
+    quota = class_size * test_fraction  # (C,)
+    held_out = quota.floor().long()
+    missing = round(float(class_size.sum()) * test_fraction) - int(held_out.sum())
+    shuffled = torch.randperm(len(quota), generator=generator)  # equal remainders: a random class wins
+    by_remainder = torch.sort((quota - held_out)[shuffled], descending=True, stable=True).indices
+    held_out[shuffled[by_remainder[:missing]]] += 1
+    return held_out
+
+
+def _rank_within_class(y: torch.Tensor) -> torch.Tensor:
+    """(N,) -> (N,): how many earlier entries of `y` share each entry's class."""
+    by_class = torch.sort(y, stable=True).indices  # (N,) grouped by class, original order kept inside
+    class_size = torch.bincount(y)  # (C,)
+    class_start = torch.cumsum(class_size, 0) - class_size  # (C,) first slot of each class in `by_class`
+    rank = torch.empty_like(y)
+    rank[by_class] = torch.arange(len(y)) - class_start[y[by_class]]
+    return rank
+
+
+def _round_robin(y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random order of 0..N-1 that visits the classes in turn: one of each, then the next of each..."""
+    order = torch.randperm(len(y), generator=generator)  # (N,)
+    turn = _rank_within_class(y[order])  # (N,) the turn at which each shuffled point is visited
+    return order[torch.sort(turn, stable=True).indices]
+
+
+def _standardise(features: np.ndarray) -> torch.Tensor:
+    """(N, F) -> (N, F) float32 with mean 0 and std 1 per column (constant columns become 0)."""
+    from sklearn.preprocessing import StandardScaler
+
+    return torch.as_tensor(StandardScaler().fit_transform(features), dtype=torch.float32)
+
+
+def _labels(y: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(y, dtype=torch.int64)
+
+
+# --- loaders: keyword arguments they need, **_ for the rest; return (x, y, classes, kind) ---
+
+
+def _digits(**_):
+    """scikit-learn's 8x8 digits (1797 images, bundled: works offline)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16  # (N, 1, 8, 8); pixels are 0..16
+    return x, _labels(digits.target), [str(d) for d in range(10)], "image"
+
+
+def _check_toy(n_samples: int, noise: float) -> None:
+    if n_samples < 10:
+        raise ValueError(f"n_samples: must be at least 10 (got {n_samples})")
+    if noise < 0:
+        raise ValueError(f"noise: must be >= 0 (got {noise})")
+
+
+def _moons(*, seed: int, noise: float, n_samples: int, **_):
+    """Two interleaving half circles; label 0 is the upper one."""
+    from sklearn.datasets import make_moons
+
+    _check_toy(n_samples, noise)
+    x, y = make_moons(n_samples=n_samples, noise=noise, random_state=seed)
+    return _standardise(x), _labels(y), ["upper", "lower"], "table"
+
+
+def _circles(*, seed: int, noise: float, n_samples: int, **_):
+    """Two concentric circles; label 0 is the outer one."""
+    from sklearn.datasets import make_circles
+
+    _check_toy(n_samples, noise)
+    x, y = make_circles(n_samples=n_samples, noise=noise, factor=TOY_CIRCLES_FACTOR, random_state=seed)
+    return _standardise(x), _labels(y), ["outer", "inner"], "table"
+
+
+def _blobs(*, seed: int, noise: float, n_samples: int, **_):
+    """Four gaussian blobs; noise 0.1 gives scikit-learn's default spread (cluster_std 1)."""
+    from sklearn.datasets import make_blobs
+
+    _check_toy(n_samples, noise)
+    cluster_std = 0.5 + 5 * noise  # noise 0 -> tight blobs, noise 1 -> heavily overlapping
+    x, y = make_blobs(n_samples=n_samples, centers=TOY_CENTERS, cluster_std=cluster_std, random_state=seed)
+    return _standardise(x), _labels(y), [f"blob {i}" for i in range(TOY_CENTERS)], "table"
+
+
+def _torchvision(name: str, class_name: str, *, download: bool = True, **_):
+    """A torchvision image set, training split only (`load` makes its own test split)."""
+    import torchvision.datasets
+
+    try:
+        source = getattr(torchvision.datasets, class_name)(root=DATA_HOME, train=True, download=download)
+    except (RuntimeError, OSError) as err:  # missing/corrupt files; URLError and socket errors are OSErrors
+        reason = _last_line(err) if download else "download=False"
+        raise DatasetUnavailable(
+            f"{name}: not found under {DATA_HOME}/ and could not be downloaded ({reason}); "
+            "place the files there or connect to the internet"
+        ) from err
+    pixels = torch.as_tensor(np.asarray(source.data))  # uint8: (N, H, W) grey or (N, H, W, 3) RGB
+    pixels = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2).contiguous()
+    x = pixels.float() / 255  # (N, C, H, W)
+    return x, torch.as_tensor(source.targets, dtype=torch.int64), list(source.classes), "image"
+
+
+def _last_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = 200_000, **_):
+    """Numeric feature columns of a csv file, labelled by `csv_label`. Every problem is a ValueError.
+
+    Labels may be strings or numbers; classes are the sorted distinct labels, as strings.
+    Rows are counted from 1, the header not included.
+    """
+    import pandas as pd
+
+    if not csv_path:
+        raise ValueError("csv: no file given (csv_path is empty)")
+    if not Path(csv_path).is_file():
+        raise ValueError(f"csv: file not found: {csv_path}")
+    try:
+        table = pd.read_csv(csv_path, nrows=max_rows + 1)  # one extra row tells that the file is too long
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise ValueError(f"csv: could not be read ({_last_line(err)})") from err
+    if len(table) == 0:
+        raise ValueError("csv: the file has no rows")
+    if len(table) > max_rows:
+        raise ValueError(f"csv: more than {max_rows} rows (the limit is max_rows={max_rows})")
+    columns = ", ".join(map(str, table.columns))
+    if csv_label not in table.columns:
+        raise ValueError(f"csv: label column '{csv_label}' not found (columns: {columns})")
+    features = table.drop(columns=csv_label).select_dtypes("number")
+    if features.shape[1] == 0:
+        raise ValueError(f"csv: no numeric feature columns (columns: {columns})")
+    missing = (features.isna().any(axis=1) | table[csv_label].isna()).to_numpy()
+    if missing.any():
+        raise ValueError(f"csv: {missing.sum()} rows contain missing values (first at row {missing.argmax() + 1})")
+    classes, y = np.unique(table[csv_label].to_numpy(), return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"csv: label column '{csv_label}' has {len(classes)} class (need at least 2)")
+    return _standardise(features.to_numpy(dtype=np.float64)), _labels(y), [str(c) for c in classes], "table"
+
+
+DATASETS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor, list[str], str]]] = {
+    "digits": _digits,
+    "moons": _moons,
+    "blobs": _blobs,
+    "circles": _circles,
+    "mnist": partial(_torchvision, "mnist", "MNIST"),
+    "fashion-mnist": partial(_torchvision, "fashion-mnist", "FashionMNIST"),
+    "kmnist": partial(_torchvision, "kmnist", "KMNIST"),
+    "cifar10": partial(_torchvision, "cifar10", "CIFAR10"),
+    "csv": _csv,
+}

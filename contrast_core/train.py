@@ -1,0 +1,243 @@
+"""The training loop: a plain loop, no threads, no UI. It reports through `on_event`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from contrast_core import data, distances, losses, metrics, models, samplers
+from contrast_core.augment import augment
+from contrast_core.config import RunConfig
+
+RECON_ITEMS = 16  # originals / reconstructions kept in each VAE snapshot
+PROBE_TRAIN_ITEMS = 2000  # training points embedded for k-NN / linear-probe metrics
+
+
+@dataclass
+class Event:
+    """What the loop reports: kind is "start", "step", "snapshot", "checkpoint", "final" or "error"."""
+
+    kind: str
+    step: int
+    data: dict = field(default_factory=dict)
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (its message is one line, for the user)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" picks cuda, then mps, then cpu; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device: cuda was asked for but no CUDA GPU is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise TrainingError("device: mps was asked for but is not available")
+    return torch.device(name)
+
+
+def device_label(device: torch.device) -> str:
+    """A person-readable device name: the GPU's model, or "cpu"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
+class Trainer:
+    """Everything a run holds: data on the device, model, optimiser, loss, sampler, RNG."""
+
+    def __init__(self, config: RunConfig, resume: dict | None = None):
+        self.config = c = config
+        self.device = resolve_device(c.device)
+        torch.manual_seed(c.seed)
+        self.generator = torch.Generator(self.device).manual_seed(c.seed)
+        self.data = data.load(
+            c.dataset, seed=c.seed, eval_size=c.eval_size, noise=c.noise, n_samples=c.n_samples,
+            csv_path=c.csv_path, csv_label=c.csv_label, device=self.device,
+        )  # fmt: skip
+        self.model = models.build(c.model, self.data.input_shape, c.embedding_dim, c.weights).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
+        self.distance = distances.build(c.distance)
+        self.loss = losses.build(c.loss, self.distance, c.margin, c.temperature)
+        self.sampler = samplers.build(c.sampler, self.data.train_index, self.data.y, c.batch_size, c.m_per_class)
+        self.sampler.distance, self.sampler.margin = self.loss.distance, c.margin
+        self.is_vae = c.model == "vae"
+        self.step = 0
+        probe = torch.randperm(len(self.data.train_index), generator=torch.Generator().manual_seed(c.seed))
+        self.probe_index = self.data.train_index[probe[:PROBE_TRAIN_ITEMS].to(self.device)]
+        if resume is not None:
+            self.load_state(resume)
+
+    # --- one step -------------------------------------------------------------------------
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimiser step; returns every loss term as a 0-d tensor (not synced to the host)."""
+        c, batch = self.config, self.sampler.draw(self.generator)
+        x = self.data.x[batch.index]  # (B, *input_shape)
+        if batch.views or c.augment > 0:
+            x = augment(x, max(c.augment, 0.0), self.generator)
+        if self.is_vae:
+            out = self.model(x, self.generator)
+            recon, kl = losses.vae_terms(x, out.recon, out.mu, out.logvar)
+            embeddings = out.mu if c.contrast_on == "mu" else out.z  # (B, D)
+            contrastive = self.loss(*self.sampler.mine(embeddings, batch, self.loss.kind))
+            total = recon + c.beta * kl + c.contrastive_weight * contrastive
+            terms = {"loss": total, "recon": recon, "kl": kl, "contrastive": contrastive}
+        else:
+            embeddings = self.model(x)  # (B, D)
+            total = self.loss(*self.sampler.mine(embeddings, batch, self.loss.kind))
+            terms = {"loss": total}
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.step += 1
+        self._last = embeddings.detach(), batch.labels
+        return terms
+
+    def batch_distance_stats(self) -> dict[str, float]:
+        """Mean positive / negative distance in the last batch and the share of negatives inside the margin."""
+        embeddings, labels = self._last
+        d = self.loss.distance.pairwise(embeddings, embeddings)  # (B, B)
+        same = labels[:, None] == labels[None, :]
+        off_diagonal = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        pos, neg = d[same & off_diagonal], d[~same]
+        stats = {"pos_distance": pos.mean().item() if len(pos) else float("nan"),
+                 "neg_distance": neg.mean().item() if len(neg) else float("nan")}  # fmt: skip
+        margin = self.margin_as_distance()
+        if margin is not None and len(neg):
+            stats["violation_fraction"] = (neg < margin).float().mean().item()
+        return stats
+
+    def margin_as_distance(self) -> float | None:
+        """The margin in the loss's distance units (None for losses without one)."""
+        if "margin" not in losses.LOSS_KNOBS[self.config.loss]:
+            return None
+        if self.config.loss == "cosine-embedding":
+            return 1 - self.config.margin  # similarity margin -> cosine distance
+        return self.config.margin
+
+    # --- snapshots and state --------------------------------------------------------------
+    def snapshot(self, final: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Embeddings of the evaluation subset (+ VAE reconstructions) and their metrics."""
+        ds = self.data
+        x_eval, y_eval = ds.x[ds.eval_index], ds.y[ds.eval_index]
+        eval_emb = models.embed(self.model, x_eval).cpu().numpy()
+        arrays = {"embeddings": eval_emb, "labels": y_eval.cpu().numpy(), "index": ds.eval_index.cpu().numpy()}
+        if self.is_vae:
+            arrays.update(self._reconstructions(x_eval[:RECON_ITEMS]))
+        train_emb = models.embed(self.model, ds.x[self.probe_index]).cpu().numpy()
+        found = metrics.evaluate(
+            train_emb, ds.y[self.probe_index].cpu().numpy(), eval_emb, arrays["labels"],
+            n_clusters=ds.num_classes, distance=self.loss.distance.name, margin=self.margin_as_distance(),
+            seed=self.config.seed, full=final,
+        )  # fmt: skip
+        if self.is_vae:
+            found.update(self._vae_metrics(x_eval))
+        return arrays, found
+
+    def _reconstructions(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        self.model.eval()
+        with torch.no_grad():
+            recon = self.model.decoder(self.model.embed(x))
+        self.model.train()
+        return {"originals": x.cpu().numpy(), "reconstructions": recon.cpu().numpy()}
+
+    def _vae_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(x, self.generator)
+        self.model.train()
+        return metrics.vae_metrics(x.cpu(), out.recon.cpu(), out.mu.cpu(), out.logvar.cpu())
+
+    def state(self) -> dict:
+        """Everything needed to resume: weights, optimiser, step, config, RNG states."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "config": self.config.model_dump(mode="json"),
+            "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state()},
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.generator.set_state(state["rng"]["generator"].cpu())
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+
+
+def train(
+    config: RunConfig,
+    on_event: Callable[[Event], None] = lambda event: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    resume: dict | None = None,
+    log_every: int = 1,
+) -> dict:
+    """Train one run; returns {"status", "step", "metrics", "train_seconds", "pairs_per_second", "device"}.
+
+    Calls `on_event` with a "step" row every `log_every` steps, a "snapshot" every
+    `config.resolved_snapshot_every()` steps, a "checkpoint" (with the resumable state) every
+    `config.resolved_checkpoint_every()` steps and at the end, and "final" with the metrics.
+    A non-finite loss stops the run with TrainingError("diverged at step N").
+    `should_stop()` is checked once per step; when it says so the run ends with status "cancelled".
+    """
+    trainer = Trainer(config, resume)
+    label = device_label(trainer.device)
+    on_event(Event("start", trainer.step, {"device": label, "classes": trainer.data.classes}))
+    snapshot_every, checkpoint_every = config.resolved_snapshot_every(), config.resolved_checkpoint_every()
+    if trainer.step == 0:
+        _emit_snapshot(trainer, on_event)
+    status, step_seconds, steps_done, started = "finished", 0.0, 0, time.perf_counter()
+    while trainer.step < config.steps:
+        if should_stop():
+            status = "cancelled"
+            break
+        tick = time.perf_counter()
+        terms = trainer.train_step()
+        step = trainer.step
+        if step % log_every == 0 or step == config.steps:
+            row = {name: value.item() for name, value in terms.items()}  # syncs with the device
+            if not np.isfinite(row["loss"]):
+                on_event(Event("error", step, {"message": f"diverged at step {step}"}))
+                raise TrainingError(f"diverged at step {step}")
+            step_seconds += time.perf_counter() - tick
+            steps_done += 1
+            row |= trainer.batch_distance_stats()
+            row |= {"lr": trainer.optimizer.param_groups[0]["lr"],
+                    "pairs_per_second": config.batch_size * steps_done / max(step_seconds, 1e-9)}  # fmt: skip
+            on_event(Event("step", step, row))
+        else:
+            step_seconds += time.perf_counter() - tick
+            steps_done += 1
+        if step % snapshot_every == 0 and step < config.steps:
+            _emit_snapshot(trainer, on_event)
+        if step % checkpoint_every == 0 and step < config.steps:
+            on_event(Event("checkpoint", step, {"state": trainer.state()}))
+    train_seconds = time.perf_counter() - started
+    final_metrics = _emit_snapshot(trainer, on_event, final=True)
+    on_event(Event("checkpoint", trainer.step, {"state": trainer.state()}))
+    result = {
+        "status": status,
+        "step": trainer.step,
+        "device": label,
+        "train_seconds": train_seconds,
+        "pairs_per_second": config.batch_size * steps_done / max(step_seconds, 1e-9),
+        "metrics": final_metrics,
+    }
+    on_event(Event("final", trainer.step, result))
+    return result
+
+
+def _emit_snapshot(trainer: Trainer, on_event, final: bool = False) -> dict[str, float]:
+    arrays, found = trainer.snapshot(final=final)
+    on_event(Event("snapshot", trainer.step, {"arrays": arrays, "metrics": found, "final": final}))
+    return found

@@ -1,0 +1,58 @@
+import math
+
+import pytest
+import torch
+
+from contrast_core.distances import DISTANCES, build, convert_margin
+
+# Two 2-D points at known positions: a = (0, 0)... use unit vectors at 90 degrees and one scaled.
+A = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+B = torch.tensor([[0.0, 1.0], [0.0, 3.0]])
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("euclidean", [math.sqrt(2), 1.0]),  # |(1,-1)|, |(0,-1)|
+        ("squared-euclidean", [2.0, 1.0]),
+        ("cosine", [1.0, 0.0]),  # 90 degrees -> 1 - 0; same direction -> 1 - 1
+    ],
+)
+def test_paired_hand_values(name, expected):
+    assert build(name).paired(A, B).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", DISTANCES)
+def test_pairwise_matches_paired(name):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 3, generator=g), torch.randn(7, 3, generator=g)
+    d = build(name).pairwise(x, y)
+    assert d.shape == (5, 7)
+    for i in range(5):
+        assert d[i].tolist() == pytest.approx(build(name).paired(x[i].expand(7, 3), y).tolist(), abs=1e-5)
+
+
+def test_euclidean_matches_torch_cdist():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 4, generator=g), torch.randn(3, 4, generator=g)
+    assert torch.allclose(build("euclidean").pairwise(x, y), torch.cdist(x, y), atol=1e-5)
+
+
+def test_cosine_range_opposite_vectors():
+    x = torch.tensor([[1.0, 0.0]])
+    assert build("cosine").paired(x, -x).item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("name", DISTANCES)
+def test_gradient_finite_at_zero_distance(name):
+    x = torch.tensor([[0.3, 0.4]], requires_grad=True)
+    build(name).pairwise(x, x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_margin_conversion_for_unit_vectors():
+    # Unit vectors at 60 degrees: cos = 0.5, d_cos = 0.5, d_euclid = 1, d_sq = 1.
+    assert convert_margin(0.5, "cosine", "euclidean") == pytest.approx(1.0)
+    assert convert_margin(0.5, "cosine", "squared-euclidean") == pytest.approx(1.0)
+    assert convert_margin(1.0, "euclidean", "cosine") == pytest.approx(0.5)
+    assert convert_margin(math.sqrt(2), "euclidean", "squared-euclidean") == pytest.approx(2.0)

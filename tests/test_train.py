@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from contrast_core.config import RunConfig
+from contrast_core.losses import LOSSES
+from contrast_core.samplers import SAMPLERS
+from contrast_core.train import TrainingError, train
+
+COMBINATIONS = [
+    (loss, sampler) for loss, cls in LOSSES.items() for sampler, s in SAMPLERS.items() if cls.kind in s.kinds
+]
+
+
+def collect(config, **kwargs):
+    events = []
+    result = train(config, events.append, **kwargs)
+    return result, events
+
+
+@pytest.mark.parametrize("loss, sampler", COMBINATIONS)
+def test_every_loss_and_sampler_trains(loss, sampler):
+    config = RunConfig.check(
+        loss=loss, sampler=sampler, steps=6, batch_size=24, m_per_class=4, eval_size=60,
+        augment=0.5 if sampler == "augmented-views" else 0.0,
+        margin=0.0 if loss == "cosine-embedding" else 0.5, snapshot_every=3, device="cpu",
+    )  # fmt: skip
+    result, events = collect(config)
+    rows = [e.data for e in events if e.kind == "step"]
+    assert result["status"] == "finished" and result["step"] == 6
+    assert [e.step for e in events if e.kind == "step"] == list(range(1, 7))
+    assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_vae_reports_each_term_and_reconstructions():
+    config = RunConfig(model="vae", steps=4, batch_size=16, eval_size=40, snapshot_every=2, device="cpu", beta=0.5)
+    result, events = collect(config)
+    row = next(e.data for e in events if e.kind == "step")
+    assert {"recon", "kl", "contrastive"} <= row.keys()
+    assert row["loss"] == pytest.approx(row["recon"] + 0.5 * row["kl"] + row["contrastive"], rel=1e-5)
+    snap = next(e.data for e in events if e.kind == "snapshot")
+    assert snap["arrays"]["reconstructions"].shape == snap["arrays"]["originals"].shape == (16, 1, 8, 8)
+    assert {"recon_mse", "kl"} <= result["metrics"].keys()
+
+
+def test_events_cover_snapshots_checkpoints_and_final():
+    config = RunConfig(steps=20, batch_size=32, eval_size=50, snapshot_every=5, checkpoint_every=10, device="cpu")
+    result, events = collect(config)
+    snaps = [e.step for e in events if e.kind == "snapshot"]
+    assert snaps == [0, 5, 10, 15, 20]
+    assert events[-1].kind == "final" and events[-1].data["step"] == 20
+    assert [e.step for e in events if e.kind == "checkpoint"] == [10, 20]
+    first = next(e for e in events if e.kind == "snapshot")
+    assert first.data["arrays"]["embeddings"].shape == (50, 2)
+    step_row = next(e.data for e in events if e.kind == "step")
+    assert {"loss", "pos_distance", "neg_distance", "violation_fraction", "lr", "pairs_per_second"} <= step_row.keys()
+
+
+def test_classic_recipe_clusters_digits():
+    """A broken loss, sampler or distance cannot separate the 10 digit classes this well."""
+    config = RunConfig(steps=1500, embedding_dim=2, batch_size=100, margin=1.0, device="cpu", snapshot_every=1500)
+    result = train(config)
+    assert result["metrics"]["rand_index"] > 0.9
+    assert result["metrics"]["knn_accuracy"] > 0.85
+
+
+def test_diverging_run_stops_with_its_step():
+    config = RunConfig(lr=1e3, steps=200, device="cpu", snapshot_every=200)
+    with pytest.raises(TrainingError, match=r"^diverged at step \d+$"):
+        train(config)
+
+
+def test_stop_request_cancels():
+    calls = []
+    result = train(RunConfig(steps=50, device="cpu"), should_stop=lambda: calls.append(1) or len(calls) > 3)
+    assert result["status"] == "cancelled" and result["step"] == 3
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run():
+    config = RunConfig(steps=30, batch_size=32, eval_size=40, checkpoint_every=10, snapshot_every=30, device="cpu")
+    _, full = collect(config)
+    state = next(e.data["state"] for e in full if e.kind == "checkpoint" and e.step == 10)
+    _, resumed = collect(config, resume=state)
+    assert [e.step for e in resumed if e.kind == "step"] == list(range(11, 31))
+    last = [e.data["loss"] for e in full if e.kind == "step"][-1]
+    assert [e.data["loss"] for e in resumed if e.kind == "step"][-1] == pytest.approx(last, rel=1e-5)
+
+
+def test_same_seed_same_run_on_cpu():
+    config = RunConfig(steps=10, batch_size=16, eval_size=30, device="cpu", augment=0.3)
+    losses_a = [e.data["loss"] for e in collect(config)[1] if e.kind == "step"]
+    losses_b = [e.data["loss"] for e in collect(config)[1] if e.kind == "step"]
+    assert losses_a == losses_b
+
+
+def test_missing_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(TrainingError, match="device: cuda"):
+        train(RunConfig(device="cuda", steps=1))
