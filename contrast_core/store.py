@@ -1,0 +1,628 @@
+"""The run store: a SQLite index plus one folder per run.
+
+The store is the only channel between worker processes (which train) and pages (which
+read). Many processes open the same store at once, so the index runs in WAL mode: readers
+never block the writer and the writer never blocks readers.
+
+Layout under the home folder (``CONTRAST_HOME``, default ``checkpoints``)::
+
+    index.sqlite                      runs, metrics, snapshot index, worker heartbeats
+    runs/<run_id>/config.json         the run's config, written at creation
+    runs/<run_id>/snapshots/<step:08d>.npz
+    runs/<run_id>/model.pt            the latest checkpoint
+
+Metrics are stored one row per step as ``(run_id, step, json)`` in a table clustered on
+``(run_id, step)``: an incremental read (``step > since``) is one range scan and one
+``json.loads`` per row, instead of regrouping ten ``(name, value)`` rows per step.
+
+torch is imported only inside the checkpoint functions, so pages can import this module
+without paying for it.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
+TERMINAL_STATUSES = ("finished", "failed", "cancelled", "interrupted")
+SCHEMA_VERSION = 1
+CHECKPOINT_KEYS = ("model", "step", "config")  # what makes a file a Contrast Lab checkpoint
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also keeps ids safe as folder names
+_RUN_COLUMNS = (
+    "id, name, config, status, created_at, started_at, finished_at, device, error, owner, "
+    "parent_id, step, worker, cancel_requested, final_metrics"
+)
+
+
+class StoreError(Exception):
+    """A store operation failed; the message is one line naming the run, field or file."""
+
+
+class CheckpointError(StoreError):
+    """A file is missing, corrupt or not a Contrast Lab checkpoint."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row of the runs table, as pages and workers see it."""
+
+    id: str
+    name: str
+    config: dict
+    status: str
+    created_at: float  # seconds since the epoch
+    started_at: float | None
+    finished_at: float | None
+    device: str | None
+    error: str | None
+    owner: str | None
+    parent_id: str | None
+    step: int  # last metric step recorded (0 if none)
+    worker: str | None  # worker id (pid@host) that claimed it; kept after it ends
+    cancel_requested: bool
+    final_metrics: dict | None = None
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', config TEXT NOT NULL,
+            status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+            device TEXT, error TEXT, owner TEXT, parent_id TEXT,
+            step INTEGER NOT NULL DEFAULT 0, worker TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0, final_metrics TEXT)"""
+    )
+    conn.execute("CREATE INDEX runs_by_status ON runs (status, created_at)")
+    # WITHOUT ROWID: the rows are stored in (run_id, step) order, so `step > since` is one scan.
+    conn.execute(
+        """CREATE TABLE metrics (run_id TEXT NOT NULL, step INTEGER NOT NULL, row TEXT NOT NULL,
+            PRIMARY KEY (run_id, step)) WITHOUT ROWID"""
+    )
+    conn.execute(
+        """CREATE TABLE snapshots (run_id TEXT NOT NULL, step INTEGER NOT NULL,
+            metrics TEXT NOT NULL, created_at REAL NOT NULL,
+            PRIMARY KEY (run_id, step)) WITHOUT ROWID"""
+    )
+    conn.execute("CREATE TABLE workers (id TEXT PRIMARY KEY, pid INTEGER NOT NULL, last_seen REAL NOT NULL)")
+
+
+# MIGRATIONS[n] takes a store at version n - 1 to version n (version 0 is an empty file).
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+
+
+def _json_dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: not JSON-serialisable ({exc})") from None
+
+
+def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Writes a file so that readers see either the old file or the whole new one."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _metric_row(row: dict, index: int) -> tuple[int, dict]:
+    """Validates one metrics row: an integer "step" plus float fields."""
+    if "step" not in row:
+        raise ValueError(f"metrics: row {index} has no 'step'")
+    try:
+        step = operator.index(row["step"])
+    except TypeError:
+        raise ValueError(f"metrics: row {index} step {row['step']!r} is not an integer") from None
+    fields = {"step": step}
+    for name, value in row.items():
+        if name == "step":
+            continue
+        try:
+            fields[str(name)] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"metrics: step {step} field {name!r} is not a number ({value!r})") from None
+    return step, fields
+
+
+class RunStore:
+    """Runs, metrics, snapshots and checkpoints under one home folder.
+
+    One SQLite connection per instance, guarded by a lock: a single RunStore may be shared
+    by threads (Streamlit's ``st.cache_resource``). Separate processes open their own.
+
+    Args:
+        home: the store folder; default ``$CONTRAST_HOME`` or ``checkpoints``.
+
+    Raises:
+        StoreError: the index was written by a newer version of Contrast Lab.
+    """
+
+    def __init__(self, home: str | Path | None = None):
+        self.home = Path(home or os.environ.get("CONTRAST_HOME") or "checkpoints").absolute()
+        (self.home / "runs").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            self.home / "index.sqlite", timeout=5.0, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA busy_timeout = 5000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints
+        self._migrate()
+
+    def close(self) -> None:
+        """Closes the index connection; the instance is unusable afterwards."""
+        with self._lock:
+            self._conn.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _schema_version(self) -> int:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store: {self.home / 'index.sqlite'} has schema version {version}, newer than "
+                f"this program's SCHEMA_VERSION {SCHEMA_VERSION}; upgrade Contrast Lab"
+            )
+        return version
+
+    def _migrate(self) -> None:
+        if self._schema_version() == SCHEMA_VERSION:
+            return
+        with self._write() as conn:  # re-read under the write lock: another process may have won
+            for version in range(self._schema_version() + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version](conn)
+                conn.execute(f"PRAGMA user_version = {version}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE takes the write lock before any read."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _update_run(self, conn: sqlite3.Connection, run_id: str, sql: str, params: tuple) -> None:
+        if conn.execute(sql, params).rowcount == 0:
+            raise StoreError(f"run: no run {run_id!r}")
+
+    # -- runs -------------------------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> Path:
+        """The run's folder (not created here)."""
+        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+            raise StoreError(f"run: invalid run id {run_id!r}")
+        return self.home / "runs" / run_id
+
+    def create_run(
+        self,
+        config: dict,
+        *,
+        name: str = "",
+        owner: str | None = None,
+        parent_id: str | None = None,
+        status: str = "queued",
+    ) -> str:
+        """Adds a run and writes its config.json; returns its id.
+
+        Ids look like ``20250101-120000-a3f9c1`` (UTC time + random suffix): short, safe in
+        URLs and folder names, and sortable by creation to the second.
+        """
+        _check_status(status)
+        config_json = _json_dumps(config, "config")
+        for _ in range(5):  # a collision needs the same second and the same 24 random bits
+            run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+            try:
+                with self._write() as conn:
+                    conn.execute(
+                        "INSERT INTO runs (id, name, config, status, created_at, owner, parent_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, name, config_json, status, time.time(), owner, parent_id),
+                    )
+            except sqlite3.IntegrityError:
+                continue
+            folder = self.run_dir(run_id)
+            (folder / "snapshots").mkdir(parents=True, exist_ok=True)
+            _write_atomic(folder / "config.json", lambda f: f.write(config_json.encode()))
+            return run_id
+        raise StoreError("run: could not pick a unique run id")
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this id.
+
+        Raises:
+            StoreError: no such run.
+        """
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise StoreError(f"run: no run {run_id!r}")
+        return _run_from_row(rows[0])
+
+    def list_runs(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        """Runs, newest first, optionally filtered by status (one or several) and owner."""
+        where, params = [], []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            for s in statuses:
+                _check_status(s)
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params += statuses
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [_run_from_row(row) for row in self._read(sql, tuple(params))]
+
+    def queue_position(self, run_id: str) -> int | None:
+        """1-based place among queued runs (oldest first), or None if the run is not queued."""
+        rows = self._read(
+            "SELECT r.status, (SELECT count(*) FROM runs q WHERE q.status = 'queued'"
+            " AND (q.created_at, q.rowid) <= (r.created_at, r.rowid)) FROM runs r WHERE r.id = ?",
+            (run_id,),
+        )
+        if not rows:
+            raise StoreError(f"run: no run {run_id!r}")
+        status, position = rows[0]
+        return position if status == "queued" else None
+
+    def claim_next(self, worker: str, device: str) -> Run | None:
+        """Atomically takes the oldest queued run and marks it running on this worker.
+
+        Two workers calling at once never get the same run. Returns None if none is queued.
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id FROM runs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE runs SET status = 'running', worker = ?, device = ?, started_at = ? WHERE id = ?",
+                (worker, device, time.time(), row[0]),
+            )
+            claimed = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (row[0],)).fetchone()
+        return _run_from_row(claimed)
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        """Moves a run to a status.
+
+        Terminal statuses set finished_at; "running" sets started_at once; "queued"
+        (re-queueing, e.g. to resume an interrupted run) clears finished_at, worker, error
+        and the cancel request.
+        """
+        _check_status(status)
+        now = time.time()
+        if status in TERMINAL_STATUSES:
+            sql = "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?"
+            params = (status, error, now, run_id)
+        elif status == "running":
+            sql = "UPDATE runs SET status = ?, error = ?, started_at = coalesce(started_at, ?) WHERE id = ?"
+            params = (status, error, now, run_id)
+        else:
+            sql = (
+                "UPDATE runs SET status = ?, error = ?, finished_at = NULL, worker = NULL,"
+                " cancel_requested = 0 WHERE id = ?"
+            )
+            params = (status, error, run_id)
+        with self._write() as conn:
+            self._update_run(conn, run_id, sql, params)
+
+    def request_cancel(self, run_id: str) -> None:
+        """Cancels a queued run at once; asks a running run's worker to stop.
+
+        Finished, failed, cancelled and interrupted runs are left as they are. One UPDATE,
+        so a worker claiming the run at the same moment sees either state, never a mix.
+        """
+        with self._write() as conn:
+            self._update_run(
+                conn,
+                run_id,
+                "UPDATE runs SET"
+                " status = CASE status WHEN 'queued' THEN 'cancelled' ELSE status END,"
+                " finished_at = CASE status WHEN 'queued' THEN ? ELSE finished_at END,"
+                " cancel_requested = cancel_requested OR status IN ('queued', 'running')"
+                " WHERE id = ?",
+                (time.time(), run_id),
+            )
+
+    def cancel_requested(self, run_id: str) -> bool:
+        """Whether the run should stop (one primary-key SELECT; workers poll it every step).
+
+        A run that no longer exists counts as cancelled.
+        """
+        rows = self._read("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,))
+        return not rows or bool(rows[0][0])
+
+    def rename_run(self, run_id: str, name: str) -> None:
+        """Sets the run's display name."""
+        with self._write() as conn:
+            self._update_run(conn, run_id, "UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+
+    def delete_run(self, run_id: str) -> None:
+        """Deletes the run's rows (runs, metrics, snapshots) and its folder.
+
+        Raises:
+            StoreError: no such run, or it is running (cancel it first).
+        """
+        folder = self.run_dir(run_id)
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"run: no run {run_id!r}")
+            if row[0] == "running":
+                raise StoreError(f"run: {run_id!r} is running; cancel it before deleting")
+            for table, column in (("metrics", "run_id"), ("snapshots", "run_id"), ("runs", "id")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def set_final_metrics(self, run_id: str, metrics: dict) -> None:
+        """Stores the run's end-of-training metrics (any JSON), shown as Run.final_metrics."""
+        text = _json_dumps(metrics, "final_metrics")
+        with self._write() as conn:
+            self._update_run(conn, run_id, "UPDATE runs SET final_metrics = ? WHERE id = ?", (text, run_id))
+
+    # -- workers ----------------------------------------------------------------------
+
+    def heartbeat(self, worker: str, pid: int) -> None:
+        """Records that this worker (``pid@host``) is alive now."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO workers (id, pid, last_seen) VALUES (?, ?, ?) ON CONFLICT (id)"
+                " DO UPDATE SET pid = excluded.pid, last_seen = excluded.last_seen",
+                (worker, pid, time.time()),
+            )
+
+    def workers(self) -> list[dict]:
+        """Known workers: ``{"id", "pid", "last_seen", "run_id"}`` (run_id: the run it holds)."""
+        rows = self._read(
+            "SELECT w.id, w.pid, w.last_seen, (SELECT r.id FROM runs r WHERE r.status = 'running'"
+            " AND r.worker = w.id ORDER BY r.started_at DESC LIMIT 1) FROM workers w ORDER BY w.id"
+        )
+        return [dict(zip(("id", "pid", "last_seen", "run_id"), row, strict=True)) for row in rows]
+
+    def mark_interrupted(self, *, worker: str | None = None) -> list[str]:
+        """Marks runs left running by a dead worker (all running runs if None) interrupted.
+
+        The dead worker's heartbeat row (all rows if None) is removed too; live workers
+        re-appear on their next heartbeat. Returns the ids of the runs marked.
+        """
+        where, params = "status = 'running'", ()
+        if worker is not None:
+            where, params = "status = 'running' AND worker = ?", (worker,)
+        with self._write() as conn:
+            ids = [row[0] for row in conn.execute(f"SELECT id FROM runs WHERE {where}", params)]
+            conn.execute(
+                f"UPDATE runs SET status = 'interrupted', finished_at = ?,"
+                f" error = coalesce(error, 'worker stopped') WHERE {where}",
+                (time.time(), *params),
+            )
+            if worker is None:
+                conn.execute("DELETE FROM workers")
+            else:
+                conn.execute("DELETE FROM workers WHERE id = ?", (worker,))
+        return ids
+
+    # -- metrics ----------------------------------------------------------------------
+
+    def add_metrics(self, run_id: str, rows: list[dict]) -> None:
+        """Appends metric rows in one transaction and advances Run.step.
+
+        Each row is ``{"step": int, name: float, ...}``. A step recorded twice keeps the
+        union of its fields (the later value wins). Pages polling with ``since`` only see
+        rows whose step is past their last one, so add a step's fields together.
+
+        Raises:
+            ValueError: a row without an integer step or with a non-numeric field.
+            StoreError: no such run.
+        """
+        merged: dict[int, dict] = {}
+        for index, row in enumerate(rows):
+            step, fields = _metric_row(row, index)
+            merged.setdefault(step, {}).update(fields)
+        if not merged:
+            return
+        low, high = min(merged), max(merged)
+        with self._write() as conn:
+            self._update_run(conn, run_id, "UPDATE runs SET step = max(step, ?) WHERE id = ?", (high, run_id))
+            for step, text in conn.execute(  # rarely any: steps normally only grow
+                "SELECT step, row FROM metrics WHERE run_id = ? AND step BETWEEN ? AND ?",
+                (run_id, low, high),
+            ).fetchall():
+                if step in merged:
+                    merged[step] = json.loads(text) | merged[step]
+            conn.executemany(
+                "INSERT OR REPLACE INTO metrics (run_id, step, row) VALUES (?, ?, ?)",
+                ((run_id, step, json.dumps(row)) for step, row in merged.items()),
+            )
+
+    def read_metrics(self, run_id: str, since: int = -1) -> list[dict]:
+        """Metric rows with step > since, ascending by step (pages poll with their last step).
+
+        An unknown run has no rows.
+        """
+        rows = self._read("SELECT row FROM metrics WHERE run_id = ? AND step > ? ORDER BY step", (run_id, since))
+        return [json.loads(text) for (text,) in rows]
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def snapshot_path(self, run_id: str, step: int) -> Path:
+        """Where the snapshot of this step lives (whether or not it exists)."""
+        return self.run_dir(run_id) / "snapshots" / f"{step:08d}.npz"
+
+    def add_snapshot(
+        self,
+        run_id: str,
+        step: int,
+        arrays: dict[str, np.ndarray],
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Writes the arrays to ``snapshots/<step:08d>.npz`` atomically, then indexes it.
+
+        Writing a step again replaces that snapshot. Readers of the file see the old or the
+        new one whole, never a partial file.
+
+        Raises:
+            ValueError: an array of Python objects (it could only be loaded with pickle).
+            StoreError: no such run.
+        """
+        step = operator.index(step)
+        arrays = {str(k): np.asarray(v) for k, v in arrays.items()}
+        for key, array in arrays.items():
+            if array.dtype.hasobject:
+                raise ValueError(f"snapshot: array {key!r} has dtype object; use numeric arrays")
+        metrics_json = _json_dumps(metrics or {}, "snapshot metrics")
+        self.get_run(run_id)  # fail before writing a file for a run that is not there
+        path = self.snapshot_path(run_id, step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, lambda f: np.savez(f, **arrays))
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO snapshots (run_id, step, metrics, created_at) VALUES (?, ?, ?, ?)",
+                (run_id, step, metrics_json, time.time()),
+            )
+
+    def list_snapshots(self, run_id: str, since: int = -1) -> list[dict]:
+        """Snapshots with step > since, ascending: ``[{"step", "metrics", "path"}]``."""
+        rows = self._read(
+            "SELECT step, metrics FROM snapshots WHERE run_id = ? AND step > ? ORDER BY step",
+            (run_id, since),
+        )
+        return [
+            {"step": step, "metrics": json.loads(text), "path": self.snapshot_path(run_id, step)} for step, text in rows
+        ]
+
+    def load_snapshot(self, run_id: str, step: int | None = None) -> dict[str, np.ndarray]:
+        """The arrays of one snapshot (the latest if step is None), read fully into memory.
+
+        Raises:
+            StoreError: the run has no such snapshot.
+        """
+        if step is None:
+            rows = self._read("SELECT max(step) FROM snapshots WHERE run_id = ?", (run_id,))
+            step = rows[0][0]
+            if step is None:
+                raise StoreError(f"snapshot: run {run_id!r} has no snapshots")
+        path = self.snapshot_path(run_id, step)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        except FileNotFoundError:
+            raise StoreError(f"snapshot: run {run_id!r} has no snapshot at step {step}") from None
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def save_checkpoint(self, run_id: str, state: dict) -> Path:
+        """Writes ``model.pt`` atomically with torch.save and returns its path.
+
+        ``state`` holds "model" (a state_dict), "step", "config", and usually "optimizer"
+        and RNG states, all as tensors, numbers, strings, lists and dicts, so that it loads
+        with ``weights_only=True``.
+
+        Raises:
+            ValueError: state lacks one of "model", "step", "config".
+        """
+        import torch  # lazily: pages import this module without torch
+
+        missing = [key for key in CHECKPOINT_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"checkpoint: state lacks {', '.join(missing)}")
+        path = self.run_dir(run_id) / "model.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, lambda f: torch.save(state, f))
+        return path
+
+    def load_checkpoint(self, run_id: str | None = None, *, path: str | Path | None = None) -> dict:
+        """Loads a checkpoint (a run's ``model.pt``, or any path) onto the CPU, weights only.
+
+        Raises:
+            CheckpointError: the file is missing, corrupt, or not a Contrast Lab checkpoint.
+        """
+        import torch  # lazily: pages import this module without torch
+
+        if (run_id is None) == (path is None):
+            raise ValueError("checkpoint: give exactly one of run_id and path")
+        path = Path(path) if path is not None else self.run_dir(run_id) / "model.pt"
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except FileNotFoundError:
+            raise _not_a_checkpoint(path, "file not found") from None
+        except Exception as exc:  # torch raises many types for corrupt or unsafe files
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise _not_a_checkpoint(path, f"{type(exc).__name__}: {reason[:120]}") from None
+        if not isinstance(state, dict):
+            raise _not_a_checkpoint(path, f"holds a {type(state).__name__}, not a dict")
+        missing = [key for key in CHECKPOINT_KEYS if key not in state]
+        if missing:
+            raise _not_a_checkpoint(path, f"missing keys: {', '.join(missing)}")
+        return state
+
+
+def _not_a_checkpoint(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint: {path} is not a Contrast Lab checkpoint ({reason})")
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+
+
+def _run_from_row(row: tuple) -> Run:
+    (run_id, name, config, status, created_at, started_at, finished_at, device, error) = row[:9]
+    (owner, parent_id, step, worker, cancel_requested, final_metrics) = row[9:]
+    return Run(
+        id=run_id,
+        name=name,
+        config=json.loads(config),
+        status=status,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        device=device,
+        error=error,
+        owner=owner,
+        parent_id=parent_id,
+        step=step,
+        worker=worker,
+        cancel_requested=bool(cancel_requested),
+        final_metrics=None if final_metrics is None else json.loads(final_metrics),
+    )
