@@ -7,6 +7,7 @@ from the config, so there is no second list to keep in sync.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -57,19 +58,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     for note in config.notes():
         print(f"note: {note}", file=sys.stderr)
     bar = tqdm(total=config.steps, file=sys.stderr, unit="step", disable=args.quiet)
+    record = _recorder(args, config) if not args.no_store else None
 
     def on_event(event):
         if event.kind == "step":
             bar.update(event.step - bar.n)
             bar.set_postfix(loss=f"{event.data['loss']:.4f}", refresh=False)
+        if record is not None:
+            record(event)
 
     try:
-        result = train(config, on_event)
+        result = train(config, on_event, should_stop=record.should_stop if record else lambda: False)
     except (TrainingError, data.DatasetUnavailable, ValueError) as exc:
         bar.close()
+        if record is not None:
+            record.store.set_status(record.run_id, "failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 1
     bar.close()
+    if record is not None:
+        record.flush()
+        record.store.set_status(record.run_id, result["status"])
+        print(f"run {record.run_id} recorded in {record.store.home}", file=sys.stderr)
     if args.json:
         line = {"config": config.model_dump(mode="json")}
         line |= {k: v for k, v in result.items() if k != "metrics"} | result["metrics"]
@@ -82,6 +92,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorder(args: argparse.Namespace, config: RunConfig):
+    """Records this terminal run in the store, so it shows up in the dashboard."""
+    import os
+    import socket
+
+    from contrast_core.jobs import RunRecorder
+    from contrast_core.store import RunStore
+    from contrast_core.train import device_label, resolve_device
+
+    store = RunStore(args.home)
+    worker = f"cli-{os.getpid()}@{socket.gethostname()}"
+    store.heartbeat(worker, os.getpid())
+    device = device_label(resolve_device(config.device))
+    run_id = store.create_run(
+        config.model_dump(mode="json"), name=args.name, status="running", worker=worker, device=device
+    )
+    record = RunRecorder(store, run_id, lambda: store.heartbeat(worker, os.getpid()))
+    record.should_stop = lambda: store.cancel_requested(run_id)
+    return record
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from contrast_core.jobs import run_worker
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_worker(args.home, args.id, args.parent)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m contrast_core", description="Contrast Lab engine")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,7 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(train_parser)
     train_parser.add_argument("--json", action="store_true", help="print one final JSON line on stdout")
     train_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    train_parser.add_argument("--name", default="", help="the run's name in the dashboard")
+    train_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
+    train_parser.add_argument("--no-store", action="store_true", help="do not record the run in the store")
     train_parser.set_defaults(run=cmd_train)
+    worker_parser = commands.add_parser("worker", help="train queued runs from the store, one at a time")
+    worker_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
+    worker_parser.add_argument("--id", default=None, help="worker id (default: pid@host)")
+    worker_parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
+    worker_parser.set_defaults(run=cmd_worker)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -230,22 +230,39 @@ class RunStore:
         owner: str | None = None,
         parent_id: str | None = None,
         status: str = "queued",
+        worker: str | None = None,
+        device: str | None = None,
     ) -> str:
         """Adds a run and writes its config.json; returns its id.
+
+        A run created "running" (a terminal's `train`, which trains it itself) names its
+        `worker` and `device` at once, as `claim_next` would.
 
         Ids look like ``20250101-120000-a3f9c1`` (UTC time + random suffix): short, safe in
         URLs and folder names, and sortable by creation to the second.
         """
         _check_status(status)
         config_json = _json_dumps(config, "config")
+        now = time.time()
         for _ in range(5):  # a collision needs the same second and the same 24 random bits
             run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
             try:
                 with self._write() as conn:
                     conn.execute(
-                        "INSERT INTO runs (id, name, config, status, created_at, owner, parent_id)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (run_id, name, config_json, status, time.time(), owner, parent_id),
+                        "INSERT INTO runs (id, name, config, status, created_at, owner, parent_id,"
+                        " worker, device, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            run_id,
+                            name,
+                            config_json,
+                            status,
+                            now,
+                            owner,
+                            parent_id,
+                            worker,
+                            device,
+                            now if status == "running" else None,
+                        ),
                     )
             except sqlite3.IntegrityError:
                 continue

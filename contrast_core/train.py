@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from contrast_core import data, distances, losses, metrics, models, samplers
 from contrast_core.augment import augment
 from contrast_core.config import RunConfig
 
+DIVERGENCE_FACTOR = 1e6  # a loss this many times its first value (or non-finite) means the run diverged
 RECON_ITEMS = 16  # originals / reconstructions kept in each VAE snapshot
 PROBE_TRAIN_ITEMS = 2000  # training points embedded for k-NN / linear-probe metrics
 
@@ -158,10 +160,13 @@ class Trainer:
         return metrics.vae_metrics(x.cpu(), out.recon.cpu(), out.mu.cpu(), out.logvar.cpu())
 
     def state(self) -> dict:
-        """Everything needed to resume: weights, optimiser, step, config, RNG states."""
+        """Everything needed to resume: weights, optimiser, step, config, RNG states.
+
+        A copy, not views of the live tensors: training goes on after the event is handed out.
+        """
         return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "step": self.step,
             "config": self.config.model_dump(mode="json"),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state()},
@@ -187,7 +192,8 @@ def train(
     Calls `on_event` with a "step" row every `log_every` steps, a "snapshot" every
     `config.resolved_snapshot_every()` steps, a "checkpoint" (with the resumable state) every
     `config.resolved_checkpoint_every()` steps and at the end, and "final" with the metrics.
-    A non-finite loss stops the run with TrainingError("diverged at step N").
+    A non-finite loss, or one DIVERGENCE_FACTOR times the first logged loss (float32 can hold
+    a blown-up loss of 1e31 without overflowing), stops the run with TrainingError("diverged at step N").
     `should_stop()` is checked once per step; when it says so the run ends with status "cancelled".
     """
     trainer = Trainer(config, resume)
@@ -197,6 +203,7 @@ def train(
     if trainer.step == 0:
         _emit_snapshot(trainer, on_event)
     status, step_seconds, steps_done, started = "finished", 0.0, 0, time.perf_counter()
+    first_loss = None
     while trainer.step < config.steps:
         if should_stop():
             status = "cancelled"
@@ -206,7 +213,8 @@ def train(
         step = trainer.step
         if step % log_every == 0 or step == config.steps:
             row = {name: value.item() for name, value in terms.items()}  # syncs with the device
-            if not np.isfinite(row["loss"]):
+            first_loss = row["loss"] if first_loss is None else first_loss
+            if not abs(row["loss"]) <= DIVERGENCE_FACTOR * max(abs(first_loss), 1.0):  # NaN fails too
                 on_event(Event("error", step, {"message": f"diverged at step {step}"}))
                 raise TrainingError(f"diverged at step {step}")
             step_seconds += time.perf_counter() - tick

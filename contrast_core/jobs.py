@@ -1,0 +1,288 @@
+"""The job queue: worker processes train queued runs; the store is the only channel.
+
+Workers are their own programs (`python -m contrast_core worker`), not `multiprocessing`
+children of the Streamlit process: a spawned child would re-import the page script as its
+main module. The app starts a few of them (`JobQueue.start`) and a supervisor thread that
+replaces a worker which died and fails its run; more can be started by hand on any machine
+that sees the same store (e.g. a GPU box), and runs from `python -m contrast_core train` are
+recorded in the store too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from contrast_core.store import RunStore
+
+POLL_SECONDS = 0.1  # an idle worker looks for a queued run this often: a click starts within it
+FLUSH_SECONDS = 0.25  # metric rows are written in batches at most this old: pages see them live
+HEARTBEAT_STALE_SECONDS = 20.0  # a worker silent this long is dead; its run becomes interrupted
+CANCEL_GRACE_SECONDS = 3.0  # a run still going this long after cancel has its worker killed
+SUPERVISE_SECONDS = 0.5
+
+
+def worker_threads() -> int:
+    """Torch threads for a CPU worker: all cores but one, so the pages stay responsive."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+def default_workers() -> int:
+    """One worker per GPU, else one."""
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+# --- the worker side ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunRecorder:
+    """Turns training events into store writes: step rows batched, snapshots and checkpoints at once."""
+
+    store: RunStore
+    run_id: str
+    heartbeat: callable = lambda: None
+    pending: list = field(default_factory=list)
+    last_flush: float = 0.0
+    last_pca: object = None
+
+    def __call__(self, event) -> None:
+        if event.kind == "step":
+            self.pending.append({"step": event.step, **event.data})
+            if time.monotonic() - self.last_flush > FLUSH_SECONDS:
+                self.flush()
+        elif event.kind == "snapshot":
+            self.flush()
+            arrays = dict(event.data["arrays"])
+            if arrays["embeddings"].shape[1] > 2:  # cheap, aligned to the previous frame: no jumping
+                from contrast_core.projection import project
+
+                self.last_pca = arrays["pca"] = project(arrays["embeddings"], "pca", self.last_pca)
+            self.store.add_snapshot(self.run_id, event.step, arrays, event.data["metrics"])
+        elif event.kind == "checkpoint":
+            self.flush()
+            self.store.save_checkpoint(self.run_id, event.data["state"])
+        elif event.kind == "final":
+            self.flush()
+            self.store.set_final_metrics(self.run_id, event.data["metrics"])
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.add_metrics(self.run_id, self.pending)
+            self.pending = []
+        self.last_flush = time.monotonic()
+        self.heartbeat()
+
+
+def execute(store: RunStore, run_id: str, heartbeat=lambda: None) -> str:
+    """Trains one claimed run to its end, writing everything to the store; returns its final status.
+
+    A run with a checkpoint (an interrupted or resumed run) continues from it.
+    """
+    from contrast_core.config import RunConfig
+    from contrast_core.train import train
+
+    run = store.get_run(run_id)
+    recorder = RunRecorder(store, run_id, heartbeat)
+    try:
+        config = RunConfig.model_validate(run.config)
+        resume = store.load_checkpoint(run_id) if (store.run_dir(run_id) / "model.pt").exists() else None
+        result = train(config, recorder, lambda: store.cancel_requested(run_id), resume=resume)
+        recorder.flush()
+        store.set_status(run_id, result["status"])
+        return result["status"]
+    except Exception as exc:  # any failure ends this run only, with a one-line reason
+        recorder.pending.clear()
+        (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        store.set_status(run_id, "failed", error=message)
+        return "failed"
+
+
+def run_worker(home: str | Path | None = None, worker_id: str | None = None, parent: int | None = None) -> None:
+    """The worker loop: claim the oldest queued run, train it, repeat. Exits when `parent` dies."""
+    import torch
+
+    from contrast_core.train import device_label, resolve_device
+
+    torch.set_num_threads(int(os.environ.get("CONTRAST_THREADS", worker_threads())))
+    store = RunStore(home)
+    worker_id = worker_id or f"{os.getpid()}@{socket.gethostname()}"
+    label = device_label(resolve_device("auto"))
+    beat = lambda: store.heartbeat(worker_id, os.getpid())
+    beat()
+    warm_up()
+    last_beat = time.monotonic()
+    while parent is None or os.getppid() == parent:
+        run = store.claim_next(worker_id, label)
+        if run is not None:
+            execute(store, run.id, beat)
+        else:
+            time.sleep(POLL_SECONDS)
+        if time.monotonic() - last_beat > 1.0:
+            beat()
+            last_beat = time.monotonic()
+
+
+def warm_up() -> None:
+    """A two-step run on the default data, unrecorded: imports, data and kernels are ready
+    before the first click, so a submitted run shows its first metric row within a fraction
+    of a second."""
+    from contrast_core.config import RunConfig
+    from contrast_core.train import train
+
+    train(RunConfig(steps=2, eval_size=20, snapshot_every=1))
+
+
+def worker_alive(worker: dict, now: float | None = None) -> bool:
+    """A worker is alive if it beat recently and, when it runs on this host, its process exists."""
+    if (now or time.time()) - worker["last_seen"] > HEARTBEAT_STALE_SECONDS:
+        return False
+    if worker["id"].rpartition("@")[2] != socket.gethostname():
+        return True
+    try:
+        os.kill(worker["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+# --- the app side ------------------------------------------------------------------------------
+
+
+class JobQueue:
+    """Worker processes over one store, and a supervisor thread that keeps them alive.
+
+    Thread-safe: the app shares one instance between all sessions (st.cache_resource).
+    """
+
+    def __init__(self, store: RunStore, n_workers: int | None = None):
+        self.store = store
+        self.n_workers = n_workers or int(os.environ.get("CONTRAST_WORKERS", 0)) or default_workers()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.cancelled_at: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.supervisor: threading.Thread | None = None
+
+    def start(self) -> JobQueue:
+        """Marks runs of dead workers interrupted, starts the workers and the supervisor (idempotent)."""
+        with self.lock:
+            if self.supervisor is not None:
+                return self
+            self._interrupt_stale()
+            for i in range(self.n_workers):
+                self._spawn(f"w{i}-{os.getpid()}@{socket.gethostname()}")
+            self.supervisor = threading.Thread(target=self._supervise, name="contrast-supervisor", daemon=True)
+            self.supervisor.start()
+        atexit.register(self.shutdown)
+        return self
+
+    def submit(self, config, *, name: str = "", owner: str | None = None, parent_id: str | None = None) -> str:
+        """Queues a run (a RunConfig); a free worker starts it within POLL_SECONDS."""
+        return self.store.create_run(config.model_dump(mode="json"), name=name, owner=owner, parent_id=parent_id)
+
+    def cancel(self, run_id: str) -> None:
+        """Stops a run within a step; a worker that does not stop in CANCEL_GRACE_SECONDS is killed."""
+        self.store.request_cancel(run_id)
+        with self.lock:
+            self.cancelled_at[run_id] = time.monotonic()
+
+    def resume(self, run_id: str) -> None:
+        """Queues an interrupted, cancelled or failed run again; it continues from its last checkpoint."""
+        from contrast_core.store import StoreError
+
+        status = self.store.get_run(run_id).status
+        if status not in ("interrupted", "cancelled", "failed"):
+            raise StoreError(f"run: {run_id!r} is {status}; only interrupted, cancelled or failed runs resume")
+        self.store.set_status(run_id, "queued")
+
+    def status(self) -> dict:
+        """{"workers": alive, "running": n, "queued": n, "device": label of the workers' device}."""
+        alive = [w for w in self.store.workers() if worker_alive(w)]
+        running = self.store.list_runs(status="running")
+        return {
+            "workers": len(alive),
+            "running": len(running),
+            "queued": len(self.store.list_runs(status="queued")),
+            "device": running[0].device if running else None,
+        }
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in self.procs.values():
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    # --- supervision ---------------------------------------------------------------------------
+    def _spawn(self, worker_id: str) -> None:
+        cmd = [sys.executable, "-m", "contrast_core", "worker", "--home", str(self.store.home), "--id", worker_id]
+        cmd += ["--parent", str(os.getpid())]
+        self.procs[worker_id] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=False)
+
+    def _interrupt_stale(self) -> None:
+        alive = {w["id"] for w in self.store.workers() if worker_alive(w)}
+        for run in self.store.list_runs(status="running"):
+            if run.worker is None:
+                self.store.set_status(run.id, "interrupted", error="no worker holds it")
+            elif run.worker not in alive:
+                self.store.mark_interrupted(worker=run.worker)
+
+    def _supervise(self) -> None:
+        while not self.stopping.wait(SUPERVISE_SECONDS):
+            try:
+                self._check_workers()
+                self._enforce_cancels()
+                self._interrupt_stale()
+            except Exception:  # the supervisor must outlive any one bad check
+                traceback.print_exc()
+
+    def _check_workers(self) -> None:
+        with self.lock:
+            dead = [(wid, p.returncode) for wid, p in self.procs.items() if p.poll() is not None]
+            for worker_id, code in dead:
+                reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                for run in self.store.list_runs(status="running"):
+                    if run.worker == worker_id:
+                        self.store.set_status(run.id, "failed", error=f"worker died ({reason})")
+                if not self.stopping.is_set():
+                    self._spawn(worker_id)
+
+    def _enforce_cancels(self) -> None:
+        with self.lock:
+            late = [r for r, t in self.cancelled_at.items() if time.monotonic() - t > CANCEL_GRACE_SECONDS]
+            for run_id in late:
+                del self.cancelled_at[run_id]
+                run = self.store.get_run(run_id)
+                proc = self.procs.get(run.worker or "")
+                if run.status == "running" and proc is not None:
+                    proc.kill()
+                    proc.wait()
+                    self.store.set_status(run_id, "cancelled", error="stopped after the grace period")
+                    self._spawn(run.worker)
+
+
+@cache
+def get_queue(home: str | None = None) -> JobQueue:
+    """The process-wide queue over the store at `home` (started on first use)."""
+    return JobQueue(RunStore(home)).start()
