@@ -1,0 +1,152 @@
+import threading
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+
+from contrast_core.projection import PROJECTIONS, align, mean_displacement, project, warm_up
+
+
+def blobs(n, dim=16, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(classes, dim))
+    return (centres[np.arange(n) % classes] + rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def rotation(angle):
+    return np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+
+
+def anisotropic(n=200, seed=0):
+    """Embeddings whose first feature dominates the first principal axis, second the second."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 6)) * [5.0, 2.0, 0.5, 0.5, 0.5, 0.5]).astype(np.float32)
+
+
+# --- align and mean_displacement --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_align_recovers_rotation_scale_and_shift_exactly(reflect):
+    previous = np.random.default_rng(0).normal(size=(50, 2))
+    mirror = np.diag([1.0, -1.0]) if reflect else np.eye(2)
+    moved = previous @ mirror @ rotation(1.1).T * 3.5 + [10.0, -4.0]  # (50, 2)
+    np.testing.assert_allclose(align(moved, previous), previous, atol=1e-10)
+
+
+def test_align_least_squares_on_noisy_copy_and_collapsed_layout():
+    rng = np.random.default_rng(1)
+    previous = rng.normal(size=(100, 2))
+    noisy = (previous + rng.normal(scale=0.05, size=(100, 2))) @ rotation(-2.0).T * 0.1
+    assert np.abs(align(noisy, previous) - previous).mean() < 0.1
+    collapsed = align(np.zeros((100, 2)), previous)
+    np.testing.assert_allclose(collapsed, np.broadcast_to(previous.mean(axis=0), (100, 2)))
+    with pytest.raises(ValueError, match="previous: shape"):
+        align(np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+def test_mean_displacement_ignores_scale_and_shift_not_rotation():
+    a = np.array([[1.0, 0.0], [-1.0, 0.0]])  # unit RMS radius already
+    assert mean_displacement(a, a * 7 + 3) == pytest.approx(0.0)
+    assert mean_displacement(a, -a) == pytest.approx(2.0)  # every point crosses the diameter
+
+
+# --- project ----------------------------------------------------------------------------------
+
+
+def test_pca_matches_sklearn_up_to_axis_signs():
+    emb = blobs(120)
+    expected = PCA(n_components=2).fit_transform(emb)
+    layout = project(emb, "pca")
+    assert layout.dtype == np.float32 and layout.shape == (120, 2)
+    signs = np.sign((layout * expected).sum(axis=0))
+    np.testing.assert_allclose(layout, expected * signs, rtol=1e-4, atol=1e-4)
+
+
+def test_pca_axis_sign_follows_the_largest_loading():
+    emb = anisotropic()
+    for data in (emb, -emb):  # negating the data must flip the picture, not be undone by the solver
+        layout = project(data, "pca")
+        assert np.corrcoef(layout[:, 0], data[:, 0])[0, 1] > 0.9
+        assert np.corrcoef(layout[:, 1], data[:, 1])[0, 1] > 0.9
+
+
+def test_pca_aligned_to_previous_does_not_jump_when_an_axis_flips():
+    emb = anisotropic()
+    before = project(emb, "pca")
+    flipped = emb * [-1, 1, 1, 1, 1, 1] + np.random.default_rng(1).normal(scale=0.01, size=emb.shape)
+    assert mean_displacement(project(flipped, "pca"), before) > 1.0  # the raw frame is mirrored
+    assert mean_displacement(project(flipped, "pca", previous=before), before) < 0.02
+
+
+def test_pca_layouts_of_perturbed_snapshots_stay_close():
+    rng = np.random.default_rng(2)
+    snapshots = [blobs(200)]
+    for _ in range(4):
+        snapshots.append(snapshots[-1] + rng.normal(scale=0.05, size=snapshots[-1].shape).astype(np.float32))
+    layout = project(snapshots[0], "pca")
+    for emb in snapshots[1:]:
+        nxt = project(emb, "pca", previous=layout)
+        assert mean_displacement(nxt, layout) < 0.05
+        layout = nxt
+
+
+def test_umap_consecutive_snapshots_stay_close():
+    threads = [threading.Thread(target=warm_up) for _ in range(2)]  # as the app does, off the main thread
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    warm_up()  # idempotent
+    emb = blobs(300, dim=32, classes=10)
+    first = project(emb, "umap")
+    noisy = emb + np.random.default_rng(3).normal(scale=0.05, size=emb.shape).astype(np.float32)
+    second = project(noisy, "umap", previous=first)
+    assert mean_displacement(second, first) < 0.3  # about 0.17; clusters keep their places
+    fresh = align(project(noisy, "umap"), first)  # same seed, no warm start: clusters land elsewhere
+    assert mean_displacement(fresh, first) > 0.5  # about 0.8 to 1.1
+
+
+@pytest.mark.parametrize("method", sorted(PROJECTIONS))
+def test_every_projection_gives_a_finite_aligned_float32_layout(method):
+    emb = blobs(60)
+    first = project(emb, method, seed=1)
+    second = project(emb, method, previous=first, seed=1)
+    for layout in (first, second):
+        assert layout.shape == (60, 2) and layout.dtype == np.float32 and np.isfinite(layout).all()
+    np.testing.assert_allclose(second.mean(axis=0), first.mean(axis=0), atol=1e-3)  # aligned: same centre
+
+
+@pytest.mark.parametrize("method", sorted(PROJECTIONS))
+@pytest.mark.parametrize("n", [1, 3, 40])
+def test_tiny_and_collapsed_inputs_do_not_crash(method, n):
+    for emb in (np.random.default_rng(0).normal(size=(n, 8)), np.ones((n, 8))):
+        layout = project(emb, method)
+        assert layout.shape == (n, 2) and np.isfinite(layout).all()
+        assert np.isfinite(project(emb, method, previous=np.ones((n, 2)))).all()
+
+
+def test_two_dimensional_embeddings_come_back_as_a_float32_copy():
+    emb = np.random.default_rng(0).normal(size=(10, 2))
+    layout = project(emb, "umap", previous=np.zeros((10, 2)))
+    np.testing.assert_allclose(layout, emb, rtol=1e-6)
+    assert layout.dtype == np.float32
+    layout[0, 0] = 99.0
+    assert emb[0, 0] != 99.0
+    np.testing.assert_array_equal(project(np.arange(4.0)[:, None], "pca"), [[0, 0], [1, 0], [2, 0], [3, 0]])
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"method": "isomap"}, "method: unknown 'isomap'"),
+        ({"previous": np.zeros((5, 2))}, "previous: expected shape (4, 2)"),
+        ({"previous": np.full((4, 2), np.nan)}, "previous: contains NaN"),
+        ({"embeddings": np.zeros(4)}, "embeddings: expected a non-empty (E, D) array"),
+        ({"embeddings": np.full((4, 3), np.inf)}, "embeddings: contain NaN"),
+    ],
+)
+def test_bad_input_names_the_field(kwargs, words):
+    arguments = {"embeddings": np.zeros((4, 3)), "method": "pca"} | kwargs
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        project(**arguments)
