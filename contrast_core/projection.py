@@ -193,3 +193,49 @@ def _unit_rms(layout: np.ndarray) -> np.ndarray:
     centred = layout - layout.mean(axis=0)
     rms = np.sqrt((centred**2).sum(axis=1).mean())
     return centred / rms if rms > 0 else centred
+
+
+class LiveProjector:
+    """UMAP / t-SNE layouts of live snapshots, computed on a background thread.
+
+    `get` never blocks: it returns the newest finished layout of a run (maybe of an older step)
+    and asks for the given step. Only the newest request per run is kept, so a projection that
+    falls behind skips stale snapshots instead of queueing them, and each layout starts from the
+    run's previous one. The thread compiles umap-learn once at start (`warm_up`), so the first
+    live projection does not pay for it. Thread-safe: one instance serves every page session.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._pending: dict[tuple[str, str], tuple[int, np.ndarray]] = {}  # (run, method) -> newest ask
+        self._done: dict[tuple[str, str], tuple[int, np.ndarray]] = {}  # (run, method) -> (step, (E, 2))
+        self.errors: dict[tuple[str, str], str] = {}
+        self._thread = threading.Thread(target=self._loop, name="contrast-projector", daemon=True)
+        self._thread.start()
+
+    def get(self, run_id: str, step: int, embeddings: np.ndarray, method: str = "umap"):
+        """(step, layout) of the newest finished layout for this run, or None; asks for `step` if newer."""
+        key = (run_id, method)
+        with self._cond:
+            done = self._done.get(key)
+            asked = self._pending.get(key)
+            if (done is None or done[0] < step) and (asked is None or asked[0] < step):
+                self._pending[key] = (step, embeddings)
+                self._cond.notify()
+            return done
+
+    def _loop(self) -> None:
+        warm_up()
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending)
+                key, (step, embeddings) = self._pending.popitem()
+                previous = self._done.get(key)
+            start = None if previous is None or len(previous[1]) != len(embeddings) else previous[1]
+            try:
+                layout = project(embeddings, key[1], start)
+            except Exception as exc:  # a bad snapshot must not end the thread that serves every page
+                self.errors[key] = f"{key[1]}: {exc}".splitlines()[0]
+                continue
+            with self._cond:
+                self._done[key] = (step, layout)

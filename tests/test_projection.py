@@ -1,4 +1,5 @@
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -150,3 +151,24 @@ def test_bad_input_names_the_field(kwargs, words):
     arguments = {"embeddings": np.zeros((4, 3)), "method": "pca"} | kwargs
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
         project(**arguments)
+
+
+def test_live_projector_serves_the_newest_step_and_skips_stale_ones():
+    from contrast_core.projection import LiveProjector
+
+    rng = np.random.default_rng(0)
+    snapshots = {step: rng.normal(size=(120, 8)).astype(np.float32) for step in (1, 2, 3, 4)}
+    projector = LiveProjector()
+    assert projector.get("run", 1, snapshots[1], "pca") is None  # nothing finished yet: never blocks
+    for step in (2, 3, 4):  # asked faster than served: only the newest matters
+        projector.get("run", step, snapshots[step], "pca")
+    deadline = time.monotonic() + 60
+    while (found := projector.get("run", 4, snapshots[4], "pca")) is None or found[0] < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    step, layout = found
+    assert step == 4 and layout.shape == (120, 2)
+    # The layout is the step-4 embeddings' PCA, up to the alignment to the previous frame.
+    reference = project(snapshots[4], "pca")
+    assert np.allclose(align(layout, reference), reference, atol=1e-3)
+    assert not np.allclose(align(project(snapshots[3], "pca"), reference), reference, atol=1e-3)
