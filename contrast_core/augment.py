@@ -49,7 +49,7 @@ def augment(x: torch.Tensor, strength: float, generator: torch.Generator | None 
         return x
     if x.ndim == 2:
         return x + NOISE_STD * strength * _normal(x, generator)
-    x = warp(x, _random_theta(x, strength, generator))
+    x = warp(x, random_theta(x, strength, generator))
     if x.shape[1] == 3:
         x = _colour_jitter(x, strength, generator)
     x = _random_erase(x, strength, generator)
@@ -105,7 +105,7 @@ def _normal(x: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def _random_theta(x: torch.Tensor, strength: float, generator) -> torch.Tensor:
+def random_theta(x: torch.Tensor, strength: float, generator) -> torch.Tensor:
     """(B, C, H, W) -> (B, 2, 3): one random rotation, zoom, shift (and flip, for RGB) per image."""
     batch, channels, height, width = x.shape
     degrees = ROTATION_DEG * strength

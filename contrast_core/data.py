@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 DATA_HOME = Path(os.environ.get("CONTRAST_DATA", "data"))  # torchvision download/root folder
 
+DIGITS_60K = 60_000  # as many training images as MNIST
 TOY_CENTERS = 4  # blobs
 TOY_CIRCLES_FACTOR = 0.5  # circles: inner radius / outer radius
 
@@ -201,6 +203,19 @@ def _digits(**_):
     return x, _labels(digits.target), [str(d) for d in range(10)], "image"
 
 
+def _digits_60k(*, seed: int, **_):
+    """MNIST-sized, offline: 60,000 28x28 images made from `digits`, each upsampled to 20x20 in a
+    28x28 frame (as MNIST centres its digits) and moved by its own random affine jitter."""
+    from contrast_core.augment import random_theta, warp
+
+    x, y, classes, _ = _digits()
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randint(len(x), (DIGITS_60K,), generator=generator)
+    framed = F.pad(F.interpolate(x[rows], size=(20, 20), mode="bilinear", align_corners=False), (4, 4, 4, 4))
+    images = torch.cat([warp(chunk, random_theta(chunk, 0.5, generator)) for chunk in framed.split(10_000)])
+    return images.clamp(0, 1), y[rows], classes, "image"  # (60000, 1, 28, 28)
+
+
 def _check_toy(n_samples: int, noise: float) -> None:
     if n_samples < 10:
         raise ValueError(f"n_samples: must be at least 10 (got {n_samples})")
@@ -296,6 +311,7 @@ def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = 200_
 
 DATASETS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor, list[str], str]]] = {
     "digits": _digits,
+    "digits-60k": _digits_60k,
     "moons": _moons,
     "blobs": _blobs,
     "circles": _circles,

@@ -108,7 +108,7 @@ def test_theta_by_hand():
 
 def test_random_affine_parameters_are_per_sample_and_in_range():
     x = torch.zeros(500, 1, 28, 28)
-    theta = aug._random_theta(x, 0.4, _seeded())  # (B, 2, 3)
+    theta = aug.random_theta(x, 0.4, _seeded())  # (B, 2, 3)
     angle = torch.rad2deg(torch.atan2(theta[:, 0, 1], theta[:, 0, 0]))
     scale = 1 / torch.linalg.det(theta[:, :, :2]).sqrt()
     assert angle.abs().max() <= 10 + 1e-4 and angle.abs().max() > 9  # 25 degrees * 0.4
@@ -117,8 +117,8 @@ def test_random_affine_parameters_are_per_sample_and_in_range():
 
 
 def test_flips_only_colour_images_about_half_the_time():
-    grey = aug._random_theta(torch.zeros(1000, 1, 8, 8), 1.0, _seeded())
-    colour = aug._random_theta(torch.zeros(1000, 3, 8, 8), 1.0, _seeded())
+    grey = aug.random_theta(torch.zeros(1000, 1, 8, 8), 1.0, _seeded())
+    colour = aug.random_theta(torch.zeros(1000, 3, 8, 8), 1.0, _seeded())
     mirrored = lambda theta: torch.linalg.det(theta[:, :, :2]) < 0
     assert not mirrored(grey).any()
     assert 0.4 < mirrored(colour).float().mean() < 0.6  # FLIP_P = 0.5

@@ -23,6 +23,7 @@ def digits() -> Dataset:
 def test_registry_names():
     assert list(DATASETS) == [
         "digits",
+        "digits-60k",
         "moons",
         "blobs",
         "circles",
@@ -35,7 +36,7 @@ def test_registry_names():
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(ValueError, match=r"dataset: unknown 'nope' \(choose from digits, moons, blobs"):
+    with pytest.raises(ValueError, match=r"dataset: unknown 'nope' \(choose from digits, digits-60k, moons, blobs"):
         load("nope")
 
 
@@ -332,3 +333,12 @@ def test_csv_missing_file_or_path(tmp_path):
         load("csv", csv_path=missing)
     with pytest.raises(ValueError, match="^csv: no file given"):
         load("csv")
+
+
+def test_digits_60k_is_mnist_sized_and_jittered_per_image():
+    ds = data.load("digits-60k", seed=0)
+    assert ds.x.shape == (60_000, 1, 28, 28) and ds.num_classes == 10
+    assert 0 <= ds.x.min() and ds.x.max() <= 1
+    # Many copies of each source digit, no two placed identically: the jitter is drawn per image.
+    assert len(torch.unique(ds.x[:2000].flatten(1), dim=0)) == 2000
+    assert torch.bincount(ds.y).min() > 5000
