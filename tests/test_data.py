@@ -338,7 +338,7 @@ def test_csv_missing_file_or_path(tmp_path):
 def test_digits_60k_is_mnist_sized_and_jittered_per_image():
     ds = data.load("digits-60k", seed=0)
     assert ds.x.shape == (60_000, 1, 28, 28) and ds.num_classes == 10
-    assert 0 <= ds.x.min() and ds.x.max() <= 1
+    assert ds.x.min() >= 0 and ds.x.max() <= 1
     # Many copies of each source digit, no two placed identically: the jitter is drawn per image.
     assert len(torch.unique(ds.x[:2000].flatten(1), dim=0)) == 2000
     assert torch.bincount(ds.y).min() > 5000
