@@ -121,6 +121,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from contrast_core import bench
+
+    results = bench.run(quick=args.quick, out=args.out)
+    for row in results["comparisons"]:
+        print(f"\n{row['dataset']} on {row['device']} ({results['threads']} threads), bar {row['bar']}")
+        for key, value in row.items():
+            if key not in ("dataset", "device", "bar"):
+                print(f"  {key:>34}  {_show(value)}")
+    for section in ("projection", "dashboard"):
+        print(f"\n{section}")
+        for key, value in results[section].items():
+            print(f"  {key:>34}  {_show(value)}")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return "not reached" if value is None else str(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m contrast_core", description="Contrast Lab engine")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     worker_parser.add_argument("--id", default=None, help="worker id (default: pid@host)")
     worker_parser.add_argument("--parent", type=int, default=None, help="exit when this process is gone")
     worker_parser.set_defaults(run=cmd_worker)
+    bench_parser = commands.add_parser("bench", help="training speed and latency against the classic recipe")
+    bench_parser.add_argument("--quick", action="store_true", help="shorter measurements, fewer seeds")
+    bench_parser.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON file for the figures")
+    bench_parser.set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

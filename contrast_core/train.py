@@ -57,12 +57,12 @@ def device_label(device: torch.device) -> str:
 class Trainer:
     """Everything a run holds: data on the device, model, optimiser, loss, sampler, RNG."""
 
-    def __init__(self, config: RunConfig, resume: dict | None = None):
+    def __init__(self, config: RunConfig, resume: dict | None = None, dataset: data.Dataset | None = None):
         self.config = c = config
         self.device = resolve_device(c.device)
         torch.manual_seed(c.seed)
         self.generator = torch.Generator(self.device).manual_seed(c.seed)
-        self.data = data.load(
+        self.data = dataset.to(self.device) if dataset is not None else data.load(
             c.dataset, seed=c.seed, eval_size=c.eval_size, noise=c.noise, n_samples=c.n_samples,
             csv_path=c.csv_path, csv_label=c.csv_label, device=self.device,
         )  # fmt: skip

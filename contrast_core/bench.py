@@ -1,0 +1,250 @@
+"""`python -m contrast_core bench`: Contrast Lab's training path against the classic recipe.
+
+The classic recipe is written the way Siamese tutorials write it, and exists only here, as
+the baseline: a Dataset that builds each pair in `__getitem__` by a random choice over a label
+mask, PIL + ToTensor per image, a DataLoader, batch 100. Both sides train the same model with
+the same loss on the same data; every figure is a ratio measured in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contrast_core import data, losses, metrics, models
+from contrast_core.config import RunConfig
+from contrast_core.distances import build as build_distance
+from contrast_core.train import Trainer, device_label
+
+BATCH = 100  # pairs per step on both sides, as in the tutorials
+
+
+class TutorialPairs(torch.utils.data.Dataset):
+    """The classic Siamese pair dataset: one random pair per item, 50 / 50 same / different."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):  # (N, H, W) uint8, (N,)
+        from torchvision import transforms
+
+        self.images, self.labels = images, labels
+        self.to_tensor = transforms.ToTensor()
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        label = self.labels[i]
+        same = random.randint(0, 1)
+        mask = self.labels == label if same else self.labels != label
+        j = random.choice(np.where(mask)[0])
+        first = self.to_tensor(Image.fromarray(self.images[i]))
+        second = self.to_tensor(Image.fromarray(self.images[j]))
+        return first, second, torch.tensor(same, dtype=torch.float32)
+
+
+class ClassicRecipe:
+    """DataLoader over TutorialPairs, the same encoder, ContrastiveLoss and Adam."""
+
+    def __init__(self, dataset: data.Dataset, config: RunConfig, device: torch.device):
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        train = dataset.train_index.cpu()
+        images = (dataset.x[train, 0].cpu().numpy() * 255).round().astype(np.uint8)
+        self.loader = torch.utils.data.DataLoader(
+            TutorialPairs(images, dataset.y[train].cpu().numpy()), batch_size=BATCH, shuffle=True, drop_last=True
+        )
+        self.device = device
+        self.model = models.build(config.model, dataset.input_shape, config.embedding_dim).to(device)
+        self.loss = losses.build("contrastive", build_distance(config.distance), config.margin, config.temperature)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.batches = iter(())
+
+    def train_step(self) -> None:
+        try:
+            first, second, same = next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            first, second, same = next(self.batches)
+        first, second, same = first.to(self.device), second.to(self.device), same.to(self.device)
+        loss = self.loss(self.model(first), self.model(second), same)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(step, device: torch.device, seconds: float, warmup: int = 20) -> float:
+    """Steady-state pairs per second of `step()` over about `seconds`, after `warmup` steps."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            step()
+        _sync(device)
+        done += 10
+    return BATCH * done / (time.perf_counter() - start)
+
+
+def quality(model, dataset: data.Dataset, bar: str) -> float:
+    """The bar's metric on the held-out evaluation subset (k-NN from a train subset, or Rand index)."""
+    train = dataset.train_index[:5000]
+    eval_emb = models.embed(model, dataset.x[dataset.eval_index]).cpu().numpy()
+    eval_labels = dataset.y[dataset.eval_index].cpu().numpy()
+    if bar == "rand_index":
+        return metrics.cluster_metrics(eval_emb, eval_labels, dataset.num_classes)["rand_index"]
+    train_emb = models.embed(model, dataset.x[train]).cpu().numpy()
+    found = metrics.retrieval_metrics(
+        train_emb, dataset.y[train].cpu().numpy(), eval_emb, eval_labels, linear_probe=False
+    )
+    return found["knn_accuracy"]
+
+
+def time_to_quality(trainer, dataset, bar: str, target: float, device, budget: float, check_every: int) -> float | None:
+    """Training seconds (evaluation off the clock) until `bar` >= target, or None within `budget`."""
+    trained = 0.0
+    while trained < budget:
+        start = time.perf_counter()
+        for _ in range(check_every):
+            trainer.train_step()
+        _sync(device)
+        trained += time.perf_counter() - start
+        if quality(trainer.model, dataset, bar) >= target:
+            return trained
+    return None
+
+
+def compare(name: str, config: RunConfig, bar: str, target: float, seeds: int, seconds: float, budget: float) -> dict:
+    """Throughput and time to quality of both sides on one dataset and device."""
+    start = time.perf_counter()
+    fast = Trainer(config)
+    startup = time.perf_counter() - start
+    device, dataset = fast.device, fast.data
+    classic = ClassicRecipe(dataset, config, device)
+    row = {"dataset": name, "device": device_label(device), "startup_seconds": startup}
+    row["pairs_per_second"] = throughput(fast.train_step, device, seconds)
+    row["classic_pairs_per_second"] = throughput(classic.train_step, device, seconds)
+    row["throughput_ratio"] = row["pairs_per_second"] / row["classic_pairs_per_second"]
+    ours, theirs = [], []
+    for seed in range(seeds):
+        seeded = config.model_copy(update={"seed": seed})
+        ours.append(
+            time_to_quality(Trainer(seeded, dataset=dataset), dataset, bar, target, device, budget, check_every=50)
+        )
+        theirs.append(time_to_quality(ClassicRecipe(dataset, seeded, device), dataset, bar, target, device, budget, 50))
+    row |= _summary("", ours) | _summary("classic_", theirs) | {"bar": f"{bar} >= {target}", "budget_seconds": budget}
+    if row["seconds_to_quality"] and row["classic_seconds_to_quality"]:
+        row["time_to_quality_ratio"] = row["classic_seconds_to_quality"] / row["seconds_to_quality"]
+    return row
+
+
+def _summary(prefix: str, times: list[float | None]) -> dict:
+    reached = [t for t in times if t is not None]
+    return {
+        f"{prefix}seconds_to_quality": statistics.median(reached) if reached else None,
+        f"{prefix}reached_share": len(reached) / len(times),
+    }
+
+
+def projection_times(eval_embeddings: np.ndarray) -> dict:
+    """PCA and UMAP seconds for the evaluation subset and for 10k points; UMAP cold includes its import."""
+    from contrast_core.projection import project
+
+    rng = np.random.default_rng(0)
+    big = np.concatenate([eval_embeddings + 0.05 * rng.normal(size=eval_embeddings.shape)] * 20)[:10_000]
+    timings = {}
+    for label, points in (("eval", eval_embeddings), ("10k", big)):
+        for method, runs in (("pca", ("first", "warm")), ("umap", ("cold", "warm"))):
+            layout = None
+            for run in runs:
+                if label == "10k" and run == "cold":
+                    run = "first"  # numba is compiled by now; the first fit at this size
+                start = time.perf_counter()
+                layout = project(points, method, layout)
+                timings[f"{method}_{label}_{run}_seconds"] = time.perf_counter() - start
+    return timings
+
+
+def dashboard_latency(home: Path, polls: int = 50) -> dict:
+    """Click-to-first-point with a warm worker, and a page's poll cost with and without a run training."""
+    from contrast_core.jobs import JobQueue
+    from contrast_core.store import RunStore
+
+    store = RunStore(home)
+    queue = JobQueue(store, n_workers=1).start()
+    try:
+        _wait(lambda: queue.status()["workers"], 60)
+        time.sleep(8)  # the worker's warm-up run (imports, data, kernels)
+        idle_poll = _poll_cost(store, queue.submit(RunConfig(steps=50)), polls, wait_finish=True)
+        start = time.perf_counter()
+        run_id = queue.submit(RunConfig(steps=100_000))
+        _wait(lambda: store.read_metrics(run_id), 30)
+        first_point = time.perf_counter() - start
+        busy_poll = _poll_cost(store, run_id, polls)
+        queue.cancel(run_id)
+    finally:
+        queue.shutdown()
+    return {
+        "click_to_first_point_seconds": first_point,
+        "poll_seconds_idle": idle_poll,
+        "poll_seconds_training": busy_poll,
+    }
+
+
+def _wait(predicate, timeout: float):
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not answer in time")
+        time.sleep(0.01)
+    return found
+
+
+def _poll_cost(store, run_id: str, polls: int, wait_finish: bool = False) -> float:
+    """Median seconds of what a live panel reads per refresh: new metric rows and the newest snapshot."""
+    if wait_finish:
+        _wait(lambda: store.get_run(run_id).status == "finished", 120)
+    since, took = -1, []
+    for _ in range(polls):
+        start = time.perf_counter()
+        rows = store.read_metrics(run_id, since=since)
+        since = rows[-1]["step"] if rows else since
+        snapshots = store.list_snapshots(run_id)
+        if snapshots:
+            store.load_snapshot(run_id, snapshots[-1]["step"])
+        took.append(time.perf_counter() - start)
+        time.sleep(0.05)
+    return statistics.median(took)
+
+
+def run(quick: bool = False, out: Path = Path("bench.json"), home: Path | None = None) -> dict:
+    """Every measurement; writes them to `out` as JSON and returns them."""
+    import tempfile
+
+    seconds, seeds, budget = (3.0, 2, 60.0) if quick else (10.0, 3, 300.0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sets = [("digits", "rand_index", 0.99), ("digits-60k", "knn_accuracy", 0.97)]
+    results = {"threads": torch.get_num_threads(), "comparisons": []}
+    for name, bar, target in sets:
+        config = RunConfig(dataset=name, device=device)
+        results["comparisons"].append(compare(name, config, bar, target, seeds, seconds, budget))
+    digits = data.load("digits")
+    trained = Trainer(RunConfig(steps=1, embedding_dim=32, device="cpu"), dataset=digits)
+    eval_embeddings = models.embed(trained.model, digits.x[digits.eval_index]).numpy()
+    results["projection"] = projection_times(eval_embeddings)
+    with tempfile.TemporaryDirectory() as tmp:
+        results["dashboard"] = dashboard_latency(home or Path(tmp))
+    out.write_text(json.dumps(results, indent=2))
+    return results
