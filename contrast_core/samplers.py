@@ -114,12 +114,16 @@ class AugmentedViews(Sampler):
 
 
 class ClassBalanced(Sampler):
-    """`batch_size` items: `m_per_class` from each of `batch_size // m_per_class` random classes."""
+    """`batch_size` items: `m_per_class` from each of `batch_size // m_per_class` random classes.
+
+    With fewer classes than that, every class is drawn and gives more items, so the batch
+    still holds `batch_size` items (rounded down to a multiple of the class count).
+    """
 
     def draw(self, g):
         n_classes = len(self.by_class.classes)
-        m = self.m_per_class
-        k = min(n_classes, max(1, self.batch_size // m))
+        k = min(n_classes, max(2, self.batch_size // self.m_per_class))
+        m = max(self.m_per_class, self.batch_size // k)
         dev = self.pool.device
         chosen = torch.randperm(n_classes, generator=g, device=dev)[:k]  # (k,)
         rows = self.by_class.draw(chosen[:, None].expand(k, m), g).flatten()  # (k * m,)

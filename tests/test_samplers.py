@@ -51,6 +51,11 @@ def test_class_balanced_batches_have_m_per_class(name):
     assert torch.equal(batch.labels, LABELS[batch.index])
 
 
+def test_class_balanced_batch_keeps_its_size_with_few_classes():
+    batch = sampler("batch-all", batch_size=20, m=2).draw(torch.Generator().manual_seed(0))
+    assert torch.bincount(batch.labels, minlength=5).tolist() == [4, 4, 4, 4, 4]  # 5 classes x 4, not 5 x 2
+
+
 def test_batch_all_mines_every_valid_triplet_and_pair():
     s = sampler("batch-all", batch_size=8, m=4)
     batch = s.draw(torch.Generator().manual_seed(0))
