@@ -1,0 +1,88 @@
+"""Figure builders: pure functions, checked on hand-computed cases."""
+
+import base64
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ui import figures
+
+
+def values(array) -> np.ndarray:
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array)
+
+
+def test_ema_is_tensorboards_debiased_average():
+    # weight 0.5: y1 = 0.5*1 / (1-0.5) = 1; y2 = (0.25 + 0.5*3) / (1-0.25) = 7/3
+    assert figures.ema(np.array([1.0, 3.0]), 0.5) == pytest.approx([1.0, 7 / 3])
+    assert figures.ema(np.array([1.0, 3.0]), 0.0) == pytest.approx([1.0, 3.0])
+    smoothed = figures.ema(np.array([1.0, np.nan, 3.0]), 0.5)  # a NaN stays put, the average skips it
+    assert np.isnan(smoothed[1]) and smoothed[[0, 2]] == pytest.approx([1.0, 7 / 3])
+
+
+def test_thin_caps_points_and_keeps_the_ends():
+    assert list(figures.thin(5, cap=10)) == [0, 1, 2, 3, 4]
+    kept = figures.thin(10_001, cap=100)
+    assert len(kept) <= 100 and kept[0] == 0 and kept[-1] == 10_000
+
+
+def test_loss_figure_fixes_the_x_axis_to_the_run_length():
+    rows = pd.DataFrame({"step": np.arange(1, 5001), "loss": np.linspace(2, 1, 5000)})
+    fig = figures.loss_figure(rows, steps=20_000, terms=["loss"], smoothing=0.0).to_plotly_json()
+    assert list(fig["layout"]["xaxis"]["range"]) == [0, 20_000]
+    raw, smooth = fig["data"]
+    assert len(values(raw["x"])) <= figures.CURVE_POINTS and values(raw["x"])[-1] == 5000
+    assert values(smooth["y"])[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("previous", "lo", "hi", "expected"),
+    [
+        (None, 0.0, 10.0, (-1.0, 11.0)),  # fit with 10% padding
+        ((-1.0, 11.0), 2.0, 9.0, (-1.0, 11.0)),  # inside and filling > 1/3: holds still
+        ((-1.0, 11.0), 2.0, 12.0, (1.0, 13.0)),  # leaves the range: refit
+        ((-1.0, 11.0), 4.0, 6.0, (3.8, 6.2)),  # shrank to 1/6: refit
+    ],
+)
+def test_steady_range(previous, lo, hi, expected):
+    assert figures.steady_range(previous, lo, hi) == pytest.approx(expected)
+
+
+def test_square_ranges_have_equal_spans_and_hold_still():
+    xy = np.array([[0.0, 0.0], [4.0, 1.0]])
+    x, y = figures.square_ranges(xy, None)
+    assert x[1] - x[0] == pytest.approx(y[1] - y[0]) == pytest.approx(4.8)
+    assert figures.square_ranges(xy * 0.9, (x, y)) == (x, y)
+
+
+def test_scatter_has_one_trace_per_class_and_a_margin_circle():
+    xy = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
+    labels = np.array([0, 1, 0])
+    fig = figures.scatter_figure(xy, labels, ["a", "b"], hover=["p", "q", "r"], circle=(2.0, 0.0, 0.5))
+    a, b, anchor = fig.to_plotly_json()["data"]
+    assert (a["name"], b["name"], anchor["name"]) == ("a", "b", "anchor")
+    assert list(values(a["customdata"])) == [0, 2] and list(a["text"]) == ["p", "r"]  # positions map back
+    (circle,) = fig.layout.shapes
+    assert (circle.x0, circle.x1, circle.y0, circle.y1) == (1.5, 2.5, -0.5, 0.5)
+
+
+def test_distance_histogram_densities_integrate_to_one_and_mark_the_margin():
+    rng = np.random.default_rng(0)
+    fig = figures.distance_histogram(rng.uniform(0, 1, 500), rng.uniform(1, 2, 500), 1.2, 0.25, (0.0, 2.0), bins=20)
+    for bar in fig.to_plotly_json()["data"]:
+        assert (values(bar["y"]) * 0.1).sum() == pytest.approx(1.0)  # bin width 2 / 20
+    assert "25.0% of negatives inside the margin" in fig.layout.title.text
+    assert fig.layout.shapes[0].x0 == 1.2
+
+
+def test_mosaic_places_each_image_with_a_gap():
+    originals = np.zeros((2, 1, 2, 2))
+    recon = np.ones((2, 1, 2, 2)) * 0.5
+    grid = figures.mosaic([originals, recon], scale=1)
+    assert grid.shape == (6, 6)  # 2 rows of (2 + 1 gap), 2 columns of (2 + 1 gap)
+    assert grid[0, 0] == 0 and grid[3, 0] == 0.5 and grid[2, 0] == 1 and grid[0, 2] == 1
+    rgb = figures.mosaic([np.zeros((3, 3, 4, 4))], scale=2)
+    assert rgb.shape == (10, 30, 3)

@@ -1,0 +1,59 @@
+"""The process-wide objects every session shares: the run store, the job queue, the live projector.
+
+All are `st.cache_resource`, keyed by the store folder (``CONTRAST_HOME``), and thread-safe.
+Pages call these functions, never the constructors, so that tests can swap them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from contrast_core.store import RunStore
+
+
+def home() -> str:
+    """The store folder this app serves."""
+    return os.path.abspath(os.environ.get("CONTRAST_HOME") or "checkpoints")
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home: str) -> RunStore:
+    return RunStore(home)
+
+
+@st.cache_resource(show_spinner="Starting the training workers...")
+def _queue(home: str):
+    from contrast_core.jobs import get_queue
+
+    return get_queue(home)
+
+
+@st.cache_resource(show_spinner=False)
+def _projector():
+    from contrast_core.projection import LiveProjector
+
+    return LiveProjector()
+
+
+@st.cache_resource(show_spinner=False)
+def local_device() -> str:
+    """What a worker on this machine trains on: the GPU's name, or "cpu"."""
+    from contrast_core.train import device_label, resolve_device
+
+    return device_label(resolve_device("auto"))
+
+
+def run_store() -> RunStore:
+    return _store(home())
+
+
+def job_queue():
+    """The started JobQueue over this store (workers are spawned on first use)."""
+    return _queue(home())
+
+
+def projector():
+    """Background UMAP / t-SNE of live snapshots: `get(run_id, step, embeddings, method) -> (step, (E, 2)) or None`."""
+    return _projector()

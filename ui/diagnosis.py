@@ -1,0 +1,93 @@
+"""Warnings a person watching a run would want: collapse, a loss stuck at the margin, divergence.
+
+Pure functions of the metric rows, the latest snapshot and the run's config; each returns a
+one-line message or None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COLLAPSE_FRACTION = 0.01  # points all within 1% of the margin (or of 1 without one): collapsed
+STUCK_WINDOW = 100  # steps of loss looked at for "stuck"
+STUCK_TOLERANCE = 0.05  # relative: flat within 5% and within 5% of the collapsed-loss value
+DIVERGE_FACTOR = 10.0  # recent loss this many times its best window mean (and above its start): diverging
+
+
+def margin_distance(config: dict) -> float | None:
+    """The margin in the loss's distance units, or None for losses without one."""
+    if config["loss"] == "cosine-embedding":
+        return 1 - config["margin"]  # a similarity margin -> cosine distance
+    if config["loss"] in ("contrastive", "triplet"):
+        return config["margin"]
+    return None
+
+
+def spread(embeddings: np.ndarray, distance: str) -> float:
+    """RMS distance of the points to their centroid (on the unit sphere for cosine). (E, D) -> float."""
+    points = np.asarray(embeddings, dtype=np.float64)
+    if distance == "cosine":
+        points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+    return float(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+
+def collapse(embeddings: np.ndarray, config: dict) -> str | None:
+    """All points within a tiny radius of each other: the embedding says nothing about the input."""
+    scale = margin_distance(config) or 1.0
+    radius = spread(embeddings, config["distance"])
+    if np.isfinite(radius) and radius < COLLAPSE_FRACTION * scale:
+        return (
+            f"Embedding collapse: all {len(embeddings)} points lie within {radius:.2g} of their centre "
+            f"(margin {scale:g}). Try a smaller learning rate, a larger margin or another sampler."
+        )
+    return None
+
+
+def collapsed_loss(config: dict) -> float | None:
+    """The loss a collapsed embedding (every distance 0) pays, when the recipe fixes it."""
+    m = config["margin"]
+    if config["loss"] == "triplet":
+        return m  # max(0, 0 - 0 + m)
+    if config["sampler"] == "random-pairs" and config["loss"] == "contrastive":
+        return m * m / 2  # half the pairs are negatives at distance 0: (m - 0)^2
+    if config["sampler"] == "random-pairs" and config["loss"] == "cosine-embedding":
+        return max(0.0, 1 - m) / 2  # negatives at cos = 1 pay max(0, 1 - m)
+    return None
+
+
+def stuck_at_margin(losses: np.ndarray, config: dict) -> str | None:
+    """The loss flat at the value a collapsed embedding pays: the model gave up separating pairs."""
+    value = collapsed_loss(config)
+    recent = np.asarray(losses, dtype=np.float64)[-STUCK_WINDOW:]
+    if value is None or value <= 0 or len(recent) < STUCK_WINDOW or not np.isfinite(recent).all():
+        return None
+    mean = recent.mean()
+    if abs(mean - value) < STUCK_TOLERANCE * value and recent.std() < STUCK_TOLERANCE * value:
+        return (
+            f"Loss stuck at {mean:.3g}, the value of a collapsed embedding for margin {config['margin']:g}: "
+            "pairs are not being separated. Try a smaller learning rate or margin."
+        )
+    return None
+
+
+def divergence(losses: np.ndarray, error: str | None) -> str | None:
+    """A non-finite loss, a run stopped for diverging, or a loss far above its best."""
+    if error and "diverged" in error:
+        return f"Training diverged ({error}). Lower the learning rate."
+    losses = np.asarray(losses, dtype=np.float64)
+    if len(losses) and not np.isfinite(losses).all():
+        return "The loss is not finite: training diverged. Lower the learning rate."
+    if len(losses) >= 2 * STUCK_WINDOW:
+        windows = losses[: len(losses) // STUCK_WINDOW * STUCK_WINDOW].reshape(-1, STUCK_WINDOW).mean(axis=1)
+        best, now = windows.min(), losses[-STUCK_WINDOW:].mean()
+        if best > 0 and now > DIVERGE_FACTOR * best and now > windows[0]:  # above where it started too
+            return f"The loss is rising ({now:.3g}, {now / best:.0f}x its best): training may be diverging."
+    return None
+
+
+def diagnose(losses: np.ndarray, embeddings: np.ndarray | None, config: dict, error: str | None) -> list[str]:
+    """Every warning that applies, most serious first."""
+    found = [divergence(losses, error), stuck_at_margin(losses, config)]
+    if embeddings is not None and len(embeddings):
+        found.append(collapse(embeddings, config))
+    return [message for message in found if message]

@@ -1,0 +1,263 @@
+"""Plotly figure builders: pure functions of arrays, no Streamlit, tested on their own.
+
+Live figures keep their axes still between refreshes: the loss x-axis is fixed to [0, steps],
+the scatter's ranges only move when the points leave them or shrink far inside them
+(`steady_range`), and every figure caps the points it sends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from scipy.signal import lfilter
+
+MAX_POINTS = 2000  # scatter points sent per refresh
+CURVE_POINTS = 1000  # points per loss curve: more than a chart's width in pixels
+PALETTE = (  # Tableau 10, then a second set: classes keep their colour in every chart
+    "#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC",
+    "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF",
+)  # fmt: skip
+TERM_COLOURS = {"loss": "#4C78A8", "recon": "#F58518", "kl": "#54A24B", "contrastive": "#E45756"}
+POSITIVE, NEGATIVE = "#54A24B", "#E45756"
+_MARGINS = dict(l=10, r=10, t=40, b=10)
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(title=dict(text=title, font_size=14), height=height, margin=_MARGINS, template=None)
+    return fig
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start.
+
+    Args:
+        values: (T,) series; a non-finite value stays in place and the average skips it.
+        weight: 0 = no smoothing, towards 1 = smoother.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    if weight <= 0 or not finite.any():
+        return values.copy()
+    x = values[finite]
+    smooth = lfilter([1 - weight], [1, -weight], x)  # y[n] = w * y[n-1] + (1 - w) * x[n]
+    smooth /= 1 - weight ** np.arange(1, len(x) + 1)  # the average starts at 0: remove that bias
+    out = values.copy()
+    out[finite] = smooth
+    return out
+
+
+def thin(n: int, cap: int = MAX_POINTS) -> np.ndarray:
+    """Indices of at most `cap` of n items, evenly spread and always including the last one."""
+    if n <= cap:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, cap).round().astype(int))
+
+
+def loss_figure(rows: pd.DataFrame, steps: int, terms: list[str], smoothing: float, log_y: bool = False) -> go.Figure:
+    """Loss curves over [0, steps]: each term raw (faint) and smoothed (bold).
+
+    Args:
+        rows: metric rows with a "step" column and one column per term.
+        steps: the run's total steps; the x-axis stays [0, steps] while the curve grows.
+        terms: columns to draw, e.g. ["loss"] or ["loss", "recon", "kl", "contrastive"].
+        smoothing: EMA weight in [0, 1).
+    """
+    # SVG lines, not WebGL: Streamlit remounts a Plotly chart whenever its figure changes (the
+    # element id hashes the spec), and a new WebGL context every refresh costs far more than
+    # drawing CURVE_POINTS as one SVG path.
+    fig = go.Figure()
+    keep = thin(len(rows), CURVE_POINTS)
+    step = rows["step"].to_numpy()[keep] if len(rows) else np.array([])
+    for term in terms:
+        if term not in rows:
+            continue
+        values = rows[term].to_numpy(dtype=np.float64)
+        colour = TERM_COLOURS.get(term, "#7F7F7F")
+        fig.add_scatter(x=step, y=values[keep], name=f"{term} (raw)", mode="lines", opacity=0.25,
+                        line=dict(color=colour, width=1), showlegend=False, hoverinfo="skip")  # fmt: skip
+        fig.add_scatter(x=step, y=ema(values, smoothing)[keep], name=term, mode="lines",
+                        line=dict(color=colour, width=2))  # fmt: skip
+    fig.update_xaxes(range=[0, steps], title_text="step")
+    if log_y:
+        fig.update_yaxes(type="log", dtick=1)  # a tick per power of ten only
+    else:
+        fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+    return _layout(fig, "Loss", 320)
+
+
+def steady_range(previous: tuple[float, float] | None, lo: float, hi: float, pad: float = 0.1) -> tuple[float, float]:
+    """An axis range that holds still between refreshes.
+
+    Keeps `previous` while the data [lo, hi] fits inside it and fills more than a third of it;
+    otherwise fits the data with `pad` of its span on each side.
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return previous or (-1.0, 1.0)
+    span = max(hi - lo, 1e-6)
+    if previous is not None:
+        p_lo, p_hi = previous
+        if p_lo <= lo and hi <= p_hi and span >= (p_hi - p_lo) / 3:
+            return previous
+    return (lo - pad * span, hi + pad * span)
+
+
+def square_ranges(xy: np.ndarray, previous: tuple | None) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Steady x and y ranges of equal span, so a circle in data units looks round.
+
+    Args:
+        xy: (E, 2) points.
+        previous: ((x0, x1), (y0, y1)) from the last refresh, or None.
+    """
+    finite = xy[np.isfinite(xy).all(axis=1)]
+    if len(finite) == 0:
+        return previous or ((-1.0, 1.0), (-1.0, 1.0))
+    lo, hi = finite.min(axis=0), finite.max(axis=0)
+    centre, half = (lo + hi) / 2, max((hi - lo).max() / 2, 1e-6)
+    box = [(float(c - half), float(c + half)) for c in centre]
+    if previous is not None:
+        kept = [steady_range(p, b[0], b[1]) for p, b in zip(previous, box, strict=True)]
+        if kept == list(previous):
+            return previous
+    x, y = (steady_range(None, b[0], b[1]) for b in box)
+    return x, y
+
+
+def scatter_figure(
+    xy: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    ranges: tuple | None = None,
+    hover: list[str] | None = None,
+    circle: tuple[float, float, float] | None = None,
+    title: str = "Embedding",
+    height: int = 420,
+) -> go.Figure:
+    """Points coloured by class, one Scattergl trace per class (so colours and legend stay put).
+
+    Args:
+        xy: (E, 2) layout.
+        labels: (E,) class ids, indices into `classes`.
+        ranges: ((x0, x1), (y0, y1)) fixed axis ranges, or None to let Plotly fit.
+        hover: (E,) hover text per point (a thumbnail or the features), or None.
+        circle: (x, y, radius) of the margin around an anchor point, in data units.
+    Each point's customdata is its position in `xy`, so a selection maps back to items.
+    """
+    fig = go.Figure()
+    keep = thin(len(xy))
+    xy, labels, position = xy[keep], labels[keep], keep
+    texts = np.asarray(hover, dtype=object)[keep] if hover is not None else None
+    for c, name in enumerate(classes):
+        mask = labels == c
+        if not mask.any():
+            continue
+        fig.add_scattergl(
+            x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, customdata=position[mask],
+            marker=dict(size=6, color=PALETTE[c % len(PALETTE)], opacity=0.8),
+            text=texts[mask] if texts is not None else None,
+            hovertemplate=f"<b>{name}</b> #%{{customdata}}<br>%{{text}}<extra></extra>" if texts is not None
+            else f"<b>{name}</b> #%{{customdata}}<extra></extra>",
+        )  # fmt: skip
+    if circle is not None:
+        x, y, r = circle
+        fig.add_shape(type="circle", x0=x - r, x1=x + r, y0=y - r, y1=y + r, line=dict(color="#333", dash="dash"))
+        fig.add_scattergl(x=[x], y=[y], mode="markers", name="anchor", hoverinfo="skip",
+                          marker=dict(symbol="star", size=14, color="#333"))  # fmt: skip
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)  # equal units: distances read true, circles are round
+    if ranges is not None:
+        fig.update_xaxes(range=list(ranges[0]), autorange=False)
+        fig.update_yaxes(range=list(ranges[1]), autorange=False)
+    fig.update_layout(hoverlabel=dict(font_family="monospace"), legend=dict(itemsizing="constant"))
+    return _layout(fig, title, height)
+
+
+def distance_histogram(
+    positive: np.ndarray,
+    negative: np.ndarray,
+    margin: float | None,
+    violation: float | None,
+    x_range: tuple[float, float],
+    bins: int = 60,
+) -> go.Figure:
+    """Densities of positive and negative pair distances, with the margin as a vertical line.
+
+    Counts are binned here (two `bins`-long bar series), not sent point by point.
+    """
+    edges = np.linspace(x_range[0], x_range[1], bins + 1)
+    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    fig = go.Figure()
+    for name, values, colour in (("positive pairs", positive, POSITIVE), ("negative pairs", negative, NEGATIVE)):
+        values = values[np.isfinite(values)]
+        counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
+        density = counts / max(len(values), 1) / width
+        fig.add_bar(x=centres, y=density, width=width, name=name, marker_color=colour, opacity=0.6)
+    title = "Pair distances"
+    if margin is not None:
+        fig.add_vline(x=margin, line=dict(color="#333", dash="dash"), annotation_text="margin")
+        if violation is not None and np.isfinite(violation):
+            title += f": {violation:.1%} of negatives inside the margin"
+    inside = dict(x=0.99, y=0.98, xanchor="right", yanchor="top", bgcolor="rgba(255,255,255,0.6)")
+    fig.update_layout(barmode="overlay", bargap=0, legend=inside)
+    fig.update_xaxes(range=list(x_range), title_text="distance")
+    fig.update_yaxes(title_text="density")
+    return _layout(fig, title, 320)
+
+
+def metrics_history_figure(history: pd.DataFrame, names: dict[str, str], steps: int) -> go.Figure:
+    """Snapshot metrics over [0, steps]; Davies-Bouldin (unbounded) on its own right-hand axis.
+
+    Args:
+        history: one row per snapshot, a "step" column and one column per metric.
+        names: metric key -> display name, in drawing order.
+        steps: the run's total steps (the fixed x-axis).
+    """
+    fig = go.Figure()
+    for c, (key, name) in enumerate(names.items()):
+        if key not in history:
+            continue
+        right = key == "davies_bouldin"
+        fig.add_scatter(x=history["step"], y=history[key], name=name, mode="lines+markers", marker_size=4,
+                        line=dict(color=PALETTE[c], dash="dot" if right else "solid"),
+                        yaxis="y2" if right else "y")  # fmt: skip
+    fig.update_layout(
+        yaxis2=dict(overlaying="y", side="right", showgrid=False, title_text="Davies-Bouldin"),
+        legend=dict(orientation="h", y=-0.25, font_size=10),
+    )
+    fig.update_xaxes(title_text="step", range=[0, steps])
+    return _layout(fig, "Metrics over time", 300)
+
+
+def compare_figure(curves: dict[str, pd.DataFrame], smoothing: float, log_y: bool = False) -> go.Figure:
+    """Smoothed loss of several runs on one chart; `curves` maps a run label to its rows."""
+    fig = go.Figure()
+    for c, (label, rows) in enumerate(curves.items()):
+        keep = thin(len(rows))
+        smooth = ema(rows["loss"].to_numpy(dtype=np.float64), smoothing)[keep]
+        fig.add_scattergl(x=rows["step"].to_numpy()[keep], y=smooth, name=label, mode="lines",
+                          line=dict(color=PALETTE[c % len(PALETTE)], width=2))  # fmt: skip
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(type="log" if log_y else "linear")
+    fig.update_layout(legend=dict(orientation="h", y=-0.2))
+    return _layout(fig, "Loss", 420)
+
+
+def mosaic(rows: list[np.ndarray], scale: int = 4) -> np.ndarray:
+    """Images side by side, one row per array, upscaled by pixel repetition (no blur).
+
+    Args:
+        rows: arrays of shape (N, C, H, W) in [0, 1]; C is 1 (grey) or 3 (RGB).
+    Returns:
+        (len(rows) * (H + 1) * scale, N * (W + 1) * scale[, 3]) float array in [0, 1].
+    """
+    gap = 1  # one white pixel between images
+    lines = []
+    for images in rows:
+        images = np.clip(np.asarray(images, dtype=np.float32), 0, 1)
+        n, c, h, w = images.shape
+        padded = np.ones((n, c, h + gap, w + gap), dtype=np.float32)
+        padded[:, :, :h, :w] = images
+        lines.append(padded.transpose(2, 0, 3, 1).reshape(h + gap, n * (w + gap), c))  # (H', N*W', C)
+    grid = np.concatenate(lines, axis=0)
+    grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    return grid[..., 0] if grid.shape[-1] == 1 else grid

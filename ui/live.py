@@ -1,0 +1,214 @@
+"""The live panels of a run: progress, warnings, loss, embedding, pair distances, metrics, VAE.
+
+They live in one `st.fragment` that reruns every REFRESH_SECONDS while the run is queued or
+running (and the view is not paused), and not at all otherwise; when the run ends, the page
+reruns once so that its buttons follow.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import streamlit as st
+
+from contrast_core import metrics
+from contrast_core.projection import project
+from contrast_core.store import Run, StoreError
+from ui import backend, figures, items
+from ui.diagnosis import margin_distance
+from ui.run_view import RunView, as_measured, loss_distance
+
+REFRESH_SECONDS = 1.0
+LIVE = ("queued", "running")
+VIEW = "live_view"  # session_state key of this tab's RunView
+# Computed off the page by the live projector; PCA comes with the snapshot.
+PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne"}
+CLUSTER_METRICS = {"rand_index": "Rand index", "adjusted_rand": "ARI", "nmi": "NMI",
+                   "davies_bouldin": "Davies-Bouldin", "silhouette": "Silhouette", "knn_accuracy": "k-NN accuracy"}  # fmt: skip
+RETRIEVAL_AND_VAE_METRICS = {"precision_at_1": "Precision@1", "map_at_r": "MAP@R", "linear_probe_accuracy": "Linear probe",
+                 "recon_mse": "Recon. MSE", "kl": "KL"}  # fmt: skip
+DELTA_COLOURS = {"davies_bouldin": "inverse", "recon_mse": "inverse", "kl": "off"}  # lower is better; KL: neither
+VAE_HELP = {"recon_mse": "Mean squared error per pixel of the VAE's reconstructions of held-out items",
+            "kl": "KL divergence of the VAE's posterior from N(0, I), per item"}  # fmt: skip
+NOTES = {
+    "loss": "The training loss per step (faint) and smoothed (bold). It should fall quickly, then flatten; "
+    "a curve that stays flat from the start, or rises, points at the margin or the learning rate.",
+    "scatter": "Held-out items, coloured by their true class, placed by the model. Good training pulls each "
+    "colour into its own tight cluster; all points on one spot is a collapsed embedding.",
+    "hover": "Pause the live view to hover a point for its image (or its features, for tables).",
+    "circle": "The dashed circle has the margin as radius around the star: negatives inside it still cost loss.",
+    "pairs": "Distances between held-out items of the same class (green) and of different classes (red). "
+    "Training pushes green left and red right of the margin line; their overlap is what the model still confuses.",
+    "metrics": "Clustering and retrieval quality of the held-out embedding, with the change since the last "
+    "snapshot. Rand, ARI, NMI, silhouette and k-NN accuracy: higher is better (1 at best); "
+    "Davies-Bouldin: lower is better (below 1 is well separated).",
+    "vae": "Top: held-out inputs; bottom: the VAE's reconstructions of them. Blurry but recognisable is normal; "
+    "identical grey blobs mean the KL term (beta) is winning.",
+}
+
+
+def live_panels(run_id: str) -> None:
+    """Every panel of the run, refreshing while it is live."""
+    try:
+        run = backend.run_store().get_run(run_id)
+    except StoreError:
+        st.info("This run no longer exists.")
+        return
+    paused = st.toggle(
+        "Pause live view", key="live.paused", help="Freeze the charts to look closely; training goes on."
+    )
+    period = REFRESH_SECONDS if run.status in LIVE and not paused else None
+    st.fragment(run_every=period)(_panels)(run_id, run.status in LIVE, refreshing=period is not None)
+
+
+def _view(run_id: str, config: dict) -> RunView:
+    view = st.session_state.get(VIEW)
+    if view is None or view.run_id != run_id:  # one run per tab: drop what was read of another
+        view = st.session_state[VIEW] = RunView(run_id, config)
+    return view
+
+
+def _panels(run_id: str, was_live: bool, refreshing: bool) -> None:
+    store = backend.run_store()
+    try:
+        run = store.get_run(run_id)
+    except StoreError:
+        st.info("This run no longer exists.")
+        return
+    view = _view(run_id, run.config)
+    view.update(store)
+    _progress(run, view)
+    for message in view.warnings(run.error):
+        st.warning(message, icon=":material/warning:")
+    top_left, top_right = st.columns(2, gap="medium")
+    with top_left:
+        _loss_panel(view)
+    with top_right:
+        _scatter_panel(view, thumbnails=not refreshing)
+    bottom_left, bottom_right = st.columns(2, gap="medium")
+    with bottom_left:
+        _pairs_panel(view)
+    with bottom_right:
+        _metrics_panel(view)
+    if view.arrays is not None and "reconstructions" in view.arrays:
+        _reconstruction_panel(view)
+    if was_live and run.status not in LIVE:
+        st.rerun()  # once: the page's Train / Stop buttons and refresh period follow the new status
+
+
+def _progress(run: Run, view: RunView) -> None:
+    steps = run.config["steps"]
+    parts = [f"**{run.status}**", f"step {view.last_step if view.last_step >= 0 else 0:,} / {steps:,}"]
+    if "pairs_per_second" in view.rows:
+        parts.append(f"{view.rows['pairs_per_second'].iloc[-1]:,.0f} pairs/s")
+    if run.started_at:
+        parts.append(f"{(run.finished_at or time.time()) - run.started_at:.1f} s elapsed")
+    parts.append(run.device or backend.local_device())
+    if run.status == "queued":
+        parts.append(f"queue position {backend.run_store().queue_position(run.id)}")
+    st.progress(min(max(view.last_step, 0) / steps, 1.0), text=" · ".join(parts))
+    if run.status == "failed":
+        st.error(f"Run failed: {run.error}", icon=":material/error:")
+
+
+def _loss_panel(view: RunView) -> None:
+    smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="live.smoothing")
+    terms = ["loss", "recon", "kl", "contrastive"] if view.config["model"] == "vae" else ["loss"]
+    log_y = view.config["model"] == "vae"  # the VAE's terms differ by orders of magnitude
+    fig = figures.loss_figure(view.rows, view.config["steps"], terms, smoothing, log_y=log_y)
+    st.plotly_chart(fig, key="live.loss", config={"displayModeBar": False})
+    st.caption(NOTES["loss"])
+
+
+def _layout(view: RunView, method: str) -> tuple[np.ndarray, str]:
+    """(E, 2) points to draw and a title. UMAP / t-SNE come from the background projector: the
+    newest layout it has finished (maybe of an earlier snapshot), PCA until the first one."""
+    step, cosine = view.snapshot_step, loss_distance(view.config) == "cosine"
+    embeddings = as_measured(view.arrays["embeddings"], view.config)  # (E, D)
+    dim, finite = embeddings.shape[1], np.isfinite(embeddings).all()
+    unit = " on the unit sphere" if cosine else ""
+    if dim == 2:
+        return embeddings, f"Embedding (2-D{', normalised' if cosine else ''}, step {step})"
+    if method in PROJECTIONS and finite:
+        done = backend.projector().get(view.run_id, step, embeddings, PROJECTIONS[method])
+        if done is not None:
+            lag = "" if done[0] == step else f" (step {step} computing)"
+            return done[1], f"{method} of the {dim}-D embedding{unit}, step {done[0]}{lag}"
+    pca = None if cosine else view.arrays.get("pca")  # the stored PCA is of the raw lengths
+    if pca is None and finite:
+        pca = view.pca = project(embeddings, "pca", view.pca if cosine else None)
+    if pca is None:
+        pca = np.nan_to_num(embeddings[:, :2])
+    title = f"PCA of the {dim}-D embedding{unit}, step {step}"
+    return pca, title + (f" ({method} computing...)" if method in PROJECTIONS else "")
+
+
+def _scatter_panel(view: RunView, thumbnails: bool) -> None:
+    """The embedding; hover thumbnails only on a still chart (a refresh closes any hover label)."""
+    if view.arrays is None:
+        st.info("The embedding appears at the first snapshot.")
+        return
+    config, arrays = view.config, view.arrays
+    method = "PCA"
+    if arrays["embeddings"].shape[1] > 2:
+        choices = ["PCA", *PROJECTIONS]
+        method = st.segmented_control("Projection", choices, default="PCA", key="live.projection") or "PCA"
+    xy, title = _layout(view, method)
+    view.ranges[method] = ranges = figures.square_ranges(xy, view.ranges.get(method))
+    circle = _margin_circle(xy, config) if arrays["embeddings"].shape[1] == 2 else None
+    classes = [str(c) for c in range(int(arrays["labels"].max()) + 1)]
+    hover = items.hover_texts(items.data_key(config), arrays["index"]) if thumbnails else None
+    fig = figures.scatter_figure(xy, arrays["labels"], classes, ranges, hover=hover, circle=circle, title=title)
+    st.plotly_chart(fig, key="live.scatter", config={"displayModeBar": False})
+    notes = [NOTES["scatter"], NOTES["circle"] if circle else "", "" if thumbnails else NOTES["hover"]]
+    st.caption(" ".join(note for note in notes if note))
+
+
+def _margin_circle(xy: np.ndarray, config: dict) -> tuple[float, float, float] | None:
+    """(x, y, radius) around the chosen anchor, for a Euclidean margin on a 2-D embedding."""
+    if config["loss"] not in ("contrastive", "triplet") or "euclidean" not in config["distance"]:
+        return None
+    anchor = st.number_input("Margin circle around item", 0, len(xy) - 1, 0, key="live.anchor")
+    radius = config["margin"] if config["distance"] == "euclidean" else float(np.sqrt(config["margin"]))
+    x, y = xy[anchor]
+    return (float(x), float(y), radius) if np.isfinite([x, y]).all() else None
+
+
+def _pairs_panel(view: RunView) -> None:
+    if view.pairs is None:
+        st.info("Pair distances appear at the first snapshot with finite embeddings.")
+        return
+    pos, neg = view.pairs["pos_distances"], view.pairs["neg_distances"]
+    margin = margin_distance(view.config)
+    high = max(np.nanmax(np.concatenate([pos, neg, [0.0]])), margin or 0.0)
+    x_range = (0.0, 2.0) if loss_distance(view.config) == "cosine" else (0.0, high * 1.05 or 1.0)
+    view.ranges["pairs"] = x_range = figures.steady_range(view.ranges.get("pairs"), *x_range, pad=0.0)
+    fig = figures.distance_histogram(pos, neg, margin, view.pairs["violation_fraction"], x_range)
+    st.plotly_chart(fig, key="live.pairs", config={"displayModeBar": False})
+    st.caption(NOTES["pairs"])
+
+
+def _metrics_panel(view: RunView) -> None:
+    latest, previous = view.latest_metrics()
+    if not latest:
+        st.info("Metrics appear at the first snapshot.")
+        return
+    shown = {
+        k: v for k, v in (CLUSTER_METRICS | RETRIEVAL_AND_VAE_METRICS).items() if np.isfinite(latest.get(k, np.nan))
+    }
+    columns = st.columns(3)
+    for i, (key, name) in enumerate(shown.items()):
+        value, before = latest[key], previous.get(key)
+        delta = None if before is None or not np.isfinite(before) else f"{value - before:+.3f}"
+        columns[i % 3].metric(name, f"{value:.3f}", delta, help=metrics.METRICS.get(key) or VAE_HELP.get(key),
+                              delta_color=DELTA_COLOURS.get(key, "normal"))  # fmt: skip
+    fig = figures.metrics_history_figure(view.history(), CLUSTER_METRICS, view.config["steps"])
+    st.plotly_chart(fig, key="live.metrics", config={"displayModeBar": False})
+    st.caption(NOTES["metrics"])
+
+
+def _reconstruction_panel(view: RunView) -> None:
+    grid = figures.mosaic([view.arrays["originals"], view.arrays["reconstructions"]])
+    st.image(grid, caption=f"Originals (top) and reconstructions (bottom), step {view.snapshot_step}", clamp=True)
+    st.caption(NOTES["vae"])

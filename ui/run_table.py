@@ -1,0 +1,62 @@
+"""Runs as rows: one-line labels, config summaries and a table with their final metrics."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from contrast_core.store import Run, RunStore
+
+TABLE_METRICS = {"knn_accuracy": "k-NN acc.", "silhouette": "silhouette", "adjusted_rand": "ARI", "nmi": "NMI",
+                 "davies_bouldin": "Davies-Bouldin", "map_at_r": "MAP@R"}  # fmt: skip
+CONFIG_COLUMNS = ("dataset", "model", "embedding_dim", "loss", "distance", "margin", "temperature", "sampler",
+                  "augment", "batch_size", "steps", "lr", "seed")  # fmt: skip
+
+
+def summary(config: dict) -> str:
+    """ "contrastive, euclidean m=1 · random-pairs · mlp 2-D · digits": what a run trains."""
+    objective = config["loss"]
+    if config["loss"] in ("nt-xent", "supcon"):
+        objective += f", t={config['temperature']:g}"
+    elif config["loss"] == "cosine-embedding":
+        objective += f", m={config['margin']:g}"
+    else:
+        objective += f", {config['distance']} m={config['margin']:g}"
+    model = f"{config['model']} {config['embedding_dim']}-D"
+    return " · ".join([objective, config["sampler"], model, config["dataset"]])
+
+
+def run_label(run: Run) -> str:
+    """A one-line name for pickers: the name (or id), what it trains and its status."""
+    return f"{run.name or run.id} · {summary(run.config)} · {run.status}"
+
+
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
+    """One row per run: id, status, progress, summary, final metrics, error."""
+    rows = []
+    for run in runs:
+        final = run.final_metrics or {}
+        row = {"id": run.id, "name": run.name, "status": run.status,
+               "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at)),
+               "step": f"{run.step} / {run.config['steps']}", "run": summary(run.config), "device": run.device}  # fmt: skip
+        row |= {label: final.get(key) for key, label in TABLE_METRICS.items()}
+        rows.append(row | {"error": run.error})
+    table = pd.DataFrame(rows, columns=["id", "name", "status", "created", "step", "run", "device",
+                                        *TABLE_METRICS.values(), "error"])  # fmt: skip
+    return table.drop(columns=[c for c in ("name", "error") if not table[c].any()])
+
+
+def config_differences(runs: list[Run]) -> pd.DataFrame:
+    """The config fields on which the runs differ (all of CONFIG_COLUMNS if they agree on all)."""
+    table = pd.DataFrame([{c: run.config.get(c) for c in CONFIG_COLUMNS} for run in runs])
+    varying = [c for c in table.columns if table[c].astype(str).nunique() > 1]
+    return table[varying or list(table.columns)]
+
+
+def last_metrics(store: RunStore, run: Run) -> dict:
+    """The run's final metrics, or its latest snapshot's while it has none."""
+    if run.final_metrics:
+        return run.final_metrics
+    snapshots = store.list_snapshots(run.id)
+    return snapshots[-1]["metrics"] if snapshots else {}

@@ -1,0 +1,98 @@
+"""What a page has read of one run, grown by incremental reads: each refresh moves only new rows.
+
+No Streamlit here: a RunView is kept in `st.session_state` by the live panels and tested alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from contrast_core import metrics
+from contrast_core.store import RunStore, StoreError
+from ui import diagnosis
+
+MAX_PAIRS = 5000  # pair distances kept per histogram (a seeded subsample)
+
+
+def loss_distance(config: dict) -> str:
+    """The distance the loss measures with (cosine-embedding is always cosine)."""
+    return "cosine" if config["loss"] == "cosine-embedding" else config["distance"]
+
+
+def as_measured(embeddings: np.ndarray, config: dict) -> np.ndarray:
+    """(E, D) -> (E, D): the embeddings as the loss sees them, scaled to unit length for the cosine
+    (it ignores length, and raw lengths can be tiny or huge)."""
+    if loss_distance(config) != "cosine":
+        return embeddings
+    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class RunView:
+    """Metric rows, snapshot index and the latest snapshot of one run, as read so far."""
+
+    run_id: str
+    config: dict
+    rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    last_step: int = -1  # metric rows up to this step are read
+    snapshots: list[dict] = field(default_factory=list)  # [{"step", "metrics"}], ascending
+    arrays: dict[str, np.ndarray] | None = None  # the latest snapshot's arrays
+    pairs: dict | None = None  # its positive / negative pair distances (see metrics.pair_distance_stats)
+    ranges: dict = field(default_factory=dict)  # axis ranges kept between refreshes, by chart
+    pca: np.ndarray | None = None  # (E, 2) last PCA drawn of normalised embeddings, to align the next to
+
+    def update(self, store: RunStore) -> bool:
+        """Reads what the run wrote since the last call; True if anything was new."""
+        new_rows = store.read_metrics(self.run_id, since=self.last_step)
+        if new_rows:
+            self.rows = pd.concat([self.rows, pd.DataFrame(new_rows)], ignore_index=True)
+            self.last_step = int(new_rows[-1]["step"])
+        since = self.snapshots[-1]["step"] if self.snapshots else -1
+        new_snapshots = store.list_snapshots(self.run_id, since=since)
+        for snapshot in new_snapshots:
+            self.snapshots.append({"step": snapshot["step"], "metrics": snapshot["metrics"]})
+        if new_snapshots:
+            self._load(store, new_snapshots[-1]["step"])
+        return bool(new_rows or new_snapshots)
+
+    def _load(self, store: RunStore, step: int) -> None:
+        try:
+            self.arrays = store.load_snapshot(self.run_id, step)
+        except StoreError:  # indexed but its file is gone (a deleted run): keep the previous one
+            return
+        self.pairs = pair_distances(self.arrays, self.config)
+
+    @property
+    def snapshot_step(self) -> int | None:
+        return self.snapshots[-1]["step"] if self.snapshots else None
+
+    def losses(self) -> np.ndarray:
+        """(T,) total loss per logged step."""
+        return self.rows["loss"].to_numpy(dtype=np.float64) if "loss" in self.rows else np.empty(0)
+
+    def history(self) -> pd.DataFrame:
+        """One row per snapshot: "step" and each snapshot metric."""
+        return pd.DataFrame([{"step": s["step"], **s["metrics"]} for s in self.snapshots])
+
+    def latest_metrics(self) -> tuple[dict, dict]:
+        """(metrics of the latest snapshot, metrics of the one before), {} where missing."""
+        latest = self.snapshots[-1]["metrics"] if self.snapshots else {}
+        previous = self.snapshots[-2]["metrics"] if len(self.snapshots) > 1 else {}
+        return latest, previous
+
+    def warnings(self, error: str | None) -> list[str]:
+        embeddings = None if self.arrays is None else self.arrays["embeddings"]
+        return diagnosis.diagnose(self.losses(), embeddings, self.config, error)
+
+
+def pair_distances(arrays: dict[str, np.ndarray], config: dict) -> dict | None:
+    """Positive / negative pair distances of a snapshot, in the loss's distance; None if not finite."""
+    embeddings = arrays["embeddings"]
+    if not np.isfinite(embeddings).all():
+        return None
+    return metrics.pair_distance_stats(
+        embeddings, arrays["labels"], loss_distance(config), diagnosis.margin_distance(config), max_pairs=MAX_PAIRS
+    )

@@ -1,0 +1,32 @@
+"""The sidebar every page shares: the device, the queue and a link to the docs."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import backend
+
+QUEUE_REFRESH_SECONDS = 2.0  # while runs are queued or running; not at all when idle
+
+
+def sidebar(docs: st.Page) -> None:
+    """Draws the shared sidebar below the page menu."""
+    with st.sidebar:
+        _queue_status()
+        st.page_link(docs, label="Docs", icon=":material/menu_book:")
+
+
+def _queue_status() -> None:
+    busy = _busy(backend.job_queue().status())
+    st.fragment(run_every=QUEUE_REFRESH_SECONDS if busy else None)(_draw_status)()
+
+
+def _busy(status: dict) -> bool:
+    return status["running"] + status["queued"] > 0
+
+
+def _draw_status() -> None:
+    status = backend.job_queue().status()
+    device = status["device"] or backend.local_device()
+    st.markdown(f":material/memory: **{device}**")
+    st.caption(f"{status['running']} running · {status['queued']} queued · {status['workers']} workers")
