@@ -20,7 +20,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 from contrast_core.store import RunStore
@@ -56,7 +55,6 @@ class RunRecorder:
     heartbeat: callable = lambda: None
     pending: list = field(default_factory=list)
     last_flush: float = 0.0
-    last_pca: object = None
 
     def __call__(self, event) -> None:
         if event.kind == "step":
@@ -65,12 +63,7 @@ class RunRecorder:
                 self.flush()
         elif event.kind == "snapshot":
             self.flush()
-            arrays = dict(event.data["arrays"])
-            if arrays["embeddings"].shape[1] > 2:  # cheap, aligned to the previous frame: no jumping
-                from contrast_core.projection import project
-
-                self.last_pca = arrays["pca"] = project(arrays["embeddings"], "pca", self.last_pca)
-            self.store.add_snapshot(self.run_id, event.step, arrays, event.data["metrics"])
+            self.store.add_snapshot(self.run_id, event.step, event.data["arrays"], event.data["metrics"])
         elif event.kind == "checkpoint":
             self.flush()
             self.store.save_checkpoint(self.run_id, event.data["state"])
@@ -115,12 +108,10 @@ def run_worker(home: str | Path | None = None, worker_id: str | None = None, par
     """The worker loop: claim the oldest queued run, train it, repeat. Exits when `parent` dies."""
     import torch
 
-    from contrast_core.train import device_label, resolve_device
-
     torch.set_num_threads(int(os.environ.get("CONTRAST_THREADS", worker_threads())))
     store = RunStore(home)
     worker_id = worker_id or f"{os.getpid()}@{socket.gethostname()}"
-    label = device_label(resolve_device("auto"))
+    label = local_device()
     beat = lambda: store.heartbeat(worker_id, os.getpid())
     beat()
     warm_up()
@@ -144,6 +135,13 @@ def warm_up() -> None:
     from contrast_core.train import train
 
     train(RunConfig(steps=2, eval_size=20, snapshot_every=1))
+
+
+def local_device() -> str:
+    """What a worker on this machine trains on: the GPU's name, or "cpu"."""
+    from contrast_core.train import device_label, resolve_device
+
+    return device_label(resolve_device("auto"))
 
 
 def worker_alive(worker: dict, now: float | None = None) -> bool:
@@ -178,6 +176,7 @@ class JobQueue:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.supervisor: threading.Thread | None = None
+        self.device = local_device()  # the workers this queue starts run on this machine
 
     def start(self) -> JobQueue:
         """Marks runs of dead workers interrupted, starts the workers and the supervisor (idempotent)."""
@@ -212,14 +211,14 @@ class JobQueue:
         self.store.set_status(run_id, "queued")
 
     def status(self) -> dict:
-        """{"workers": alive, "running": n, "queued": n, "device": label of the workers' device}."""
+        """{"workers": alive, "running": n, "queued": n, "device": what a run trains on, e.g. "cpu" or a GPU's name}."""
         alive = [w for w in self.store.workers() if worker_alive(w)]
         running = self.store.list_runs(status="running")
         return {
             "workers": len(alive),
             "running": len(running),
             "queued": len(self.store.list_runs(status="queued")),
-            "device": running[0].device if running else None,
+            "device": next((run.device for run in running if run.device), self.device),
         }
 
     def shutdown(self) -> None:
@@ -280,9 +279,3 @@ class JobQueue:
                     proc.wait()
                     self.store.set_status(run_id, "cancelled", error="stopped after the grace period")
                     self._spawn(run.worker)
-
-
-@cache
-def get_queue(home: str | None = None) -> JobQueue:
-    """The process-wide queue over the store at `home` (started on first use)."""
-    return JobQueue(RunStore(home)).start()

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from contrast_core import data, distances, losses, metrics, models, samplers
 from contrast_core.augment import augment
 from contrast_core.config import RunConfig
+from contrast_core.projection import project
 
 DIVERGENCE_FACTOR = 1e6  # a loss this many times its first value (or non-finite) means the run diverged
 RECON_ITEMS = 16  # originals / reconstructions kept in each VAE snapshot
@@ -74,6 +76,7 @@ class Trainer:
         self.sampler.distance, self.sampler.margin = self.loss.distance, c.margin
         self.is_vae = c.model == "vae"
         self.step = 0
+        self._pca: np.ndarray | None = None  # the last snapshot's PCA layout, to align the next one to
         probe = torch.randperm(len(self.data.train_index), generator=torch.Generator().manual_seed(c.seed))
         self.probe_index = self.data.train_index[probe[:PROBE_TRAIN_ITEMS].to(self.device)]
         if resume is not None:
@@ -128,22 +131,39 @@ class Trainer:
 
     # --- snapshots and state --------------------------------------------------------------
     def snapshot(self, final: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Embeddings of the evaluation subset (+ VAE reconstructions) and their metrics."""
+        """Embeddings of the evaluation subset (+ their PCA, VAE reconstructions) and their metrics.
+
+        Metrics and the PCA see the embeddings as the loss measures them: unit length for the
+        cosine distance, which ignores length. The PCA is aligned to the previous snapshot's.
+        """
         ds = self.data
         x_eval, y_eval = ds.x[ds.eval_index], ds.y[ds.eval_index]
-        eval_emb = models.embed(self.model, x_eval).cpu().numpy()
-        arrays = {"embeddings": eval_emb, "labels": y_eval.cpu().numpy(), "index": ds.eval_index.cpu().numpy()}
+        eval_emb = models.embed(self.model, x_eval)  # (E, D)
+        arrays = {
+            "embeddings": eval_emb.cpu().numpy(),
+            "labels": y_eval.cpu().numpy(),
+            "index": ds.eval_index.cpu().numpy(),
+            "classes": np.array(ds.classes),
+        }
+        measured = self._as_measured(eval_emb)
+        if measured.shape[1] > 2:
+            self._pca = arrays["pca"] = project(measured, "pca", self._pca)
         if self.is_vae:
             arrays.update(self._reconstructions(x_eval[:RECON_ITEMS]))
-        train_emb = models.embed(self.model, ds.x[self.probe_index]).cpu().numpy()
+        train_emb = self._as_measured(models.embed(self.model, ds.x[self.probe_index]))
         found = metrics.evaluate(
-            train_emb, ds.y[self.probe_index].cpu().numpy(), eval_emb, arrays["labels"],
+            train_emb, ds.y[self.probe_index].cpu().numpy(), measured, arrays["labels"],
             n_clusters=ds.num_classes, distance=self.loss.distance.name, margin=self.margin_as_distance(),
             seed=self.config.seed, full=final,
         )  # fmt: skip
         if self.is_vae:
             found.update(self._vae_metrics(x_eval))
         return arrays, found
+
+    def _as_measured(self, embeddings: torch.Tensor) -> np.ndarray:
+        if self.loss.distance.name == "cosine":
+            embeddings = F.normalize(embeddings, dim=1)
+        return embeddings.cpu().numpy()
 
     def _reconstructions(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         self.model.eval()

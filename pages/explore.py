@@ -5,6 +5,7 @@ import streamlit as st
 
 from ui import backend, figures, items, layouts
 from ui.run_table import run_label
+from ui.run_view import class_names
 
 SHOWN_ITEMS = 60  # images shown for a selection
 
@@ -28,7 +29,7 @@ if arrays["embeddings"].shape[1] > 2:
     method = st.segmented_control("Projection", list(layouts.METHODS), default="PCA") or "PCA"
 with st.spinner(f"{method} of {len(arrays['embeddings'])} points (UMAP compiles on first use)..."):
     xy = layouts.layout(run_id, step, method, arrays, config)
-classes = [str(c) for c in range(int(arrays["labels"].max()) + 1)]
+classes = class_names(arrays)
 hover = items.hover_texts(items.data_key(config), arrays["index"])
 dim = arrays["embeddings"].shape[1]
 title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")

@@ -98,3 +98,16 @@ def test_missing_cuda_is_a_clear_error():
         pytest.skip("this machine has a GPU")
     with pytest.raises(TrainingError, match="device: cuda"):
         train(RunConfig(device="cuda", steps=1))
+
+
+def test_snapshots_hold_class_names_and_the_pca_of_what_the_loss_measures():
+    from contrast_core.projection import align, project
+
+    config = RunConfig(loss="nt-xent", sampler="augmented-views", augment=0.5, distance="cosine", embedding_dim=8,
+                       steps=4, batch_size=16, eval_size=40, snapshot_every=2, device="cpu")  # fmt: skip
+    _, events = collect(config)
+    arrays = [e.data["arrays"] for e in events if e.kind == "snapshot"][-1]
+    assert arrays["classes"].tolist() == [str(d) for d in range(10)]
+    unit = arrays["embeddings"] / np.linalg.norm(arrays["embeddings"], axis=1, keepdims=True)
+    reference = project(unit, "pca")  # up to the alignment with the previous snapshot's layout
+    assert np.allclose(align(arrays["pca"], reference), reference, atol=1e-3)

@@ -25,9 +25,9 @@ def _store(home: str) -> RunStore:
 
 @st.cache_resource(show_spinner="Starting the training workers...")
 def _queue(home: str):
-    from contrast_core.jobs import get_queue
+    from contrast_core.jobs import JobQueue
 
-    return get_queue(home)
+    return JobQueue(_store(home)).start()
 
 
 @st.cache_resource(show_spinner=False)
@@ -35,14 +35,6 @@ def _projector():
     from contrast_core.projection import LiveProjector
 
     return LiveProjector()
-
-
-@st.cache_resource(show_spinner=False)
-def local_device() -> str:
-    """What a worker on this machine trains on: the GPU's name, or "cpu"."""
-    from contrast_core.train import device_label, resolve_device
-
-    return device_label(resolve_device("auto"))
 
 
 def run_store() -> RunStore:

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from contrast_core.projection import project
-from ui.run_view import as_measured, loss_distance
+from ui.run_view import as_measured
 
 METHODS = {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}
 
@@ -19,7 +19,7 @@ def layout(run_id: str, step: int, method: str, arrays: dict[str, np.ndarray], c
     embeddings = as_measured(arrays["embeddings"], config)  # (E, D)
     if embeddings.shape[1] == 2:
         return embeddings
-    if method == "PCA" and "pca" in arrays and loss_distance(config) != "cosine":
+    if method == "PCA" and "pca" in arrays:
         return arrays["pca"]
     if not np.isfinite(embeddings).all():
         return np.nan_to_num(embeddings[:, :2])

@@ -17,7 +17,7 @@ from contrast_core.projection import project
 from contrast_core.store import Run, StoreError
 from ui import backend, figures, items
 from ui.diagnosis import margin_distance
-from ui.run_view import RunView, as_measured, loss_distance
+from ui.run_view import RunView, as_measured, class_names, loss_distance
 
 REFRESH_SECONDS = 1.0
 LIVE = ("queued", "running")
@@ -104,7 +104,7 @@ def _progress(run: Run, view: RunView) -> None:
         parts.append(f"{view.rows['pairs_per_second'].iloc[-1]:,.0f} pairs/s")
     if run.started_at:
         parts.append(f"{(run.finished_at or time.time()) - run.started_at:.1f} s elapsed")
-    parts.append(run.device or backend.local_device())
+    parts.append(run.device or backend.job_queue().device)
     if run.status == "queued":
         parts.append(f"queue position {backend.run_store().queue_position(run.id)}")
     st.progress(min(max(view.last_step, 0) / steps, 1.0), text=" · ".join(parts))
@@ -135,9 +135,9 @@ def _layout(view: RunView, method: str) -> tuple[np.ndarray, str]:
         if done is not None:
             lag = "" if done[0] == step else f" (step {step} computing)"
             return done[1], f"{method} of the {dim}-D embedding{unit}, step {done[0]}{lag}"
-    pca = None if cosine else view.arrays.get("pca")  # the stored PCA is of the raw lengths
-    if pca is None and finite:
-        pca = view.pca = project(embeddings, "pca", view.pca if cosine else None)
+    pca = view.arrays.get("pca")  # of the embeddings as measured (unit length for the cosine)
+    if pca is None and finite:  # a snapshot written before snapshots held their PCA
+        pca = view.pca = project(embeddings, "pca", view.pca)
     if pca is None:
         pca = np.nan_to_num(embeddings[:, :2])
     title = f"PCA of the {dim}-D embedding{unit}, step {step}"
@@ -157,7 +157,7 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
     xy, title = _layout(view, method)
     view.ranges[method] = ranges = figures.square_ranges(xy, view.ranges.get(method))
     circle = _margin_circle(xy, config) if arrays["embeddings"].shape[1] == 2 else None
-    classes = [str(c) for c in range(int(arrays["labels"].max()) + 1)]
+    classes = class_names(arrays)
     hover = items.hover_texts(items.data_key(config), arrays["index"]) if thumbnails else None
     fig = figures.scatter_figure(xy, arrays["labels"], classes, ranges, hover=hover, circle=circle, title=title)
     st.plotly_chart(fig, key="live.scatter", config={"displayModeBar": False})

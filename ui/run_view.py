@@ -30,6 +30,13 @@ def as_measured(embeddings: np.ndarray, config: dict) -> np.ndarray:
     return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
 
 
+def class_names(arrays: dict[str, np.ndarray]) -> list[str]:
+    """The dataset's class names stored with a snapshot (ids as names for older snapshots)."""
+    if "classes" in arrays:
+        return [str(name) for name in arrays["classes"]]
+    return [str(c) for c in range(int(arrays["labels"].max()) + 1)]
+
+
 @dataclass
 class RunView:
     """Metric rows, snapshot index and the latest snapshot of one run, as read so far."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 from ui import backend
 
 QUEUE_REFRESH_SECONDS = 2.0  # while runs are queued or running; not at all when idle
 
 
-def sidebar(docs: st.Page) -> None:
+def sidebar(docs: StreamlitPage) -> None:
     """Draws the shared sidebar below the page menu."""
     with st.sidebar:
         _queue_status()
@@ -17,16 +18,12 @@ def sidebar(docs: st.Page) -> None:
 
 
 def _queue_status() -> None:
-    busy = _busy(backend.job_queue().status())
+    status = backend.job_queue().status()
+    busy = status["running"] + status["queued"] > 0
     st.fragment(run_every=QUEUE_REFRESH_SECONDS if busy else None)(_draw_status)()
-
-
-def _busy(status: dict) -> bool:
-    return status["running"] + status["queued"] > 0
 
 
 def _draw_status() -> None:
     status = backend.job_queue().status()
-    device = status["device"] or backend.local_device()
-    st.markdown(f":material/memory: **{device}**")
+    st.markdown(f":material/memory: **{status['device']}**")
     st.caption(f"{status['running']} running · {status['queued']} queued · {status['workers']} workers")
