@@ -108,9 +108,7 @@ def _recorder(args: argparse.Namespace, config: RunConfig):
     run_id = store.create_run(
         config.model_dump(mode="json"), name=args.name, status="running", worker=worker, device=device
     )
-    record = RunRecorder(store, run_id, lambda: store.heartbeat(worker, os.getpid()))
-    record.should_stop = lambda: store.cancel_requested(run_id)
-    return record
+    return RunRecorder(store, run_id, lambda: store.heartbeat(worker, os.getpid()))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,9 +53,13 @@ class RunRecorder:
 
     store: RunStore
     run_id: str
-    heartbeat: callable = lambda: None
+    heartbeat: Callable[[], None] = lambda: None
     pending: list = field(default_factory=list)
     last_flush: float = 0.0
+
+    def should_stop(self) -> bool:
+        """Whether the run was cancelled (or deleted): polled once per training step."""
+        return self.store.cancel_requested(self.run_id)
 
     def __call__(self, event) -> None:
         if event.kind == "step":
@@ -92,7 +97,7 @@ def execute(store: RunStore, run_id: str, heartbeat=lambda: None) -> str:
     try:
         config = RunConfig.model_validate(run.config)
         resume = store.load_checkpoint(run_id) if (store.run_dir(run_id) / "model.pt").exists() else None
-        result = train(config, recorder, lambda: store.cancel_requested(run_id), resume=resume)
+        result = train(config, recorder, recorder.should_stop, resume=resume)
         recorder.flush()
         store.set_status(run_id, result["status"])
         return result["status"]
