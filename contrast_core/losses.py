@@ -171,6 +171,18 @@ def build(name: str, distance: Distance, margin: float, temperature: float) -> n
     return cls(distance, **kwargs)
 
 
+def measured_distance(loss: str, distance: str) -> str:
+    """The distance a loss measures with: cosine-embedding always uses the cosine."""
+    return "cosine" if loss == "cosine-embedding" else distance
+
+
+def margin_as_distance(loss: str, margin: float) -> float | None:
+    """The margin in the loss's distance units (None for losses without a margin)."""
+    if "margin" not in LOSS_KNOBS[loss]:
+        return None
+    return 1 - margin if loss == "cosine-embedding" else margin  # similarity margin -> cosine distance
+
+
 def vae_terms(x, recon, mu, logvar) -> tuple[torch.Tensor, torch.Tensor]:
     """Reconstruction and KL terms of a VAE (Kingma & Welling, "Auto-Encoding Variational Bayes", 2014).
 

@@ -118,18 +118,10 @@ class Trainer:
         pos, neg = d[same & off_diagonal], d[~same]
         stats = {"pos_distance": pos.mean().item() if len(pos) else float("nan"),
                  "neg_distance": neg.mean().item() if len(neg) else float("nan")}  # fmt: skip
-        margin = self.margin_as_distance()
+        margin = losses.margin_as_distance(self.config.loss, self.config.margin)
         if margin is not None and len(neg):
             stats["violation_fraction"] = (neg < margin).float().mean().item()
         return stats
-
-    def margin_as_distance(self) -> float | None:
-        """The margin in the loss's distance units (None for losses without one)."""
-        if "margin" not in losses.LOSS_KNOBS[self.config.loss]:
-            return None
-        if self.config.loss == "cosine-embedding":
-            return 1 - self.config.margin  # similarity margin -> cosine distance
-        return self.config.margin
 
     # --- snapshots and state --------------------------------------------------------------
     def snapshot(self, final: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -155,7 +147,7 @@ class Trainer:
         train_emb = self._as_measured(models.embed(self.model, ds.x[self.probe_index]))
         found = metrics.evaluate(
             train_emb, ds.y[self.probe_index].cpu().numpy(), measured, arrays["labels"],
-            n_clusters=ds.num_classes, distance=self.loss.distance.name, margin=self.margin_as_distance(),
+            n_clusters=ds.num_classes, distance=self.loss.distance.name, margin=losses.margin_as_distance(self.config.loss, self.config.margin),
             seed=self.config.seed, full=final,
         )  # fmt: skip
         if self.is_vae:

@@ -10,7 +10,6 @@ import pytest
 
 from contrast_core.config import RunConfig
 from contrast_core.jobs import JobQueue
-from contrast_core.store import RunStore
 
 FAST = dict(eval_size=40, batch_size=32, device="cpu")
 
@@ -23,11 +22,6 @@ def wait_for(predicate, timeout=60.0, what="condition"):
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def store(tmp_path):
-    return RunStore(tmp_path / "store")
 
 
 @pytest.fixture

@@ -146,3 +146,13 @@ def test_losses_handle_nothing_mined():
     loss = TripletLoss(distance("euclidean"), 1.0)(empty, empty, empty)
     assert loss.item() == 0.0
     loss.backward()  # the zero keeps the graph: training does not crash on an empty batch
+
+
+@pytest.mark.parametrize(
+    "loss, margin, expected",
+    [("contrastive", 0.7, 0.7), ("triplet", 0.3, 0.3), ("cosine-embedding", 0.2, 0.8), ("nt-xent", 0.5, None)],
+)
+def test_margin_in_distance_units(loss, margin, expected):
+    # cosine-embedding: max(0, cos - m) is zero once 1 - cos > 1 - m, so its distance margin is 1 - m.
+    assert losses.margin_as_distance(loss, margin) == (None if expected is None else pytest.approx(expected))
+    assert losses.measured_distance(loss, "euclidean") == ("cosine" if loss == "cosine-embedding" else "euclidean")

@@ -5,15 +5,7 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from contrast_core.config import RunConfig
-from contrast_core.store import RunStore
 from ui.run_view import RunView, as_measured, pair_distances
-
-
-@pytest.fixture
-def store(tmp_path):
-    store = RunStore(tmp_path)
-    yield store
-    store.close()
 
 
 def test_update_reads_only_new_rows_and_the_latest_snapshot(store):

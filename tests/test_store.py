@@ -69,13 +69,6 @@ def start_python(code: str, *args: str, stdin=None) -> subprocess.Popen:
     )
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = RunStore(tmp_path)
-    yield store
-    store.close()
-
-
 # -- runs ----------------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from contrast_core.losses import margin_as_distance
+
 COLLAPSE_FRACTION = 0.01  # points all within 1% of the margin (or of 1 without one): collapsed
 STUCK_WINDOW = 100  # steps of loss looked at for "stuck"
 STUCK_TOLERANCE = 0.05  # relative: flat within 5% and within 5% of the collapsed-loss value
@@ -16,11 +18,7 @@ DIVERGE_FACTOR = 10.0  # recent loss this many times its best window mean (and a
 
 def margin_distance(config: dict) -> float | None:
     """The margin in the loss's distance units, or None for losses without one."""
-    if config["loss"] == "cosine-embedding":
-        return 1 - config["margin"]  # a similarity margin -> cosine distance
-    if config["loss"] in ("contrastive", "triplet"):
-        return config["margin"]
-    return None
+    return margin_as_distance(config["loss"], config["margin"])
 
 
 def spread(embeddings: np.ndarray, distance: str) -> float:

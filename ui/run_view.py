@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from contrast_core import metrics
+from contrast_core.losses import measured_distance
 from contrast_core.store import RunStore, StoreError
 from ui import diagnosis
 
@@ -19,7 +20,7 @@ MAX_PAIRS = 5000  # pair distances kept per histogram (a seeded subsample)
 
 def loss_distance(config: dict) -> str:
     """The distance the loss measures with (cosine-embedding is always cosine)."""
-    return "cosine" if config["loss"] == "cosine-embedding" else config["distance"]
+    return measured_distance(config["loss"], config["distance"])
 
 
 def as_measured(embeddings: np.ndarray, config: dict) -> np.ndarray:
