@@ -122,22 +122,50 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from contrast_core import bench
 
-    results = bench.run(quick=args.quick, out=args.out)
+    sections = tuple(args.only.split(",")) if args.only else bench.SECTIONS
+    if unknown := set(sections) - set(bench.SECTIONS):
+        raise CommandError(
+            f"--only: unknown section {', '.join(sorted(unknown))} (choose from {', '.join(bench.SECTIONS)})"
+        )
+    if args.device == "cuda" and not _cuda_available():
+        raise CommandError("--device: cuda was asked for but no CUDA GPU is available")
+    devices = [args.device] if args.device else None
+    results = bench.run(quick=args.quick, out=args.out, devices=devices, sections=sections)
+    for limits in results["limits"]:
+        _print_block(f"limits of {limits['device']}", limits, skip=("device",))
     for row in results["comparisons"]:
-        print(f"\n{row['dataset']} on {row['device']} ({results['threads']} threads), bar {row['bar']}")
-        for key, value in row.items():
-            if key not in ("dataset", "device", "bar"):
-                print(f"  {key:>34}  {_show(value)}")
+        title = f"{row['dataset']} on {row['device']} ({results['threads']} threads), bar {row['bar']}"
+        _print_block(title, row, skip=("dataset", "device", "bar", "efficiency"))
+        for found in row.get("efficiency", []):
+            _print_block(
+                f"  efficiency, {found['dataset']} at batch {found['batch_size']}",
+                found,
+                skip=("dataset", "batch_size"),
+            )
     for section in ("projection", "dashboard"):
-        print(f"\n{section}")
-        for key, value in results[section].items():
-            print(f"  {key:>34}  {_show(value)}")
+        if section in results:
+            _print_block(section, results[section])
     print(f"\nwritten to {args.out}")
     return 0
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _print_block(title: str, values: dict, skip: tuple[str, ...] = ()) -> None:
+    print(f"\n{title}")
+    for key, value in values.items():
+        if key not in skip:
+            print(f"  {key:>34}  {_show(value)}")
+
+
 def _show(value) -> str:
     if isinstance(value, float):
+        if 0 < abs(value) < 0.01:
+            return f"{value:.3g}"
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
     return "not reached" if value is None else str(value)
 
@@ -161,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser = commands.add_parser("bench", help="training speed and latency against the classic recipe")
     bench_parser.add_argument("--quick", action="store_true", help="shorter measurements, fewer seeds")
     bench_parser.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON file for the figures")
+    bench_parser.add_argument(
+        "--device", choices=["cpu", "cuda"], help="one device only (default: cpu, and cuda if present)"
+    )
+    bench_parser.add_argument("--only", metavar="SECTIONS", help="comma-separated: training, projection, dashboard")
     bench_parser.set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)
     try:

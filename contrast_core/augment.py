@@ -124,8 +124,8 @@ def _colour_jitter(x: torch.Tensor, strength: float, generator) -> torch.Tensor:
     brightness = _uniform(x, shape, 1 - JITTER * strength, 1 + JITTER * strength, generator)
     contrast = _uniform(x, shape, 1 - JITTER * strength, 1 + JITTER * strength, generator)
     x = (x * brightness).clamp(0, 1)
-    luma = torch.tensor(GREY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    grey_mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # (B, 1, 1, 1)
+    grey = sum(w * x[:, c : c + 1] for c, w in enumerate(GREY))  # (B, 1, H, W), no host-to-device copy
+    grey_mean = grey.mean((2, 3), keepdim=True)  # (B, 1, 1, 1)
     return (grey_mean + contrast * (x - grey_mean)).clamp(0, 1)
 
 

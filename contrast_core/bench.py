@@ -23,6 +23,7 @@ from contrast_core.distances import build as build_distance
 from contrast_core.train import Trainer, device_label
 
 BATCH = 100  # pairs per step on both sides, as in the tutorials
+GPU_BATCH = 8192  # pairs per step for the GPU's large-batch throughput
 
 
 class TutorialPairs(torch.utils.data.Dataset):
@@ -84,8 +85,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def throughput(step, device: torch.device, seconds: float, warmup: int = 20) -> float:
-    """Steady-state pairs per second of `step()` over about `seconds`, after `warmup` steps."""
+def throughput(step, device: torch.device, seconds: float, warmup: int = 20, batch: int = BATCH) -> float:
+    """Steady-state pairs per second of `step()` (`batch` pairs each) over about `seconds`, after `warmup` steps."""
     for _ in range(warmup):
         step()
     _sync(device)
@@ -95,7 +96,7 @@ def throughput(step, device: torch.device, seconds: float, warmup: int = 20) -> 
             step()
         _sync(device)
         done += 10
-    return BATCH * done / (time.perf_counter() - start)
+    return batch * done / (time.perf_counter() - start)
 
 
 def quality(model, dataset: data.Dataset, bar: str) -> float:
@@ -122,12 +123,16 @@ def time_to_quality(trainer, dataset, bar: str, target: float, device, budget: f
         _sync(device)
         trained += time.perf_counter() - start
         if quality(trainer.model, dataset, bar) >= target:
-            return trained
+            return trained - getattr(trainer, "capture_seconds", 0.0)  # start-up is reported apart
     return None
 
 
-def compare(name: str, config: RunConfig, bar: str, target: float, seeds: int, seconds: float, budget: float) -> dict:
-    """Throughput and time to quality of both sides on one dataset and device."""
+def compare(
+    name: str, config: RunConfig, bar: str, target: float, seeds: int, seconds: float, budget: float,
+    limits: dict | None = None,
+) -> dict:  # fmt: skip
+    """Throughput and time to quality of both sides on one dataset and device; with the device's
+    `limits`, also how close each of our throughputs comes to them (row["efficiency"])."""
     start = time.perf_counter()
     fast = Trainer(config)
     startup = time.perf_counter() - start
@@ -137,6 +142,23 @@ def compare(name: str, config: RunConfig, bar: str, target: float, seeds: int, s
     row["pairs_per_second"] = throughput(fast.train_step, device, seconds)
     row["classic_pairs_per_second"] = throughput(classic.train_step, device, seconds)
     row["throughput_ratio"] = row["pairs_per_second"] / row["classic_pairs_per_second"]
+    if fast.graphed:  # the same step without the CUDA graph, and at a batch that fills the GPU
+        row["graph_capture_seconds"] = fast.capture_seconds
+        row["eager_pairs_per_second"] = throughput(
+            Trainer(config, dataset=dataset, graphs=False).train_step, device, seconds
+        )
+        big = config.model_copy(update={"batch_size": GPU_BATCH})
+        row[f"batch_{GPU_BATCH}_pairs_per_second"] = throughput(
+            Trainer(big, dataset=dataset).train_step, device, seconds, batch=GPU_BATCH
+        )
+        row[f"batch_{GPU_BATCH}_throughput_ratio"] = (
+            row[f"batch_{GPU_BATCH}_pairs_per_second"] / row["classic_pairs_per_second"]
+        )
+    if limits is not None:
+        measured = [(config, row["pairs_per_second"])]
+        if fast.graphed:
+            measured.append((big, row[f"batch_{GPU_BATCH}_pairs_per_second"]))
+        row["efficiency"] = [efficiency(c, dataset, pairs, limits) for c, pairs in measured]
     ours, theirs = [], []
     for seed in range(seeds):
         seeded = config.model_copy(update={"seed": seed})
@@ -148,6 +170,111 @@ def compare(name: str, config: RunConfig, bar: str, target: float, seeds: int, s
     if row["seconds_to_quality"] and row["classic_seconds_to_quality"]:
         row["time_to_quality_ratio"] = row["classic_seconds_to_quality"] / row["seconds_to_quality"]
     return row
+
+
+def _median_seconds(fn, device: torch.device, repeats: int = 20, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def device_limits(device: torch.device) -> dict:
+    """The device's measured ceilings: float32 matrix-product FLOP/s, memory copy bytes/s
+    (bytes read + written) and, on CUDA, the time per tiny kernel replayed from a graph."""
+    n = 4096 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    limits = {
+        "device": device_label(device),
+        "matmul_flops_per_second": 2 * n**3 / _median_seconds(lambda: a @ b, device),
+    }
+    floats = (1 << 26) if device.type == "cuda" else (1 << 24)  # 256 MiB / 64 MiB: far past the caches
+    src, dst = torch.rand(floats, device=device), torch.empty(floats, device=device)
+    limits["copy_bytes_per_second"] = 2 * 4 * floats / _median_seconds(lambda: dst.copy_(src), device)
+    if device.type == "cuda":
+        x, kernels, graph = torch.zeros(1, device=device), 200, torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(kernels):
+                x.add_(1)
+        limits["graph_seconds_per_kernel"] = _median_seconds(graph.replay, device) / kernels
+    return limits
+
+
+def step_costs(config: RunConfig, dataset: data.Dataset) -> dict:
+    """One training step's FLOPs (as torch counts them), fewest bytes, and CUDA kernels.
+
+    Fewest bytes, in float32: the batch's inputs read once; each parameter read in the forward
+    and backward passes, its gradient written, and Adam reading parameter, gradient and both
+    moments and writing three back (10 touches); each layer's output written once and read
+    once by the backward pass.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    trainer = Trainer(config, dataset=dataset, graphs=False)
+    trainer.train_step()  # lazy initialisation stays out of the counts
+    outputs: list[int] = []
+    leaves = [m for m in trainer.model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda m, i, out: outputs.append(out.numel())) for m in leaves]
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step()
+    for hook in hooks:
+        hook.remove()
+    items = len(trainer._last[0])
+    params = sum(p.numel() for p in trainer.model.parameters())
+    inputs = items * int(np.prod(dataset.input_shape))
+    costs = {"flops": counter.get_total_flops(), "bytes": 4 * (inputs + 10 * params + 2 * sum(outputs))}
+    if trainer.device.type == "cuda":
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        steps = 5
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                trainer.train_step()
+            _sync(trainer.device)
+        costs["kernels"] = sum(e.device_type == DeviceType.CUDA for e in prof.events()) / steps
+    return costs
+
+
+def efficiency(config: RunConfig, dataset: data.Dataset, pairs_per_second: float, limits: dict) -> dict:
+    """Achieved FLOP/s and bytes/s against the device's limits, and epoch time against its floors.
+
+    An epoch is one pass of pairs over the training rows (as the classic DataLoader counts it).
+    Floors: compute = FLOPs / matmul peak, memory = bytes / copy bandwidth, launch = kernels x
+    the graph replay time per kernel (CUDA only); the largest is the epoch's floor.
+    """
+    costs = step_costs(config, dataset)
+    steps_per_second = pairs_per_second / config.batch_size
+    epoch_steps = len(dataset.train_index) / config.batch_size
+    floors = {
+        "compute": costs["flops"] / limits["matmul_flops_per_second"],
+        "memory": costs["bytes"] / limits["copy_bytes_per_second"],
+    }
+    if "kernels" in costs:
+        floors["launch"] = costs["kernels"] * limits["graph_seconds_per_kernel"]
+    bound = max(floors, key=floors.get)
+    epoch_seconds = epoch_steps / steps_per_second
+    return {
+        "dataset": config.dataset,
+        "batch_size": config.batch_size,
+        "flops_per_step": costs["flops"],
+        "bytes_per_step": costs["bytes"],
+        **({"kernels_per_step": costs["kernels"]} if "kernels" in costs else {}),
+        "achieved_flops_per_second": costs["flops"] * steps_per_second,
+        "share_of_matmul_peak": costs["flops"] * steps_per_second / limits["matmul_flops_per_second"],
+        "achieved_bytes_per_second": costs["bytes"] * steps_per_second,
+        "share_of_copy_bandwidth": costs["bytes"] * steps_per_second / limits["copy_bytes_per_second"],
+        "epoch_seconds": epoch_seconds,
+        **{f"epoch_{name}_floor_seconds": epoch_steps * floor for name, floor in floors.items()},
+        "bound": bound,
+        "epoch_over_floor": epoch_seconds / (epoch_steps * floors[bound]),
+    }
 
 
 def _summary(prefix: str, times: list[float | None]) -> dict:
@@ -229,22 +356,37 @@ def _poll_cost(store, run_id: str, polls: int, wait_finish: bool = False) -> flo
     return statistics.median(took)
 
 
-def run(quick: bool = False, out: Path = Path("bench.json"), home: Path | None = None) -> dict:
-    """Every measurement; writes them to `out` as JSON and returns them."""
+SECTIONS = ("training", "projection", "dashboard")
+
+
+def run(
+    quick: bool = False,
+    out: Path = Path("bench.json"),
+    home: Path | None = None,
+    devices: list[str] | None = None,
+    sections: tuple[str, ...] = SECTIONS,
+) -> dict:
+    """Every measurement (on the CPU and, where there is one, the GPU); writes them to `out` as JSON."""
     import tempfile
 
     seconds, seeds, budget = (3.0, 2, 60.0) if quick else (10.0, 3, 300.0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    devices = devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     sets = [("digits", "rand_index", 0.99), ("digits-60k", "knn_accuracy", 0.97)]
-    results = {"threads": torch.get_num_threads(), "comparisons": []}
-    for name, bar, target in sets:
-        config = RunConfig(dataset=name, device=device)
-        results["comparisons"].append(compare(name, config, bar, target, seeds, seconds, budget))
-    digits = data.load("digits")
-    trained = Trainer(RunConfig(steps=1, embedding_dim=32, device="cpu"), dataset=digits)
-    eval_embeddings = models.embed(trained.model, digits.x[digits.eval_index]).numpy()
-    results["projection"] = projection_times(eval_embeddings)
-    with tempfile.TemporaryDirectory() as tmp:
-        results["dashboard"] = dashboard_latency(home or Path(tmp))
+    results: dict = {"threads": torch.get_num_threads(), "comparisons": [], "limits": []}
+    if "training" in sections:
+        for device in devices:
+            limits = device_limits(torch.device(device))
+            results["limits"].append(limits)
+            for name, bar, target in sets:
+                config = RunConfig(dataset=name, device=device)
+                results["comparisons"].append(compare(name, config, bar, target, seeds, seconds, budget, limits))
+    if "projection" in sections:
+        digits = data.load("digits")
+        trained = Trainer(RunConfig(steps=1, embedding_dim=32, device="cpu"), dataset=digits)
+        eval_embeddings = models.embed(trained.model, digits.x[digits.eval_index]).numpy()
+        results["projection"] = projection_times(eval_embeddings)
+    if "dashboard" in sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["dashboard"] = dashboard_latency(home or Path(tmp))
     out.write_text(json.dumps(results, indent=2))
     return results

@@ -116,7 +116,7 @@ class NTXentLoss(nn.Module):
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         n = len(z_a)
         logits = _similarity_logits(torch.cat([z_a, z_b]), self.distance, self.temperature)  # (2N, 2N)
-        positive = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z_a.device)  # (2N,)
+        positive = torch.arange(2 * n, device=z_a.device).roll(n)  # (2N,): view i's partner is i + N mod 2N
         return F.cross_entropy(logits, positive)
 
 

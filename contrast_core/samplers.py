@@ -8,6 +8,8 @@ A sampler has
   (see losses.py): pairs `(x1, x2, same)`, triplets `(anchor, positive, negative)`,
   views `(z_a, z_b)` or labels `(z, labels)`.
 - `kinds`: the loss kinds it can feed.
+- `graph_kinds`: the kinds for which draw + mine have fixed shapes and never wait on the
+  device, so a whole training step can be captured as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from contrast_core.distances import Distance
 class Batch:
     index: torch.Tensor  # (B,) dataset rows to embed, in order
     labels: torch.Tensor  # (B,) class ids, or item ids for augmented views
-    pairs: torch.Tensor | None = None  # (P, 2) positions in the batch, for explicit pairs
-    same: torch.Tensor | None = None  # (P,) 1 = similar pair, 0 = dissimilar
+    same: torch.Tensor | None = None  # (P,) pairs: rows i and P + i form pair i; 1 = similar, 0 = dissimilar
     views: bool = False  # True: rows [0, N) and [N, 2N) are two augmented views of the same items
 
 
@@ -51,6 +52,7 @@ class Sampler:
     """Base sampler over the rows `pool` (dataset indices) with labels `labels` (N,)."""
 
     kinds: frozenset[str] = frozenset()
+    graph_kinds: frozenset[str] = frozenset()
 
     def __init__(self, pool: torch.Tensor, labels: torch.Tensor, batch_size: int, m_per_class: int = 4):
         self.pool, self.pool_labels = pool, labels[pool]  # (N_train,), (N_train,)
@@ -69,7 +71,7 @@ class Sampler:
 class RandomPairs(Sampler):
     """`batch_size` pairs, half similar and half dissimilar (the classic Siamese recipe)."""
 
-    kinds = frozenset({"pairs"})
+    kinds = graph_kinds = frozenset({"pairs"})
 
     def draw(self, g):
         n_pairs, n_classes = self.batch_size, len(self.by_class.classes)
@@ -80,12 +82,12 @@ class RandomPairs(Sampler):
         # A dissimilar partner's class is uniform over the other classes.
         shift = torch.randint(1, n_classes, (n_pairs,), generator=g, device=dev) * (1 - same)
         second = self.by_class.draw((first_class + shift) % n_classes, g)
-        index = self.pool[torch.cat([first, second])]
-        pairs = torch.stack([torch.arange(n_pairs, device=dev), torch.arange(n_pairs, 2 * n_pairs, device=dev)], 1)
-        return Batch(index, self.pool_labels[torch.cat([first, second])], pairs, same)
+        rows = torch.cat([first, second])
+        return Batch(self.pool[rows], self.pool_labels[rows], same=same)
 
     def mine(self, embeddings, batch, kind):
-        return embeddings[batch.pairs[:, 0]], embeddings[batch.pairs[:, 1]], batch.same
+        first, second = embeddings.chunk(2)  # views, not gathers: no scatter in the backward pass
+        return first, second, batch.same
 
 
 class AugmentedViews(Sampler):
@@ -95,7 +97,7 @@ class AugmentedViews(Sampler):
     with another item's second view as a negative (so pairs are 50 / 50).
     """
 
-    kinds = frozenset({"views", "pairs"})
+    kinds = graph_kinds = frozenset({"views", "pairs"})
 
     def draw(self, g):
         dev = self.pool.device
@@ -109,7 +111,7 @@ class AugmentedViews(Sampler):
             return z_a, z_b
         n = len(z_a)
         other = torch.roll(torch.arange(n, device=z_a.device), 1)
-        same = torch.cat([torch.ones(n), torch.zeros(n)]).to(z_a.device)
+        same = (torch.arange(2 * n, device=z_a.device) < n).float()
         return torch.cat([z_a, z_a]), torch.cat([z_b, z_b[other]]), same
 
 
@@ -154,6 +156,7 @@ class BatchAll(ClassBalanced):
     """Every valid pair / triplet of a class-balanced batch (Hermans et al. 2017, "batch all")."""
 
     kinds = frozenset({"pairs", "triplets", "labels"})
+    graph_kinds = frozenset({"pairs"})
 
 
 class BatchHard(ClassBalanced):
@@ -175,7 +178,7 @@ class BatchHard(ClassBalanced):
         a, p, n = self._hardest(embeddings, batch)
         if kind == "triplets":
             return embeddings[a], embeddings[p], embeddings[n]
-        same = torch.cat([torch.ones(len(a)), torch.zeros(len(a))]).to(embeddings.device)
+        same = (torch.arange(2 * len(a), device=embeddings.device) < len(a)).float()
         return embeddings[torch.cat([a, a])], embeddings[torch.cat([p, n])], same
 
 

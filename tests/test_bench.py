@@ -34,3 +34,35 @@ def test_classic_recipe_learns():
     for _ in range(150):
         recipe.train_step()
     assert bench.quality(recipe.model, dataset, "knn_accuracy") > max(before, 0.5)
+
+
+def test_step_costs_count_the_mlp_by_hand():
+    """Digits (64 inputs), batch 100 pairs = 200 items through 64-256-128-32-2."""
+    costs = bench.step_costs(RunConfig(device="cpu"), data.load("digits"))
+    items, widths = 200, [64, 256, 128, 32, 2]
+    macs = sum(a * b for a, b in zip(widths, widths[1:], strict=False))  # per item, per pass
+    # forward, weight gradients and input gradients, minus the input gradient of the first layer
+    assert costs["flops"] == items * 2 * (3 * macs - 64 * 256)
+    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    outputs = items * (64 + 2 * (256 + 128 + 32) + 2)  # flatten, 4 linears, 3 ReLUs
+    assert costs["bytes"] == 4 * (items * 64 + 10 * params + 2 * outputs)
+
+
+def test_efficiency_sets_epoch_time_against_the_floors():
+    digits = data.load("digits")
+    config = RunConfig(device="cpu")
+    limits = {"matmul_flops_per_second": 1e9, "copy_bytes_per_second": 1e12}
+    found = bench.efficiency(config, digits, pairs_per_second=50_000.0, limits=limits)
+    costs = bench.step_costs(config, digits)
+    steps = len(digits.train_index) / 100
+    assert found["epoch_seconds"] == len(digits.train_index) / 50_000.0
+    assert found["epoch_compute_floor_seconds"] == steps * costs["flops"] / 1e9
+    assert found["bound"] == "compute"
+    assert found["epoch_over_floor"] == found["epoch_seconds"] / found["epoch_compute_floor_seconds"]
+    assert found["share_of_matmul_peak"] == costs["flops"] * 500 / 1e9
+
+
+def test_device_limits_are_measured():
+    limits = bench.device_limits(torch.device("cpu"))
+    assert limits["matmul_flops_per_second"] > 1e8 and limits["copy_bytes_per_second"] > 1e8
+    assert "graph_seconds_per_kernel" not in limits  # CUDA only

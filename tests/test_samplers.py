@@ -23,13 +23,19 @@ def test_class_index_draws_only_from_the_class():
     assert len(rows.unique()) == 30  # every row of every class is reachable
 
 
+def paired_rows(s, batch):
+    """The dataset rows of each pair's two sides, as the miner pairs them (embedding = row id)."""
+    first, second, _ = s.mine(batch.index[:, None].float(), batch, "pairs")
+    return first[:, 0].long(), second[:, 0].long()
+
+
 def test_random_pairs_are_half_similar_and_labelled_right():
     s = sampler("random-pairs", batch_size=200)
     batch = s.draw(torch.Generator().manual_seed(0))
-    assert len(batch.index) == 400 and batch.pairs.shape == (200, 2)
+    assert len(batch.index) == 400 and batch.same.shape == (200,)
     assert batch.same.sum().item() == 100
     assert set(batch.index.tolist()) <= set(POOL.tolist())
-    first, second = batch.index[batch.pairs[:, 0]], batch.index[batch.pairs[:, 1]]
+    first, second = paired_rows(s, batch)
     assert torch.equal((LABELS[first] == LABELS[second]).long(), batch.same)
     assert torch.equal(batch.labels, LABELS[batch.index])
 
@@ -37,8 +43,9 @@ def test_random_pairs_are_half_similar_and_labelled_right():
 def test_random_pairs_negatives_cover_other_classes_uniformly():
     s = sampler("random-pairs", batch_size=4000)
     batch = s.draw(torch.Generator().manual_seed(1))
-    neg = batch.pairs[batch.same == 0]
-    shift = (LABELS[batch.index[neg[:, 1]]] - LABELS[batch.index[neg[:, 0]]]) % 5
+    first, second = paired_rows(s, batch)
+    neg = batch.same == 0
+    shift = (LABELS[second[neg]] - LABELS[first[neg]]) % 5
     counts = torch.bincount(shift, minlength=5)
     assert counts[0] == 0 and counts[1:].min() > 0.8 * counts[1:].max()
 

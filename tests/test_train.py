@@ -111,3 +111,14 @@ def test_snapshots_hold_class_names_and_the_pca_of_what_the_loss_measures():
     unit = arrays["embeddings"] / np.linalg.norm(arrays["embeddings"], axis=1, keepdims=True)
     reference = project(unit, "pca")  # up to the alignment with the previous snapshot's layout
     assert np.allclose(align(arrays["pca"], reference), reference, atol=1e-3)
+
+
+def test_checkpoint_from_a_graphed_gpu_run_resumes_on_cpu():
+    """A CUDA-graphed run saves Adam with capturable=True; a CPU run must still load and continue it."""
+    config = RunConfig(steps=20, batch_size=32, eval_size=40, checkpoint_every=10, snapshot_every=20, device="cpu")
+    _, events = collect(config)
+    state = next(e.data["state"] for e in events if e.kind == "checkpoint" and e.step == 10)
+    groups = [g | {"capturable": True} for g in state["optimizer"]["param_groups"]]
+    state = state | {"optimizer": state["optimizer"] | {"param_groups": groups}}
+    _, resumed = collect(config, resume=state)
+    assert [e.step for e in resumed if e.kind == "step"] == list(range(11, 21))
