@@ -137,11 +137,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         title = f"{row['dataset']} on {row['device']} ({results['threads']} threads), bar {row['bar']}"
         _print_block(title, row, skip=("dataset", "device", "bar", "efficiency"))
         for found in row.get("efficiency", []):
-            _print_block(
-                f"  efficiency, {found['dataset']} at batch {found['batch_size']}",
-                found,
-                skip=("dataset", "batch_size"),
-            )
+            title = f"  efficiency, {found['dataset']} at batch {found['batch_size']}, {found['precision']}"
+            _print_block(title, found, skip=("dataset", "batch_size", "precision"))
     for section in ("projection", "dashboard"):
         if section in results:
             _print_block(section, results[section])

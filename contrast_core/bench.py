@@ -131,45 +131,56 @@ def compare(
     name: str, config: RunConfig, bar: str, target: float, seeds: int, seconds: float, budget: float,
     limits: dict | None = None,
 ) -> dict:  # fmt: skip
-    """Throughput and time to quality of both sides on one dataset and device; with the device's
-    `limits`, also how close each of our throughputs comes to them (row["efficiency"])."""
+    """Throughput and time to quality of both sides on one dataset and device.
+
+    Ours is measured as configured, in bfloat16, and on CUDA also without the graph ("eager")
+    and at a batch that fills the GPU. With the device's `limits`, row["efficiency"] says how
+    close each of those throughputs comes to them.
+    """
     start = time.perf_counter()
     fast = Trainer(config)
     startup = time.perf_counter() - start
     device, dataset = fast.device, fast.data
-    classic = ClassicRecipe(dataset, config, device)
     row = {"dataset": name, "device": device_label(device), "startup_seconds": startup}
     row["pairs_per_second"] = throughput(fast.train_step, device, seconds)
-    row["classic_pairs_per_second"] = throughput(classic.train_step, device, seconds)
-    row["throughput_ratio"] = row["pairs_per_second"] / row["classic_pairs_per_second"]
-    if fast.graphed:  # the same step without the CUDA graph, and at a batch that fills the GPU
+    classic = ClassicRecipe(dataset, config, device)
+    classic_pairs = row["classic_pairs_per_second"] = throughput(classic.train_step, device, seconds)
+    row["throughput_ratio"] = row["pairs_per_second"] / classic_pairs
+    if fast.graphed:
         row["graph_capture_seconds"] = fast.capture_seconds
-        row["eager_pairs_per_second"] = throughput(
-            Trainer(config, dataset=dataset, graphs=False).train_step, device, seconds
-        )
-        big = config.model_copy(update={"batch_size": GPU_BATCH})
-        row[f"batch_{GPU_BATCH}_pairs_per_second"] = throughput(
-            Trainer(big, dataset=dataset).train_step, device, seconds, batch=GPU_BATCH
-        )
-        row[f"batch_{GPU_BATCH}_throughput_ratio"] = (
-            row[f"batch_{GPU_BATCH}_pairs_per_second"] / row["classic_pairs_per_second"]
-        )
+        eager = Trainer(config, dataset=dataset, graphs=False)
+        row["eager_pairs_per_second"] = throughput(eager.train_step, device, seconds)
+    half = config.model_copy(update={"precision": "bfloat16"})
+    variants = {"bfloat16_": half}
+    if device.type == "cuda":
+        for variant in (config, half):
+            big = variant.model_copy(update={"batch_size": GPU_BATCH})
+            variants[f"batch_{GPU_BATCH}_{'bfloat16_' if variant is half else ''}"] = big
+    measured = [(config, row["pairs_per_second"])]
+    for prefix, variant in variants.items():
+        pairs = throughput(Trainer(variant, dataset=dataset).train_step, device, seconds, batch=variant.batch_size)
+        row[f"{prefix}pairs_per_second"], row[f"{prefix}throughput_ratio"] = pairs, pairs / classic_pairs
+        measured.append((variant, pairs))
     if limits is not None:
-        measured = [(config, row["pairs_per_second"])]
-        if fast.graphed:
-            measured.append((big, row[f"batch_{GPU_BATCH}_pairs_per_second"]))
         row["efficiency"] = [efficiency(c, dataset, pairs, limits) for c, pairs in measured]
-    ours, theirs = [], []
+    makers = {
+        "": lambda c: Trainer(c, dataset=dataset),
+        "bfloat16_": lambda c: Trainer(c.model_copy(update={"precision": "bfloat16"}), dataset=dataset),
+        "classic_": lambda c: ClassicRecipe(dataset, c, device),
+    }
+    times = {prefix: [] for prefix in makers}
     for seed in range(seeds):
-        seeded = config.model_copy(update={"seed": seed})
-        ours.append(
-            time_to_quality(Trainer(seeded, dataset=dataset), dataset, bar, target, device, budget, check_every=50)
-        )
-        theirs.append(time_to_quality(ClassicRecipe(dataset, seeded, device), dataset, bar, target, device, budget, 50))
-    row |= _summary("", ours) | _summary("classic_", theirs) | {"bar": f"{bar} >= {target}", "budget_seconds": budget}
-    if row["seconds_to_quality"] and row["classic_seconds_to_quality"]:
-        row["time_to_quality_ratio"] = row["classic_seconds_to_quality"] / row["seconds_to_quality"]
-    return row
+        for prefix, make in makers.items():
+            trainer = make(config.model_copy(update={"seed": seed}))
+            times[prefix].append(time_to_quality(trainer, dataset, bar, target, device, budget, check_every=50))
+    for prefix, found in times.items():
+        row |= _summary(prefix, found)
+    for prefix in ("", "bfloat16_"):
+        if row[f"{prefix}seconds_to_quality"] and row["classic_seconds_to_quality"]:
+            row[f"{prefix}time_to_quality_ratio"] = (
+                row["classic_seconds_to_quality"] / row[f"{prefix}seconds_to_quality"]
+            )
+    return row | {"bar": f"{bar} >= {target}", "budget_seconds": budget}
 
 
 def _median_seconds(fn, device: torch.device, repeats: int = 20, warmup: int = 3) -> float:
@@ -186,14 +197,16 @@ def _median_seconds(fn, device: torch.device, repeats: int = 20, warmup: int = 3
 
 
 def device_limits(device: torch.device) -> dict:
-    """The device's measured ceilings: float32 matrix-product FLOP/s, memory copy bytes/s
-    (bytes read + written) and, on CUDA, the time per tiny kernel replayed from a graph."""
+    """The device's measured ceilings: float32 and bfloat16 matrix-product FLOP/s, memory copy
+    bytes/s (bytes read + written) and, on CUDA, the time per tiny kernel replayed from a graph."""
     n = 4096 if device.type == "cuda" else 1024
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     limits = {
         "device": device_label(device),
         "matmul_flops_per_second": 2 * n**3 / _median_seconds(lambda: a @ b, device),
     }
+    a, b = a.bfloat16(), b.bfloat16()
+    limits["bfloat16_matmul_flops_per_second"] = 2 * n**3 / _median_seconds(lambda: a @ b, device)
     floats = (1 << 26) if device.type == "cuda" else (1 << 24)  # 256 MiB / 64 MiB: far past the caches
     src, dst = torch.rand(floats, device=device), torch.empty(floats, device=device)
     limits["copy_bytes_per_second"] = 2 * 4 * floats / _median_seconds(lambda: dst.copy_(src), device)
@@ -246,14 +259,15 @@ def efficiency(config: RunConfig, dataset: data.Dataset, pairs_per_second: float
     """Achieved FLOP/s and bytes/s against the device's limits, and epoch time against its floors.
 
     An epoch is one pass of pairs over the training rows (as the classic DataLoader counts it).
-    Floors: compute = FLOPs / matmul peak, memory = bytes / copy bandwidth, launch = kernels x
+    Floors: compute = FLOPs / matmul peak (in the run's precision), memory = bytes / copy bandwidth, launch = kernels x
     the graph replay time per kernel (CUDA only); the largest is the epoch's floor.
     """
     costs = step_costs(config, dataset)
+    peak = limits[f"{'bfloat16_' if config.precision == 'bfloat16' else ''}matmul_flops_per_second"]
     steps_per_second = pairs_per_second / config.batch_size
     epoch_steps = len(dataset.train_index) / config.batch_size
     floors = {
-        "compute": costs["flops"] / limits["matmul_flops_per_second"],
+        "compute": costs["flops"] / peak,
         "memory": costs["bytes"] / limits["copy_bytes_per_second"],
     }
     if "kernels" in costs:
@@ -263,11 +277,12 @@ def efficiency(config: RunConfig, dataset: data.Dataset, pairs_per_second: float
     return {
         "dataset": config.dataset,
         "batch_size": config.batch_size,
+        "precision": config.precision,
         "flops_per_step": costs["flops"],
         "bytes_per_step": costs["bytes"],
         **({"kernels_per_step": costs["kernels"]} if "kernels" in costs else {}),
         "achieved_flops_per_second": costs["flops"] * steps_per_second,
-        "share_of_matmul_peak": costs["flops"] * steps_per_second / limits["matmul_flops_per_second"],
+        "share_of_matmul_peak": costs["flops"] * steps_per_second / peak,
         "achieved_bytes_per_second": costs["bytes"] * steps_per_second,
         "share_of_copy_bandwidth": costs["bytes"] * steps_per_second / limits["copy_bytes_per_second"],
         "epoch_seconds": epoch_seconds,

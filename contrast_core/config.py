@@ -57,6 +57,9 @@ class RunConfig(BaseModel):
     lr: float = 1e-3  # Adam
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # bfloat16: the model's matrix products run in bfloat16 (weights, Adam and the loss stay
+    # float32): about 1.4x the steps/s on a CPU with AVX-512 BF16, tensor cores on a GPU.
+    precision: Literal["float32", "bfloat16"] = "float32"
     snapshot_every: int = Field(0, ge=0)  # 0: about 40 snapshots per run
     checkpoint_every: int = Field(0, ge=0)  # 0: four checkpoints per run, plus the last step
 

@@ -60,6 +60,9 @@ def test_efficiency_sets_epoch_time_against_the_floors():
     assert found["bound"] == "compute"
     assert found["epoch_over_floor"] == found["epoch_seconds"] / found["epoch_compute_floor_seconds"]
     assert found["share_of_matmul_peak"] == costs["flops"] * 500 / 1e9
+    half = config.model_copy(update={"precision": "bfloat16"})
+    found = bench.efficiency(half, digits, 50_000.0, limits | {"bfloat16_matmul_flops_per_second": 4e9})
+    assert found["epoch_compute_floor_seconds"] == steps * costs["flops"] / 4e9  # the bfloat16 peak
 
 
 def test_device_limits_are_measured():

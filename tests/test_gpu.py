@@ -16,6 +16,8 @@ GRAPHABLE = [
     dict(loss="nt-xent", sampler="augmented-views", augment=0.5, distance="cosine"),
     dict(loss="contrastive", sampler="augmented-views", augment=0.5),
     dict(loss="contrastive", sampler="batch-all"),
+    dict(loss="contrastive", sampler="random-pairs", precision="bfloat16"),
+    dict(loss="contrastive", sampler="random-pairs", model="vae", precision="bfloat16", embedding_dim=4),
 ]
 
 

@@ -5,7 +5,7 @@ import torch
 from contrast_core.config import RunConfig
 from contrast_core.losses import LOSSES
 from contrast_core.samplers import SAMPLERS
-from contrast_core.train import TrainingError, train
+from contrast_core.train import Trainer, TrainingError, train
 
 COMBINATIONS = [
     (loss, sampler) for loss, cls in LOSSES.items() for sampler, s in SAMPLERS.items() if cls.kind in s.kinds
@@ -122,3 +122,19 @@ def test_checkpoint_from_a_graphed_gpu_run_resumes_on_cpu():
     state = state | {"optimizer": state["optimizer"] | {"param_groups": groups}}
     _, resumed = collect(config, resume=state)
     assert [e.step for e in resumed if e.kind == "step"] == list(range(11, 21))
+
+
+def test_bfloat16_runs_matrix_products_in_bfloat16_and_the_rest_in_float32():
+    trainer = Trainer(RunConfig(precision="bfloat16", device="cpu", batch_size=32, eval_size=40))
+    seen = []
+    trainer.model.net[1].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    terms = trainer.train_step()
+    assert seen == [torch.bfloat16]
+    assert terms["loss"].dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("model", ["mlp", "vae"])
+def test_bfloat16_runs_learn_digits(model):
+    result = train(RunConfig(precision="bfloat16", model=model, device="cpu", steps=1500, seed=0))
+    assert result["metrics"]["rand_index"] > 0.85
