@@ -120,7 +120,9 @@ class Trainer:
         else:
             terms = self._capture()
         self.step += 1
-        return terms
+        # Detached: a caller holding them must not keep this step's autograd graph alive
+        # (under graph capture that graph would sit on another stream).
+        return {name: value.detach() for name, value in terms.items()}
 
     def _warm_up_step(self) -> dict[str, torch.Tensor]:
         """An eager step on a side stream, as graph capture asks: lazy inits happen off the capture."""
@@ -261,7 +263,11 @@ class Trainer:
         ]
         self.optimizer.load_state_dict(saved | {"param_groups": groups})
         self.step = int(state["step"])
-        self.generator.set_state(state["rng"]["generator"].cpu())
+        saved = state["rng"]["generator"].cpu()
+        if len(saved) == len(self.generator.get_state()):
+            self.generator.set_state(saved)
+        else:  # saved on another kind of device (CPU and CUDA generators differ): a fresh stream
+            self.generator.manual_seed(self.config.seed + self.step)
         torch.set_rng_state(state["rng"]["torch"].cpu())
 
 

@@ -114,12 +114,17 @@ def test_snapshots_hold_class_names_and_the_pca_of_what_the_loss_measures():
 
 
 def test_checkpoint_from_a_graphed_gpu_run_resumes_on_cpu():
-    """A CUDA-graphed run saves Adam with capturable=True; a CPU run must still load and continue it."""
+    """A CUDA-graphed run saves Adam with capturable=True and a 16-byte CUDA generator state;
+    a CPU run must still load and continue it."""
     config = RunConfig(steps=20, batch_size=32, eval_size=40, checkpoint_every=10, snapshot_every=20, device="cpu")
     _, events = collect(config)
     state = next(e.data["state"] for e in events if e.kind == "checkpoint" and e.step == 10)
     groups = [g | {"capturable": True} for g in state["optimizer"]["param_groups"]]
-    state = state | {"optimizer": state["optimizer"] | {"param_groups": groups}}
+    cuda_rng = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's (seed, offset)
+    state = state | {
+        "optimizer": state["optimizer"] | {"param_groups": groups},
+        "rng": state["rng"] | {"generator": cuda_rng},
+    }
     _, resumed = collect(config, resume=state)
     assert [e.step for e in resumed if e.kind == "step"] == list(range(11, 21))
 
