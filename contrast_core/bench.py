@@ -320,7 +320,7 @@ def projection_times(eval_embeddings: np.ndarray) -> dict:
 
 
 def dashboard_latency(home: Path, polls: int = 50) -> dict:
-    """Click-to-first-point with a warm worker, and a page's poll cost with and without a run training."""
+    """Click-to-first-point with a warm worker, and one live refresh's cost with and without a run training."""
     from contrast_core.jobs import JobQueue
     from contrast_core.store import RunStore
 
@@ -329,19 +329,19 @@ def dashboard_latency(home: Path, polls: int = 50) -> dict:
     try:
         _wait(lambda: queue.status()["workers"], 60)
         time.sleep(8)  # the worker's warm-up run (imports, data, kernels)
-        idle_poll = _poll_cost(store, queue.submit(RunConfig(steps=50)), polls, wait_finish=True)
+        idle_refresh = _refresh_cost(store, queue.submit(RunConfig(steps=50)), polls, wait_finish=True)
         start = time.perf_counter()
         run_id = queue.submit(RunConfig(steps=100_000))
         _wait(lambda: store.read_metrics(run_id), 30)
         first_point = time.perf_counter() - start
-        busy_poll = _poll_cost(store, run_id, polls)
+        busy_refresh = _refresh_cost(store, run_id, polls)
         queue.cancel(run_id)
     finally:
         queue.shutdown()
     return {
         "click_to_first_point_seconds": first_point,
-        "poll_seconds_idle": idle_poll,
-        "poll_seconds_training": busy_poll,
+        "refresh_seconds_idle": idle_refresh,
+        "refresh_seconds_training": busy_refresh,
     }
 
 
@@ -354,18 +354,28 @@ def _wait(predicate, timeout: float):
     return found
 
 
-def _poll_cost(store, run_id: str, polls: int, wait_finish: bool = False) -> float:
-    """Median seconds of what a live panel reads per refresh: new metric rows and the newest snapshot."""
+def _refresh_cost(store, run_id: str, polls: int, wait_finish: bool = False) -> float:
+    """Median seconds of one live-panel refresh, off the page: read the new metric rows and the
+    newest snapshot (RunView.update), then build and serialise the loss, embedding and
+    pair-distance figures, as the Playground's fragment does every REFRESH_SECONDS."""
+    from ui import figures
+    from ui.run_view import RunView, as_measured, class_names
+
     if wait_finish:
         _wait(lambda: store.get_run(run_id).status == "finished", 120)
-    since, took = -1, []
+    view, took = RunView(run_id, store.get_run(run_id).config), []
     for _ in range(polls):
         start = time.perf_counter()
-        rows = store.read_metrics(run_id, since=since)
-        since = rows[-1]["step"] if rows else since
-        snapshots = store.list_snapshots(run_id)
-        if snapshots:
-            store.load_snapshot(run_id, snapshots[-1]["step"])
+        view.update(store)
+        shown = [figures.loss_figure(view.rows, view.config["steps"], ["loss"], smoothing=0.6)]
+        if view.arrays is not None:
+            xy = as_measured(view.arrays["embeddings"], view.config)[:, :2]
+            shown.append(figures.scatter_figure(xy, view.arrays["labels"], class_names(view.arrays)))
+        if view.pairs is not None:
+            pos, neg = view.pairs["pos_distances"], view.pairs["neg_distances"]
+            shown.append(figures.distance_histogram(pos, neg, 1.0, view.pairs["violation_fraction"], (0.0, 3.0)))
+        for fig in shown:
+            fig.to_json()
         took.append(time.perf_counter() - start)
         time.sleep(0.05)
     return statistics.median(took)

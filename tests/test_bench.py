@@ -69,3 +69,14 @@ def test_device_limits_are_measured():
     limits = bench.device_limits(torch.device("cpu"))
     assert limits["matmul_flops_per_second"] > 1e8 and limits["copy_bytes_per_second"] > 1e8
     assert "graph_seconds_per_kernel" not in limits  # CUDA only
+
+
+def test_refresh_cost_reads_the_run_and_builds_its_figures(store):
+    from contrast_core.jobs import execute
+
+    config = RunConfig(device="cpu", steps=20, eval_size=50, snapshot_every=10)
+    run_id = store.create_run(config.model_dump(mode="json"))
+    store.set_status(run_id, "running")
+    assert execute(store, run_id) == "finished"
+    cost = bench._refresh_cost(store, run_id, polls=3, wait_finish=True)
+    assert cost > 0
