@@ -77,7 +77,7 @@ class Trainer:
         self.sampler = samplers.build(c.sampler, self.data.train_index, self.data.y, c.batch_size, c.m_per_class)
         self.sampler.distance, self.sampler.margin = self.loss.distance, c.margin
         # On a GPU a small step is all launch overhead: steps whose shapes never change are
-        # captured once as a CUDA graph and replayed (one launch per step instead of ~60).
+        # captured once as a CUDA graph and replayed (one launch per step instead of ~90).
         self.graphed = (
             self.device.type == "cuda" and graphs and self.loss.kind in self.sampler.graph_kinds
         )  # fmt: skip
@@ -263,9 +263,9 @@ class Trainer:
         ]
         self.optimizer.load_state_dict(saved | {"param_groups": groups})
         self.step = int(state["step"])
-        saved = state["rng"]["generator"].cpu()
-        if len(saved) == len(self.generator.get_state()):
-            self.generator.set_state(saved)
+        generator_state = state["rng"]["generator"].cpu()
+        if len(generator_state) == len(self.generator.get_state()):
+            self.generator.set_state(generator_state)
         else:  # saved on another kind of device (CPU and CUDA generators differ): a fresh stream
             self.generator.manual_seed(self.config.seed + self.step)
         torch.set_rng_state(state["rng"]["torch"].cpu())
