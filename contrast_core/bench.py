@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from contrast_core import data, losses, metrics, models
 from contrast_core.config import RunConfig
@@ -104,12 +105,13 @@ def quality(model, dataset: data.Dataset, bar: str) -> float:
     train = dataset.train_index[:5000]
     eval_emb = models.embed(model, dataset.x[dataset.eval_index]).cpu().numpy()
     eval_labels = dataset.y[dataset.eval_index].cpu().numpy()
-    if bar == "rand_index":
-        return metrics.cluster_metrics(eval_emb, eval_labels, dataset.num_classes)["rand_index"]
     train_emb = models.embed(model, dataset.x[train]).cpu().numpy()
-    found = metrics.retrieval_metrics(
-        train_emb, dataset.y[train].cpu().numpy(), eval_emb, eval_labels, linear_probe=False
-    )
+    with threadpool_limits(limits=1):  # as in Trainer.snapshot: no spinning threads left for the next steps
+        if bar == "rand_index":
+            return metrics.cluster_metrics(eval_emb, eval_labels, dataset.num_classes)["rand_index"]
+        found = metrics.retrieval_metrics(
+            train_emb, dataset.y[train].cpu().numpy(), eval_emb, eval_labels, linear_probe=False
+        )
     return found["knn_accuracy"]
 
 

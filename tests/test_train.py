@@ -143,3 +143,38 @@ def test_bfloat16_runs_matrix_products_in_bfloat16_and_the_rest_in_float32():
 def test_bfloat16_runs_learn_digits(model):
     result = train(RunConfig(precision="bfloat16", model=model, device="cpu", steps=1500, seed=0))
     assert result["metrics"]["rand_index"] > 0.85
+
+
+def test_batch_distance_stats_hand_case():
+    """Points 0, 1 (class 0) and 3, 6 (class 1) on a line, Euclidean, margin 2.5."""
+    trainer = Trainer(RunConfig(device="cpu", margin=2.5, batch_size=4, eval_size=40))
+    trainer._last = torch.tensor([[0.0, 0], [1, 0], [3, 0], [6, 0]]), torch.tensor([0, 0, 1, 1])
+    stats = trainer.batch_distance_stats()
+    assert stats["pos_distance"] == pytest.approx((1 + 3) / 2)  # |0-1|, |3-6|
+    negatives = [3, 6, 2, 5]  # 0-3, 0-6, 1-3, 1-6
+    assert stats["neg_distance"] == pytest.approx(sum(negatives) / 4)
+    assert stats["violation_fraction"] == pytest.approx(1 / 4)  # only d = 2 < 2.5
+    trainer._last = torch.tensor([[0.0, 0], [1, 0]]), torch.tensor([0, 1])  # no positive pair
+    stats = trainer.batch_distance_stats()
+    assert np.isnan(stats["pos_distance"]) and stats["neg_distance"] == pytest.approx(1.0)
+
+
+def test_snapshot_metrics_run_on_one_thread_and_training_gets_its_threads_back(monkeypatch):
+    """Idle scikit-learn / BLAS threads left spinning after the metrics slowed the next steps 1.5x."""
+    from threadpoolctl import threadpool_info
+
+    from contrast_core import train as train_module
+
+    seen = []
+    evaluate = train_module.metrics.evaluate
+
+    def watched(*args, **kwargs):
+        seen.append({pool["num_threads"] for pool in threadpool_info()})
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module.metrics, "evaluate", watched)
+    threads = torch.get_num_threads()
+    trainer = Trainer(RunConfig(device="cpu", batch_size=32, eval_size=50))
+    trainer.snapshot()
+    assert seen == [{1}]
+    assert torch.get_num_threads() == threads
