@@ -58,3 +58,25 @@ def test_unused_knob_is_a_note(capsys):
         main(["train", "--steps", "2", "--eval-size", "20", "--temperature", "0.3", "--quiet", "--device", "cpu"]) == 0
     )
     assert "note: temperature is not used" in capsys.readouterr().err
+
+
+def test_bench_refuses_an_unknown_section_in_one_line(capsys, tmp_path):
+    assert main(["bench", "--only", "training,speed", "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --only: unknown section speed")
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_bench_refuses_cuda_without_a_gpu(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["bench", "--device", "cuda", "--out", str(tmp_path / "b.json")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --device: cuda was asked for but no CUDA GPU is available"
+
+
+def test_precision_flag_rejects_an_unknown_value(capsys):
+    assert main(["train", "--steps", "1", "--precision", "float16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --precision:")
