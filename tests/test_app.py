@@ -190,6 +190,17 @@ def test_each_preset_sets_a_valid_recipe(queue, preset):
     assert RunConfig(**run.config) == RunConfig(**PRESETS[preset])
 
 
+def test_advanced_device_and_precision_reach_the_run(queue):
+    at = open_app()
+    assert at.selectbox(key="cfg.device").options == ["auto", "cpu", "cuda", "mps"]
+    assert at.selectbox(key="cfg.precision").options == ["float32", "bfloat16"]
+    at.selectbox(key="cfg.device").set_value("cpu").run()
+    at.selectbox(key="cfg.precision").set_value("bfloat16").run()
+    button(at, "Train").click().run()
+    run = queue.store.list_runs()[0]
+    assert (run.config["device"], run.config["precision"]) == ("cpu", "bfloat16")
+
+
 def test_margin_slider_follows_the_metric(queue):
     at = open_app()
     margin = at.slider(key="cfg.margin")

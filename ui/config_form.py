@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from typing import get_args
 
 import streamlit as st
 
@@ -70,6 +71,11 @@ def equivalent_margins(margin: float, loss: str, distance: str) -> str:
 
 
 # --- session state ---------------------------------------------------------------------------------
+
+
+def _choices(field: str) -> list[str]:
+    """The values a Literal field of RunConfig allows, in its order."""
+    return list(get_args(RunConfig.model_fields[field].annotation))
 
 
 def _key(field: str) -> str:
@@ -243,7 +249,7 @@ def _training_controls(form: _Form) -> None:
         form.control("eval_size", st.number_input, "Snapshot points", min_value=10, max_value=20_000, step=100,
                      help="Held-out items embedded at every snapshot (the scatter's points).")  # fmt: skip
         form.control("snapshot_every", st.number_input, "Snapshot every (steps, 0 = about 40 per run)", min_value=0)
-        form.control("device", st.selectbox, "Device", options=["auto", "cpu", "cuda", "mps"])
-        form.control("precision", st.selectbox, "Precision", options=["float32", "bfloat16"],
+        form.control("device", st.selectbox, "Device", options=_choices("device"))
+        form.control("precision", st.selectbox, "Precision", options=_choices("precision"),
                      help="bfloat16: matrix products in bfloat16, weights and loss in float32. "
                           "Faster on GPUs and on CPUs with AVX-512 BF16; cpu and cuda only.")  # fmt: skip
