@@ -105,10 +105,11 @@ def quality(model, dataset: data.Dataset, bar: str) -> float:
     train = dataset.train_index[:5000]
     eval_emb = models.embed(model, dataset.x[dataset.eval_index]).cpu().numpy()
     eval_labels = dataset.y[dataset.eval_index].cpu().numpy()
-    train_emb = models.embed(model, dataset.x[train]).cpu().numpy()
     with threadpool_limits(limits=1):  # as in Trainer.snapshot: no spinning threads left for the next steps
         if bar == "rand_index":
             return metrics.cluster_metrics(eval_emb, eval_labels, dataset.num_classes)["rand_index"]
+    train_emb = models.embed(model, dataset.x[train]).cpu().numpy()  # torch's own threads, unlimited
+    with threadpool_limits(limits=1):
         found = metrics.retrieval_metrics(
             train_emb, dataset.y[train].cpu().numpy(), eval_emb, eval_labels, linear_probe=False
         )
