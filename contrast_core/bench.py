@@ -4,6 +4,9 @@ The classic recipe is written the way Siamese tutorials write it, and exists onl
 the baseline: a Dataset that builds each pair in `__getitem__` by a random choice over a label
 mask, PIL + ToTensor per image, a DataLoader, batch 100. Both sides train the same model with
 the same loss on the same data; every figure is a ratio measured in the same process.
+
+The dashboard's latency (click to first point, one live refresh) is measured by the UI package,
+`python -m ui.bench`: the engine draws no figures.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from threadpoolctl import threadpool_limits
 
 from contrast_core import data, losses, metrics, models
 from contrast_core.config import RunConfig
-from contrast_core.distances import build as build_distance
 from contrast_core.train import Trainer, device_label
 
 BATCH = 100  # pairs per step on both sides, as in the tutorials
@@ -64,7 +66,7 @@ class ClassicRecipe:
         )
         self.device = device
         self.model = models.build(config.model, dataset.input_shape, config.embedding_dim).to(device)
-        self.loss = losses.build("contrastive", build_distance(config.distance), config.margin, config.temperature)
+        self.loss = losses.build("contrastive", config.distance, config.margin, config.temperature)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.batches = iter(())
 
@@ -241,7 +243,7 @@ def step_costs(config: RunConfig, dataset: data.Dataset) -> dict:
         trainer.train_step()
     for hook in hooks:
         hook.remove()
-    items = len(trainer._last[0])
+    items = len(trainer.last_batch[0])  # (B, D) embeddings of the step just counted
     params = sum(p.numel() for p in trainer.model.parameters())
     inputs = items * int(np.prod(dataset.input_shape))
     costs = {"flops": counter.get_total_flops(), "bytes": 4 * (inputs + 10 * params + 2 * sum(outputs))}
@@ -322,81 +324,16 @@ def projection_times(eval_embeddings: np.ndarray) -> dict:
     return timings
 
 
-def dashboard_latency(home: Path, polls: int = 50) -> dict:
-    """Click-to-first-point with a warm worker, and one live refresh's cost with and without a run training."""
-    from contrast_core.jobs import JobQueue
-    from contrast_core.store import RunStore
-
-    store = RunStore(home)
-    queue = JobQueue(store, n_workers=1).start()
-    try:
-        _wait(lambda: queue.status()["workers"], 60)
-        time.sleep(8)  # the worker's warm-up run (imports, data, kernels)
-        idle_refresh = _refresh_cost(store, queue.submit(RunConfig(steps=50)), polls, wait_finish=True)
-        start = time.perf_counter()
-        run_id = queue.submit(RunConfig(steps=100_000))
-        _wait(lambda: store.read_metrics(run_id), 30)
-        first_point = time.perf_counter() - start
-        busy_refresh = _refresh_cost(store, run_id, polls)
-        queue.cancel(run_id)
-    finally:
-        queue.shutdown()
-    return {
-        "click_to_first_point_seconds": first_point,
-        "refresh_seconds_idle": idle_refresh,
-        "refresh_seconds_training": busy_refresh,
-    }
-
-
-def _wait(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while not (found := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the worker did not answer in time")
-        time.sleep(0.01)
-    return found
-
-
-def _refresh_cost(store, run_id: str, polls: int, wait_finish: bool = False) -> float:
-    """Median seconds of one live-panel refresh, off the page: read the new metric rows and the
-    newest snapshot (RunView.update), then build and serialise the loss, embedding and
-    pair-distance figures, as the Playground's fragment does every REFRESH_SECONDS."""
-    from ui import figures
-    from ui.run_view import RunView, as_measured, class_names
-
-    if wait_finish:
-        _wait(lambda: store.get_run(run_id).status == "finished", 120)
-    view, took = RunView(run_id, store.get_run(run_id).config), []
-    for _ in range(polls):
-        start = time.perf_counter()
-        view.update(store)
-        shown = [figures.loss_figure(view.rows, view.config["steps"], ["loss"], smoothing=0.6)]
-        if view.arrays is not None:
-            xy = as_measured(view.arrays["embeddings"], view.config)[:, :2]
-            shown.append(figures.scatter_figure(xy, view.arrays["labels"], class_names(view.arrays)))
-        if view.pairs is not None:
-            pos, neg = view.pairs["pos_distances"], view.pairs["neg_distances"]
-            shown.append(figures.distance_histogram(pos, neg, 1.0, view.pairs["violation_fraction"], (0.0, 3.0)))
-        for fig in shown:
-            fig.to_json()
-        took.append(time.perf_counter() - start)
-        time.sleep(0.05)
-    return statistics.median(took)
-
-
-SECTIONS = ("training", "projection", "dashboard")
+SECTIONS = ("training", "projection")  # the dashboard's latency: python -m ui.bench
 
 
 def run(
     quick: bool = False,
     out: Path = Path("bench.json"),
-    home: Path | None = None,
     devices: list[str] | None = None,
     sections: tuple[str, ...] = SECTIONS,
 ) -> dict:
     """Every measurement (on the CPU and, where there is one, the GPU); writes them to `out` as JSON."""
-    import tempfile
-
     seconds, seeds, budget = (3.0, 2, 60.0) if quick else (10.0, 3, 300.0)
     devices = devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     sets = [("digits", "rand_index", 0.99), ("digits-60k", "knn_accuracy", 0.97)]
@@ -413,8 +350,5 @@ def run(
         trained = Trainer(RunConfig(steps=1, embedding_dim=32, device="cpu"), dataset=digits)
         eval_embeddings = models.embed(trained.model, digits.x[digits.eval_index]).numpy()
         results["projection"] = projection_times(eval_embeddings)
-    if "dashboard" in sections:
-        with tempfile.TemporaryDirectory() as tmp:
-            results["dashboard"] = dashboard_latency(home or Path(tmp))
     out.write_text(json.dumps(results, indent=2))
     return results

@@ -41,8 +41,12 @@ class RunConfig(BaseModel):
     weights: str | None = None  # local resnet18 state dict, if the user has one
     # objective
     loss: str = "contrastive"
-    distance: str = "euclidean"
+    # None (or left out): the loss's natural distance, cosine for nt-xent / supcon / cosine-embedding,
+    # euclidean for contrastive / triplet. Always a name once the config is built.
+    distance: str | None = None
     margin: float = 1.0  # in the distance's units; a similarity in [-1, 1] for cosine-embedding
+    # contrastive / triplet: average over every term, or over the non-zero ones (pytorch-metric-learning)
+    reduction: Literal[losses.REDUCTIONS] = "mean"
     temperature: float = Field(0.1, gt=0, le=10)  # nt-xent / supcon: 0.1 as in SimCLR's best runs
     sampler: str = "random-pairs"
     m_per_class: int = Field(4, ge=2, le=256)  # class-balanced samplers: items per class in a batch
@@ -77,6 +81,16 @@ class RunConfig(BaseModel):
             raise ValueError("must be a finite number")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _natural_distance(cls, values):
+        """A run that names no distance gets its loss's natural one; an explicit choice is kept."""
+        if isinstance(values, dict) and values.get("distance") is None:
+            loss = losses.LOSSES.get(values.get("loss", cls.model_fields["loss"].default))
+            if loss is not None:  # an unknown loss is reported by _consistent
+                values = values | {"distance": loss.natural_distance}
+        return values
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         _check_name("dataset", self.dataset, data.DATASETS)
@@ -84,17 +98,15 @@ class RunConfig(BaseModel):
         _check_name("loss", self.loss, losses.LOSSES)
         _check_name("distance", self.distance, distances.DISTANCES)
         _check_name("sampler", self.sampler, samplers.SAMPLERS)
-        kind = losses.LOSSES[self.loss].kind
-        if kind not in samplers.SAMPLERS[self.sampler].kinds:
-            fits = [name for name, s in samplers.SAMPLERS.items() if kind in s.kinds]
+        loss = self.loss_class
+        if loss.kind not in samplers.SAMPLERS[self.sampler].kinds:
+            fits = [name for name, s in samplers.SAMPLERS.items() if loss.kind in s.kinds]
             raise ValueError(f"sampler: '{self.sampler}' cannot feed the '{self.loss}' loss (use {', '.join(fits)})")
-        if self.loss == "cosine-embedding":
-            if not -1 <= self.margin <= 1:
-                raise ValueError("margin: the cosine-embedding margin is a similarity in [-1, 1]")
-        elif self.margin < 0:
-            raise ValueError("margin: must be >= 0")
-        elif self.distance == "cosine" and self.margin > 2 and "margin" in losses.LOSS_KNOBS[self.loss]:
-            raise ValueError("margin: a cosine distance lies in [0, 2], so its margin must too")
+        limits = loss.margin_limits(self.distance)
+        if limits is not None and not limits[0] <= self.margin <= limits[1]:
+            low, high = limits
+            where = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+            raise ValueError(f"margin: must be {where} (the {self.loss} margin is a {loss.margin_unit(self.distance)})")
         if self.sampler == "augmented-views" and self.augment == 0:
             raise ValueError(
                 "augment: the augmented-views sampler needs augment > 0 (two identical views teach nothing)"
@@ -104,8 +116,33 @@ class RunConfig(BaseModel):
         return self
 
     @property
+    def loss_class(self) -> type[losses.Loss]:
+        """The loss's class: the one source of its rules (knobs, distance, margin, collapse)."""
+        return losses.LOSSES[self.loss]
+
+    @property
     def loss_kind(self) -> str:
-        return losses.LOSSES[self.loss].kind
+        return self.loss_class.kind
+
+    @property
+    def measured_distance(self) -> str:
+        """The distance the loss measures with (cosine-embedding: always the cosine)."""
+        return self.loss_class.measures_with(self.distance)
+
+    @property
+    def margin_distance(self) -> float | None:
+        """The margin in the units of `measured_distance`; None for losses without a margin."""
+        return self.loss_class.margin_as_distance(self.margin)
+
+    def collapsed_loss(self) -> float | None:
+        """The loss a collapsed embedding (every distance 0) pays in this run, where the recipe fixes it."""
+        sampler = samplers.SAMPLERS[self.sampler]
+        if not sampler.finds_on_collapse:
+            return 0.0  # nothing is mined, so nothing is paid
+        items = self.batch_size if self.loss_kind == "views" else None  # class-balanced batch sizes vary
+        if items is None and self.loss_kind == "labels":
+            return None
+        return self.loss_class.collapsed_loss(self.margin, self.reduction, sampler.negative_share, items or 0)
 
     def resolved_snapshot_every(self) -> int:
         return self.snapshot_every or max(1, self.steps // 40)
@@ -115,18 +152,19 @@ class RunConfig(BaseModel):
 
     def notes(self) -> list[str]:
         """One line for each knob set away from its default that this run does not use."""
-        unused = {"margin", "temperature", "distance"} - losses.LOSS_KNOBS[self.loss]
+        unused = {"margin", "temperature", "distance", "reduction"} - self.loss_class.knobs
         if self.model != "vae":
             unused |= set(VAE_KNOBS)
         if self.dataset not in TOY_DATASETS:
             unused |= set(TOY_KNOBS)
         if self.sampler not in CLASS_BALANCED:
             unused.add("m_per_class")
-        defaults = RunConfig.model_fields
+        defaults = {name: info.default for name, info in RunConfig.model_fields.items()}
+        defaults["distance"] = self.loss_class.natural_distance
         return [
             f"{field} is not used by this run ({self.loss} loss, {self.model} model, {self.dataset} data); ignored"
             for field in sorted(unused)
-            if getattr(self, field) != defaults[field].default
+            if getattr(self, field) != defaults[field]
         ]
 
     @classmethod

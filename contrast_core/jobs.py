@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contrast_core.store import RunStore
+from contrast_core.store import RESUMABLE_STATUSES, RunStore, StoreError
 
 POLL_SECONDS = 0.1  # an idle worker looks for a queued run this often: a click starts within it
 FLUSH_SECONDS = 0.25  # metric rows are written in batches at most this old: pages see them live
@@ -117,7 +117,7 @@ def run_worker(home: str | Path | None = None, worker_id: str | None = None, par
     store = RunStore(home)
     worker_id = worker_id or f"{os.getpid()}@{socket.gethostname()}"
     label = local_device()
-    beat = lambda: store.heartbeat(worker_id, os.getpid())
+    beat = lambda: store.heartbeat(worker_id, os.getpid(), label)  # the app reads the device from here
     beat()
     warm_up()
     last_beat = time.monotonic()
@@ -175,13 +175,13 @@ class JobQueue:
 
     def __init__(self, store: RunStore, n_workers: int | None = None):
         self.store = store
-        self.n_workers = n_workers or int(os.environ.get("CONTRAST_WORKERS", 0)) or default_workers()
+        # None: one per GPU, counted at start (torch is imported then, not to read the status)
+        self.n_workers = n_workers or int(os.environ.get("CONTRAST_WORKERS", 0)) or None
         self.procs: dict[str, subprocess.Popen] = {}
         self.cancelled_at: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.supervisor: threading.Thread | None = None
-        self.device = local_device()  # the workers this queue starts run on this machine
 
     def start(self) -> JobQueue:
         """Marks runs of dead workers interrupted, starts the workers and the supervisor (idempotent)."""
@@ -189,6 +189,7 @@ class JobQueue:
             if self.supervisor is not None:
                 return self
             self._interrupt_stale()
+            self.n_workers = self.n_workers or default_workers()
             for i in range(self.n_workers):
                 self._spawn(f"w{i}-{os.getpid()}@{socket.gethostname()}")
             self.supervisor = threading.Thread(target=self._supervise, name="contrast-supervisor", daemon=True)
@@ -207,23 +208,34 @@ class JobQueue:
             self.cancelled_at[run_id] = time.monotonic()
 
     def resume(self, run_id: str) -> None:
-        """Queues an interrupted, cancelled or failed run again; it continues from its last checkpoint."""
-        from contrast_core.store import StoreError
+        """Queues an interrupted, cancelled or failed run again; it continues from its last checkpoint.
 
+        Raises:
+            StoreError: no such run, or its status is not one of RESUMABLE_STATUSES.
+        """
         status = self.store.get_run(run_id).status
-        if status not in ("interrupted", "cancelled", "failed"):
-            raise StoreError(f"run: {run_id!r} is {status}; only interrupted, cancelled or failed runs resume")
+        if status not in RESUMABLE_STATUSES:
+            allowed = f"{', '.join(RESUMABLE_STATUSES[:-1])} or {RESUMABLE_STATUSES[-1]}"
+            raise StoreError(f"run: {run_id!r} is {status}; only {allowed} runs resume")
         self.store.set_status(run_id, "queued")
 
     def status(self) -> dict:
-        """{"workers": alive, "running": n, "queued": n, "device": what a run trains on, e.g. "cpu" or a GPU's name}."""
+        """{"workers": alive, "running": n, "queued": n, "device": what runs train on}.
+
+        The device is a running run's, else what the alive workers reported with their heartbeat
+        (e.g. "cpu" or a GPU's name), else "starting workers": never torch in this process, where
+        asking CUDA for a name would create a CUDA context in the app.
+        """
         alive = [w for w in self.store.workers() if worker_alive(w)]
         running = self.store.list_runs(status="running")
+        reported = dict.fromkeys(w["device"] for w in alive if w["device"])  # distinct, in worker order
         return {
             "workers": len(alive),
             "running": len(running),
             "queued": len(self.store.list_runs(status="queued")),
-            "device": next((run.device for run in running if run.device), self.device),
+            "device": next((run.device for run in running if run.device), None)
+            or ", ".join(reported)
+            or "starting workers",
         }
 
     def shutdown(self) -> None:

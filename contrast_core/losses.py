@@ -2,20 +2,42 @@
 
 Pair labels: `same = 1` for a similar (positive) pair, `0` for a dissimilar (negative) one.
 
-Every loss declares the `kind` of input it takes, which decides the samplers it works with:
+Every loss class is the one source of its objective's rules: the `kind` of input it takes
+(which decides the samplers that can feed it), the RunConfig `knobs` it reads, the distance it
+measures with, what its margin means in distance units, and what a collapsed embedding costs.
+The config, the form, the tables and the diagnosis ask the class; none repeats a rule.
+
+Kinds of input (the miners' named tuples in samplers.py):
 - "pairs":    forward(x1 (P, D), x2 (P, D), same (P,))
 - "triplets": forward(anchor (T, D), positive (T, D), negative (T, D))
 - "views":    forward(z_a (N, D), z_b (N, D)), row i of z_a and z_b are two views of one item
 - "labels":   forward(z (B, D), labels (B,))
+
+Reductions (the `reduction` knob of the margin losses):
+- "mean":         the mean over every pair / triplet given, zero-loss ones included;
+- "mean-nonzero": pytorch-metric-learning's default (AvgNonZeroReducer): each part of the loss
+  (positive pairs, negative pairs; triplets) is averaged over its non-zero terms only, and the
+  parts are added. Late in training most terms are zero, so this keeps the gradient's size.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrast_core.distances import Cosine, Distance
+from contrast_core import distances
+from contrast_core.distances import Distance
+
+REDUCTIONS = ("mean", "mean-nonzero")
+
+
+def positive_mask(labels: torch.Tensor) -> torch.Tensor:
+    """(B,) labels -> (B, B) bool: True where two different rows share a label (a positive pair)."""
+    same = labels[:, None] == labels[None, :]
+    return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
 def _mean(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -23,42 +45,119 @@ def _mean(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.mean() if values.numel() else like.sum() * 0.0
 
 
-class ContrastiveLoss(nn.Module):
+def _mean_nonzero(values: torch.Tensor) -> torch.Tensor:
+    """Sum of `values` over the number of non-zero ones (0 when all are zero). Fixed shapes, no sync."""
+    return values.sum() / (values > 0).sum().clamp_min(1)
+
+
+class Loss(nn.Module):
+    """Base of every loss: its rules, as class methods that need no instance.
+
+    Class attributes:
+        kind: the input it takes ("pairs", "triplets", "views" or "labels").
+        knobs: the RunConfig fields it reads; the others are ignored (with a note).
+        natural_distance: the distance of a run that names none.
+    """
+
+    kind: str
+    knobs: frozenset[str] = frozenset()
+    natural_distance: str = "euclidean"
+
+    @classmethod
+    def measures_with(cls, distance: str | None = None) -> str:
+        """The distance it measures with: the run's choice if it reads one, else its natural one."""
+        return distance if distance and "distance" in cls.knobs else cls.natural_distance
+
+    @classmethod
+    def margin_limits(cls, distance: str | None = None) -> tuple[float, float] | None:
+        """(low, high) of the margin in its own units (None without a margin): a distance margin
+        lies in the distance's range (cosine: [0, 2])."""
+        if "margin" not in cls.knobs:
+            return None
+        metric = distances.build(cls.measures_with(distance))
+        return metric.low, metric.high
+
+    @classmethod
+    def margin_unit(cls, distance: str | None = None) -> str:
+        """What the margin's number is: "euclidean distance", "cosine similarity", ..."""
+        return f"{cls.measures_with(distance)} distance"
+
+    @classmethod
+    def default_margin(cls, distance: str | None = None) -> float:
+        return distances.build(cls.measures_with(distance)).default_margin
+
+    @classmethod
+    def margin_as_distance(cls, margin: float) -> float | None:
+        """The margin in the units of the distance it measures with (None without a margin)."""
+        return margin if "margin" in cls.knobs else None
+
+    @classmethod
+    def margin_from_distance(cls, d: float) -> float:
+        """Inverse of `margin_as_distance`."""
+        return d
+
+    @classmethod
+    def collapsed_loss(cls, margin: float, reduction: str, negative_share: float | None, items: int) -> float | None:
+        """The loss a collapsed embedding (every distance 0) pays; None when the batch decides it.
+
+        Args:
+            margin: the run's margin, in the loss's own units.
+            reduction: "mean" or "mean-nonzero".
+            negative_share: the share of negative pairs the sampler mines, if it is fixed.
+            items: items embedded per batch.
+        """
+        return None
+
+
+class ContrastiveLoss(Loss):
     """Contrastive loss of Hadsell, Chopra & LeCun, "Dimensionality Reduction by Learning an
     Invariant Mapping" (CVPR 2006):
 
-        same * d^2 + (1 - same) * max(0, margin - d)^2, averaged over pairs,
+        same * d^2 + (1 - same) * max(0, margin - d)^2, averaged over pairs ("mean"),
 
     with `d` the chosen distance (the paper uses Euclidean and a factor 1/2, left out here).
+    "mean-nonzero" averages the positive and the negative terms each over its non-zero ones.
     """
 
     kind = "pairs"
+    knobs = frozenset({"margin", "distance", "reduction"})
 
-    def __init__(self, distance: Distance, margin: float = 1.0):
+    def __init__(self, distance: Distance, margin: float = 1.0, reduction: str = "mean"):
         super().__init__()
-        self.distance, self.margin = distance, margin
+        self.distance, self.margin, self.reduction = distance, margin, reduction
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
         d = self.distance.paired(x1, x2)  # (P,)
         same = same.to(d.dtype)
-        per_pair = same * d.pow(2) + (1 - same) * F.relu(self.margin - d).pow(2)
-        return _mean(per_pair, x1)
+        pulls, pushes = same * d.pow(2), (1 - same) * F.relu(self.margin - d).pow(2)  # (P,) each
+        if self.reduction == "mean-nonzero":
+            return _mean_nonzero(pulls) + _mean_nonzero(pushes)
+        return _mean(pulls + pushes, x1)
+
+    @classmethod
+    def collapsed_loss(cls, margin, reduction, negative_share, items):
+        if reduction == "mean-nonzero":
+            return margin * margin  # only the negatives are non-zero, each (m - 0)^2
+        return None if negative_share is None else negative_share * margin * margin
 
 
-class CosineEmbeddingLoss(nn.Module):
+class CosineEmbeddingLoss(Loss):
     """Cosine embedding loss, as `torch.nn.CosineEmbeddingLoss` (mean reduction):
 
         1 - cos(x1, x2)                  for same = 1
         max(0, cos(x1, x2) - margin)     for same = 0,
 
-    so `margin` is a *similarity* in [-1, 1] (the cosine distance margin is `1 - margin`).
+    so it always measures with the cosine and its `margin` is a *similarity* in [-1, 1]: the
+    cosine distance margin is `1 - margin`.
     """
 
     kind = "pairs"
+    knobs = frozenset({"margin"})
+    natural_distance = "cosine"
 
     def __init__(self, distance: Distance | None = None, margin: float = 0.0):
         super().__init__()
-        self.distance, self.margin = Cosine(), margin  # always cosine, whatever is passed
+        self.distance, self.margin = distances.Cosine(), margin  # always cosine, whatever is passed
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
         cos = F.cosine_similarity(x1, x2, dim=1)  # (P,)
@@ -66,25 +165,59 @@ class CosineEmbeddingLoss(nn.Module):
         per_pair = same * (1 - cos) + (1 - same) * F.relu(cos - self.margin)
         return _mean(per_pair, x1)
 
+    @classmethod
+    def margin_limits(cls, distance=None):
+        return -1.0, 1.0
 
-class TripletLoss(nn.Module):
+    @classmethod
+    def margin_unit(cls, distance=None):
+        return "cosine similarity"
+
+    @classmethod
+    def default_margin(cls, distance=None):
+        return 0.0  # torch's default
+
+    @classmethod
+    def margin_as_distance(cls, margin):
+        return 1 - margin  # max(0, cos - m) is zero once 1 - cos > 1 - m
+
+    @classmethod
+    def margin_from_distance(cls, d):
+        return 1 - d
+
+    @classmethod
+    def collapsed_loss(cls, margin, reduction, negative_share, items):
+        # Negatives at cos = 1 pay max(0, 1 - m); positives pay 1 - 1 = 0.
+        return None if negative_share is None else negative_share * max(0.0, 1 - margin)
+
+
+class TripletLoss(Loss):
     """Triplet margin loss of Schroff, Kalenichenko & Philbin, "FaceNet" (CVPR 2015):
 
-        max(0, d(a, p) - d(a, n) + margin), averaged over the triplets given.
+        max(0, d(a, p) - d(a, n) + margin), averaged over the triplets given ("mean"),
+        or over the non-zero ones only ("mean-nonzero").
 
     Which triplets are given (all, batch-hard, semi-hard) is the miner's choice.
     """
 
     kind = "triplets"
+    knobs = frozenset({"margin", "distance", "reduction"})
 
-    def __init__(self, distance: Distance, margin: float = 1.0):
+    def __init__(self, distance: Distance, margin: float = 1.0, reduction: str = "mean"):
         super().__init__()
-        self.distance, self.margin = distance, margin
+        self.distance, self.margin, self.reduction = distance, margin, reduction
 
     def forward(self, anchor, positive, negative) -> torch.Tensor:
         d_ap = self.distance.paired(anchor, positive)  # (T,)
         d_an = self.distance.paired(anchor, negative)  # (T,)
-        return _mean(F.relu(d_ap - d_an + self.margin), anchor)
+        per_triplet = F.relu(d_ap - d_an + self.margin)
+        if self.reduction == "mean-nonzero":
+            return _mean_nonzero(per_triplet)
+        return _mean(per_triplet, anchor)
+
+    @classmethod
+    def collapsed_loss(cls, margin, reduction, negative_share, items):
+        return margin  # max(0, 0 - 0 + m) for every triplet
 
 
 def _similarity_logits(z: torch.Tensor, distance: Distance, temperature: float) -> torch.Tensor:
@@ -98,20 +231,23 @@ def _similarity_logits(z: torch.Tensor, distance: Distance, temperature: float) 
     return logits.masked_fill(self_mask, float("-inf"))
 
 
-class NTXentLoss(nn.Module):
+class NTXentLoss(Loss):
     """NT-Xent / InfoNCE of Chen et al., "A Simple Framework for Contrastive Learning of Visual
     Representations" (SimCLR, ICML 2020).
 
     Over the 2N views, each view's positive is the other view of its item and the remaining
     2N - 2 views are its negatives; the loss is the cross-entropy of the positive under a softmax
-    of similarities scaled by `1 / temperature`, averaged over all 2N views.
+    of similarities scaled by `1 / temperature`, averaged over all 2N views. Its natural
+    distance is SimCLR's cosine.
     """
 
     kind = "views"
+    knobs = frozenset({"temperature", "distance"})
+    natural_distance = "cosine"
 
     def __init__(self, distance: Distance | None = None, temperature: float = 0.1):
         super().__init__()
-        self.distance, self.temperature = distance or Cosine(), temperature
+        self.distance, self.temperature = distance or distances.Cosine(), temperature
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         n = len(z_a)
@@ -119,33 +255,44 @@ class NTXentLoss(nn.Module):
         positive = torch.arange(2 * n, device=z_a.device).roll(n)  # (2N,): view i's partner is i + N mod 2N
         return F.cross_entropy(logits, positive)
 
+    @classmethod
+    def collapsed_loss(cls, margin, reduction, negative_share, items):
+        return math.log(2 * items - 1)  # equal logits: the positive is one of 2N - 1 others
 
-class SupConLoss(nn.Module):
+
+class SupConLoss(Loss):
     """Supervised contrastive loss of Khosla et al., "Supervised Contrastive Learning"
     (NeurIPS 2020), the L_out form:
 
         -1/|P(i)| * sum_{p in P(i)} log( exp(s_ip / t) / sum_{a != i} exp(s_ia / t) ),
 
-    averaged over anchors i that have at least one positive (same label, a != i).
+    averaged over anchors i that have at least one positive (same label, a != i). Its natural
+    distance is the cosine.
     """
 
     kind = "labels"
+    knobs = frozenset({"temperature", "distance"})
+    natural_distance = "cosine"
 
     def __init__(self, distance: Distance | None = None, temperature: float = 0.1):
         super().__init__()
-        self.distance, self.temperature = distance or Cosine(), temperature
+        self.distance, self.temperature = distance or distances.Cosine(), temperature
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = _similarity_logits(z, self.distance, self.temperature)  # (B, B)
         log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
-        positive = (labels[:, None] == labels[None, :]).fill_diagonal_(False)  # (B, B)
+        positive = positive_mask(labels)  # (B, B)
         n_pos = positive.sum(1)
         has_pos = n_pos > 0
         pos_log_prob = log_prob.masked_fill(~positive, 0).sum(1)  # -inf diagonal is never a positive
         return _mean(-pos_log_prob[has_pos] / n_pos[has_pos], z)
 
+    @classmethod
+    def collapsed_loss(cls, margin, reduction, negative_share, items):
+        return math.log(items - 1)  # equal logits: each positive is one of B - 1 others
 
-LOSSES: dict[str, type[nn.Module]] = {
+
+LOSSES: dict[str, type[Loss]] = {
     "contrastive": ContrastiveLoss,
     "cosine-embedding": CosineEmbeddingLoss,
     "triplet": TripletLoss,
@@ -153,34 +300,13 @@ LOSSES: dict[str, type[nn.Module]] = {
     "supcon": SupConLoss,
 }
 
-# Which knobs each loss reads; the others are ignored (with a note) rather than rejected.
-LOSS_KNOBS: dict[str, set[str]] = {
-    "contrastive": {"margin", "distance"},
-    "cosine-embedding": {"margin"},
-    "triplet": {"margin", "distance"},
-    "nt-xent": {"temperature", "distance"},
-    "supcon": {"temperature", "distance"},
-}
 
-
-def build(name: str, distance: Distance, margin: float, temperature: float) -> nn.Module:
-    """The loss called `name`, given every knob; each loss takes the ones it reads."""
+def build(name: str, distance: str | None, margin: float, temperature: float, reduction: str = "mean") -> Loss:
+    """The loss called `name`, measuring with its distance for the run's choice `distance`;
+    given every knob, each loss takes the ones it reads."""
     cls = LOSSES[name]
-    knobs = LOSS_KNOBS[name]
-    kwargs = {"margin": margin} if "margin" in knobs else {"temperature": temperature}
-    return cls(distance, **kwargs)
-
-
-def measured_distance(loss: str, distance: str) -> str:
-    """The distance a loss measures with: cosine-embedding always uses the cosine."""
-    return "cosine" if loss == "cosine-embedding" else distance
-
-
-def margin_as_distance(loss: str, margin: float) -> float | None:
-    """The margin in the loss's distance units (None for losses without a margin)."""
-    if "margin" not in LOSS_KNOBS[loss]:
-        return None
-    return 1 - margin if loss == "cosine-embedding" else margin  # similarity margin -> cosine distance
+    knobs = {"margin": margin, "temperature": temperature, "reduction": reduction}
+    return cls(distances.build(cls.measures_with(distance)), **{k: v for k, v in knobs.items() if k in cls.knobs})
 
 
 def vae_terms(x, recon, mu, logvar) -> tuple[torch.Tensor, torch.Tensor]:

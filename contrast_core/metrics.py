@@ -10,6 +10,7 @@ of raising, so one bad snapshot never stops a run or a page.
 """
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
+    adjusted_mutual_info_score,
     adjusted_rand_score,
     davies_bouldin_score,
     normalized_mutual_info_score,
@@ -30,22 +32,35 @@ from sklearn.preprocessing import StandardScaler
 
 NAN = float("nan")
 
-# Keys of the flat dict returned by `evaluate`, with what each one means (the UI shows these).
-METRICS = {
-    "rand_index": "Rand index of KMeans clusters vs true labels (1 = same partition)",
-    "adjusted_rand": "Adjusted Rand index of KMeans clusters vs true labels (0 = chance)",
-    "nmi": "Normalized mutual information of KMeans clusters vs true labels",
-    "davies_bouldin": "Davies-Bouldin index of the true classes (lower = tighter, better separated)",
-    "silhouette": "Silhouette score of the true classes, Euclidean (-1 to 1, higher = better)",
-    "knn_accuracy": "k-nearest-neighbour classifier accuracy, train -> eval",
-    "precision_at_1": "Fraction of eval queries whose nearest train item has the same label",
-    "map_at_r": "Mean average precision at R (Musgrave et al. 2020), train -> eval",
-    "linear_probe_accuracy": "Logistic regression on frozen embeddings, train -> eval accuracy",
-    "pos_mean": "Mean distance of positive (same-label) pairs",
-    "neg_mean": "Mean distance of negative (different-label) pairs",
-    "violation_fraction": "Fraction of negative pairs closer than the margin",
-    "pos_violation_fraction": "Fraction of positive pairs farther than the margin",
-}
+
+@dataclass(frozen=True)
+class Metric:
+    """How a metric is named and read: one table for the engine, the live panels and the run tables."""
+
+    label: str  # short: a tile, a table column, a chart legend
+    help: str  # one sentence: what it measures
+    better: str  # "higher", "lower" or "neither" (which way a change is good)
+    group: str  # "cluster", "retrieval", "pairs" (from `evaluate`) or "vae" (from `vae_metrics`)
+
+
+METRICS: dict[str, Metric] = {
+    "rand_index": Metric("Rand index", "Rand index of KMeans clusters vs true labels (1 = same partition)", "higher", "cluster"),
+    "adjusted_rand": Metric("ARI", "Adjusted Rand index of KMeans clusters vs true labels (0 = chance)", "higher", "cluster"),
+    "nmi": Metric("NMI", "Normalized mutual information of KMeans clusters vs true labels", "higher", "cluster"),
+    "ami": Metric("AMI", "Adjusted mutual information of KMeans clusters vs true labels (0 = chance)", "higher", "cluster"),
+    "davies_bouldin": Metric("Davies-Bouldin", "Davies-Bouldin index of the true classes (lower = tighter, better separated)", "lower", "cluster"),
+    "silhouette": Metric("Silhouette", "Silhouette score of the true classes, Euclidean (-1 to 1, higher = better)", "higher", "cluster"),
+    "knn_accuracy": Metric("k-NN accuracy", "k-nearest-neighbour classifier accuracy, train -> eval", "higher", "retrieval"),
+    "precision_at_1": Metric("Precision@1", "Fraction of eval queries whose nearest train item has the same label", "higher", "retrieval"),
+    "map_at_r": Metric("MAP@R", "Mean average precision at R (Musgrave et al. 2020), train -> eval", "higher", "retrieval"),
+    "linear_probe_accuracy": Metric("Linear probe", "Logistic regression on frozen embeddings, train -> eval accuracy", "higher", "retrieval"),
+    "pos_mean": Metric("Positive distance", "Mean distance of positive (same-label) pairs", "lower", "pairs"),
+    "neg_mean": Metric("Negative distance", "Mean distance of negative (different-label) pairs", "higher", "pairs"),
+    "violation_fraction": Metric("Negatives inside margin", "Fraction of negative pairs closer than the margin", "lower", "pairs"),
+    "pos_violation_fraction": Metric("Positives outside margin", "Fraction of positive pairs farther than the margin", "lower", "pairs"),
+    "recon_mse": Metric("Recon. MSE", "Mean squared error per pixel of the VAE's reconstructions of held-out items", "lower", "vae"),
+    "kl": Metric("KL", "KL divergence of the VAE's posterior from N(0, I), per item", "neither", "vae"),
+}  # fmt: skip
 
 # Distance name -> scipy metric for pair distances. "cosine" is 1 - cos, in [0, 2].
 PAIR_METRICS = {"euclidean": "euclidean", "squared-euclidean": "sqeuclidean", "cosine": "cosine"}
@@ -57,7 +72,7 @@ RANKING_METRICS = {"euclidean": "euclidean", "squared-euclidean": "euclidean", "
 def cluster_metrics(embeddings: np.ndarray, labels: np.ndarray, n_clusters: int, seed: int = 0) -> dict[str, float]:
     """Agreement of a KMeans clustering with the labels, and separation of the true classes.
 
-    ``rand_index``, ``adjusted_rand`` and ``nmi`` compare ``KMeans(n_clusters, n_init=3,
+    ``rand_index``, ``adjusted_rand``, ``nmi`` and ``ami`` compare ``KMeans(n_clusters, n_init=3,
     random_state=seed)`` clusters with the true labels. ``davies_bouldin`` and ``silhouette``
     score the TRUE labels on the embedding (Euclidean), not the KMeans clusters, so they say
     how well the classes themselves are separated.
@@ -69,11 +84,11 @@ def cluster_metrics(embeddings: np.ndarray, labels: np.ndarray, n_clusters: int,
         seed: KMeans random state.
 
     Returns:
-        Dict with the five keys above; NaN where the input makes a metric undefined (fewer
+        Dict with the six keys above; NaN where the input makes a metric undefined (fewer
         distinct points than clusters, one class, non-finite embeddings).
     """
     embeddings, labels = _checked(embeddings, labels, "embeddings", "labels")
-    result = dict.fromkeys(["rand_index", "adjusted_rand", "nmi", "davies_bouldin", "silhouette"], NAN)
+    result = dict.fromkeys(["rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette"], NAN)
     if not np.isfinite(embeddings).all():
         return result
     n_distinct = len(np.unique(embeddings, axis=0))
@@ -83,6 +98,7 @@ def cluster_metrics(embeddings: np.ndarray, labels: np.ndarray, n_clusters: int,
         result["rand_index"] = float(rand_score(labels, clusters))
         result["adjusted_rand"] = float(adjusted_rand_score(labels, clusters))
         result["nmi"] = float(normalized_mutual_info_score(labels, clusters))
+        result["ami"] = float(adjusted_mutual_info_score(labels, clusters))
     n_classes = len(np.unique(labels))
     if n_distinct >= 2 and 2 <= n_classes <= len(labels) - 1:
         result["davies_bouldin"] = float(davies_bouldin_score(embeddings, labels))
@@ -247,7 +263,7 @@ def evaluate(
     seed: int = 0,
     full: bool = True,
 ) -> dict[str, float]:
-    """All snapshot metrics in one flat dict of floats, keyed as in `METRICS`.
+    """All snapshot metrics in one flat dict of floats, keyed as the non-VAE entries of `METRICS`.
 
     Clustering and pair statistics are computed on the eval subset; retrieval and the
     linear probe use the train embeddings as references and the eval embeddings as queries.

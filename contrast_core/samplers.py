@@ -1,24 +1,56 @@
 """Samplers draw a batch of dataset indices; miners turn the batch's embeddings into what a loss takes.
 
-Everything is tensor ops on index tensors: no Python loop over samples.
+Everything is tensor ops on index tensors: no Python loop over samples. Within a batch an item
+is drawn at most once wherever the pool allows (as pytorch-metric-learning's MPerClassSampler):
+a repeated item would be its own false negative for NT-Xent and SupCon.
 
-A sampler has
+A sampler is built with the distance and margin (in distance units) its miner uses, and has
 - `draw(generator) -> Batch`: which items to embed (and whether as two augmented views);
-- `mine(embeddings, batch, kind) -> tuple`: the arguments of a loss of that `kind`
-  (see losses.py): pairs `(x1, x2, same)`, triplets `(anchor, positive, negative)`,
-  views `(z_a, z_b)` or labels `(z, labels)`.
-- `kinds`: the loss kinds it can feed.
+- `mine(embeddings, batch, kind)`: the arguments of a loss of that `kind` as a named tuple
+  (see losses.py): `Pairs`, `Triplets`, `Views` or `Labelled`;
+- `kinds`: the loss kinds it can feed;
 - `graph_kinds`: the kinds for which draw + mine have fixed shapes and never wait on the
-  device, so a whole training step can be captured as a CUDA graph.
+  device, so a whole training step can be captured as a CUDA graph;
+- `negative_share`: the share of negative pairs among the pairs it mines, where that is fixed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from contrast_core.distances import Distance
+from contrast_core.losses import positive_mask
+
+# A pool this many times the draw or larger is sampled by rejection (cost O(draw)), a smaller one by
+# sorting random keys (cost O(pool)). Rejection keeps the first distinct values of 4x as many draws
+# with replacement: fewer than needed is then vanishingly rare (m = 2 of 32: 32^-7).
+REJECTION_POOL_FACTOR = 16
+REJECTION_OVERDRAW = 4
+
+
+class Pairs(NamedTuple):
+    x1: torch.Tensor  # (P, D)
+    x2: torch.Tensor  # (P, D)
+    same: torch.Tensor  # (P,) 1 = similar, 0 = dissimilar
+
+
+class Triplets(NamedTuple):
+    anchor: torch.Tensor  # (T, D)
+    positive: torch.Tensor  # (T, D)
+    negative: torch.Tensor  # (T, D)
+
+
+class Views(NamedTuple):
+    z_a: torch.Tensor  # (N, D) first view of each item
+    z_b: torch.Tensor  # (N, D) second view, same order
+
+
+class Labelled(NamedTuple):
+    z: torch.Tensor  # (B, D)
+    labels: torch.Tensor  # (B,)
 
 
 @dataclass
@@ -27,6 +59,29 @@ class Batch:
     labels: torch.Tensor  # (B,) class ids, or item ids for augmented views
     same: torch.Tensor | None = None  # (P,) pairs: rows i and P + i form pair i; 1 = similar, 0 = dissimilar
     views: bool = False  # True: rows [0, N) and [N, 2N) are two augmented views of the same items
+
+
+def distinct_positions(counts: torch.Tensor, bounds: tuple[int, int], m: int, g: torch.Generator) -> torch.Tensor:
+    """(R,) row sizes -> (R, m): m different positions in [0, counts[r]) per row, a uniformly random
+    subset in random order. A row with fewer than m positions gives each once, then again.
+
+    `bounds` are (min, max) of `counts`, known on the host: the method is chosen from them, so the
+    shapes are fixed and nothing waits on the device (graph-capturable).
+    """
+    dev, (smallest, largest) = counts.device, bounds
+    if smallest >= REJECTION_POOL_FACTOR * m:  # pool much larger than the draw: O(m) per row
+        n = REJECTION_OVERDRAW * m
+        draws = (torch.rand(len(counts), n, generator=g, device=dev) * counts[:, None]).long()  # (R, n)
+        ordered, order = draws.sort(dim=1, stable=True)
+        first = torch.ones_like(draws, dtype=torch.bool)
+        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # first occurrence of each value, sorted order
+        first = torch.zeros_like(first).scatter_(1, order, first)  # back in draw order
+        rank = torch.arange(n, device=dev) + n * (~first)  # first occurrences first, in draw order
+        return draws.gather(1, rank.topk(m, dim=1, largest=False).indices)
+    keys = torch.rand(len(counts), largest, generator=g, device=dev)  # (R, largest)
+    padding = torch.arange(largest, device=dev) >= counts[:, None]
+    order = keys.masked_fill(padding, 2.0).argsort(dim=1)  # real positions first, in random order
+    return order.gather(1, torch.arange(m, device=dev) % counts[:, None])
 
 
 class ClassIndex:
@@ -40,6 +95,9 @@ class ClassIndex:
         offset = torch.arange(len(labels), device=labels.device) - starts.repeat_interleave(self.counts)
         self.table = torch.zeros(len(classes), int(self.counts.max()), dtype=torch.long, device=labels.device)
         self.table[torch.searchsorted(classes, labels[order]), offset] = order
+        self.position = torch.empty_like(labels, dtype=torch.long)  # (N,) each row's place in its class
+        self.position[order] = offset
+        self.bounds = int(self.counts.min()), int(self.counts.max())
 
     def draw(self, class_pos: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """One random row of each class position in `class_pos` (any shape), uniform within the class."""
@@ -47,76 +105,108 @@ class ClassIndex:
         within = (u * self.counts[class_pos]).long()
         return self.table[class_pos, within]
 
+    def draw_distinct(self, class_pos: torch.Tensor, m: int, g: torch.Generator) -> torch.Tensor:
+        """(k,) class positions -> (k, m) rows: m different rows of each class (repeats only in a
+        class with fewer than m rows). The method is chosen from all classes' sizes, so it is fixed."""
+        within = distinct_positions(self.counts, self.bounds, m, g)  # (C, m): cheap for a dataset's few classes
+        return self.table[class_pos[:, None], within[class_pos]]
+
 
 class Sampler:
     """Base sampler over the rows `pool` (dataset indices) with labels `labels` (N,)."""
 
     kinds: frozenset[str] = frozenset()
     graph_kinds: frozenset[str] = frozenset()
+    negative_share: float | None = None
+    finds_on_collapse = True  # whether it still mines pairs / triplets when every distance is 0
 
-    def __init__(self, pool: torch.Tensor, labels: torch.Tensor, batch_size: int, m_per_class: int = 4):
+    def __init__(
+        self,
+        pool: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        m_per_class: int = 4,
+        distance: Distance | None = None,
+        margin: float = 0.0,  # in the distance's units (semi-hard mining)
+    ):
         self.pool, self.pool_labels = pool, labels[pool]  # (N_train,), (N_train,)
         self.by_class = ClassIndex(self.pool_labels)
+        self.pool_size = torch.tensor([len(pool)], device=pool.device)
         self.batch_size, self.m_per_class = batch_size, m_per_class
-        self.margin = 0.0  # set by the trainer for margin-aware miners (semi-hard)
-        self.distance: Distance | None = None
+        self.distance, self.margin = distance, margin
 
     def draw(self, g: torch.Generator) -> Batch:
         raise NotImplementedError
 
-    def mine(self, embeddings: torch.Tensor, batch: Batch, kind: str) -> tuple:
+    def _distinct_items(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """(n,) different places in the pool (repeats only when n exceeds the pool)."""
+        size = len(self.pool)
+        return distinct_positions(self.pool_size, (size, size), n, g)[0]
+
+    def mine(self, embeddings: torch.Tensor, batch: Batch, kind: str) -> Pairs | Triplets | Views | Labelled:
         raise NotImplementedError
 
 
 class RandomPairs(Sampler):
-    """`batch_size` pairs, half similar and half dissimilar (the classic Siamese recipe)."""
+    """`batch_size` pairs, half similar and half dissimilar (the classic Siamese recipe).
+
+    First items are all different; a similar pair's partner is another row of its class.
+    """
 
     kinds = graph_kinds = frozenset({"pairs"})
+    negative_share = 0.5
 
     def draw(self, g):
-        n_pairs, n_classes = self.batch_size, len(self.by_class.classes)
+        n_pairs, n_classes, by_class = self.batch_size, len(self.by_class.classes), self.by_class
         dev = self.pool.device
-        first = torch.randint(len(self.pool), (n_pairs,), generator=g, device=dev)
-        first_class = torch.searchsorted(self.by_class.classes, self.pool_labels[first])
+        first = self._distinct_items(n_pairs, g)  # (P,) places in the pool
+        first_class = torch.searchsorted(by_class.classes, self.pool_labels[first])
         same = (torch.arange(n_pairs, device=dev) < n_pairs // 2).long()  # exactly 50 / 50
-        # A dissimilar partner's class is uniform over the other classes.
+        # A dissimilar partner's class is uniform over the other classes, its row uniform in it;
+        # a similar partner is uniform over the class's other rows.
         shift = torch.randint(1, n_classes, (n_pairs,), generator=g, device=dev) * (1 - same)
-        second = self.by_class.draw((first_class + shift) % n_classes, g)
-        rows = torch.cat([first, second])
+        second_class = (first_class + shift) % n_classes
+        count = by_class.counts[second_class]
+        u = torch.rand(n_pairs, generator=g, device=dev)
+        other_row = (by_class.position[first] + 1 + (u * (count - 1)).long()) % count
+        within = torch.where(same.bool(), other_row, (u * count).long())
+        rows = torch.cat([first, by_class.table[second_class, within]])
         return Batch(self.pool[rows], self.pool_labels[rows], same=same)
 
     def mine(self, embeddings, batch, kind):
         first, second = embeddings.chunk(2)  # views, not gathers: no scatter in the backward pass
-        return first, second, batch.same
+        return Pairs(first, second, batch.same)
 
 
 class AugmentedViews(Sampler):
-    """`batch_size` items, each embedded as two random augmentations; no labels used.
+    """`batch_size` different items, each embedded as two random augmentations; no labels used.
 
     Views of one item are positives; for pair losses, each item's first view is also paired
     with another item's second view as a negative (so pairs are 50 / 50).
     """
 
     kinds = graph_kinds = frozenset({"views", "pairs"})
+    negative_share = 0.5
 
     def draw(self, g):
         dev = self.pool.device
-        items = torch.randint(len(self.pool), (self.batch_size,), generator=g, device=dev)
+        items = self._distinct_items(self.batch_size, g)  # (N,) places in the pool
         ids = torch.arange(self.batch_size, device=dev)
         return Batch(self.pool[items].repeat(2), ids.repeat(2), views=True)
 
     def mine(self, embeddings, batch, kind):
         z_a, z_b = embeddings.chunk(2)  # (N, D) each
         if kind == "views":
-            return z_a, z_b
+            return Views(z_a, z_b)
         n = len(z_a)
         other = torch.roll(torch.arange(n, device=z_a.device), 1)
         same = (torch.arange(2 * n, device=z_a.device) < n).float()
-        return torch.cat([z_a, z_a]), torch.cat([z_b, z_b[other]]), same
+        return Pairs(torch.cat([z_a, z_a]), torch.cat([z_b, z_b[other]]), same)
 
 
 class ClassBalanced(Sampler):
-    """`batch_size` items: `m_per_class` from each of `batch_size // m_per_class` random classes.
+    """`batch_size` items: `m_per_class` different rows from each of `batch_size // m_per_class`
+    random classes.
 
     With fewer classes than that, every class is drawn and gives more items, so the batch
     still holds `batch_size` items (rounded down to a multiple of the class count).
@@ -126,25 +216,20 @@ class ClassBalanced(Sampler):
         n_classes = len(self.by_class.classes)
         k = min(n_classes, max(2, self.batch_size // self.m_per_class))
         m = max(self.m_per_class, self.batch_size // k)
-        dev = self.pool.device
-        chosen = torch.randperm(n_classes, generator=g, device=dev)[:k]  # (k,)
-        rows = self.by_class.draw(chosen[:, None].expand(k, m), g).flatten()  # (k * m,)
+        chosen = torch.randperm(n_classes, generator=g, device=self.pool.device)[:k]  # (k,)
+        rows = self.by_class.draw_distinct(chosen, m, g).flatten()  # (k * m,)
         return Batch(self.pool[rows], self.pool_labels[rows])
-
-    def _masks(self, labels):
-        same = labels[:, None] == labels[None, :]  # (B, B)
-        positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        return positive, ~same
 
     def mine(self, embeddings, batch, kind):
         if kind == "labels":
-            return embeddings, batch.labels
-        positive, negative = self._masks(batch.labels)
+            return Labelled(embeddings, batch.labels)
+        positive = positive_mask(batch.labels)
         if kind == "pairs":
             i, j = torch.triu_indices(len(embeddings), len(embeddings), 1, device=embeddings.device)
-            return embeddings[i], embeddings[j], positive[i, j].long()
+            return Pairs(embeddings[i], embeddings[j], positive[i, j].long())
+        negative = batch.labels[:, None] != batch.labels[None, :]
         a, p, n = self.triplets(embeddings.detach(), positive, negative)
-        return embeddings[a], embeddings[p], embeddings[n]
+        return Triplets(embeddings[a], embeddings[p], embeddings[n])
 
     def triplets(self, embeddings, positive, negative):
         """All valid triplets (a, p, n): label(a) = label(p), a != p, label(n) != label(a)."""
@@ -164,9 +249,11 @@ class BatchHard(ClassBalanced):
     (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person Re-Identification", 2017)."""
 
     kinds = frozenset({"pairs", "triplets"})
+    negative_share = 0.5  # as pairs: (anchor, hardest positive) and (anchor, hardest negative)
 
     def _hardest(self, embeddings, batch):
-        positive, negative = self._masks(batch.labels)
+        positive = positive_mask(batch.labels)
+        negative = batch.labels[:, None] != batch.labels[None, :]
         d = self.distance.pairwise(embeddings.detach(), embeddings.detach())  # (B, B)
         hardest_pos = d.masked_fill(~positive, float("-inf")).argmax(1)
         hardest_neg = d.masked_fill(~negative, float("inf")).argmin(1)
@@ -177,16 +264,20 @@ class BatchHard(ClassBalanced):
     def mine(self, embeddings, batch, kind):
         a, p, n = self._hardest(embeddings, batch)
         if kind == "triplets":
-            return embeddings[a], embeddings[p], embeddings[n]
+            return Triplets(embeddings[a], embeddings[p], embeddings[n])
         same = (torch.arange(2 * len(a), device=embeddings.device) < len(a)).float()
-        return embeddings[torch.cat([a, a])], embeddings[torch.cat([p, n])], same
+        return Pairs(embeddings[torch.cat([a, a])], embeddings[torch.cat([p, n])], same)
 
 
 class SemiHard(ClassBalanced):
     """Triplets whose negative is farther than the positive but inside the margin:
-    d(a, p) < d(a, n) < d(a, p) + margin (Schroff et al., "FaceNet", 2015)."""
+    d(a, p) < d(a, n) < d(a, p) + margin, both strict (Schroff et al., "FaceNet", 2015).
+
+    A collapsed embedding has no such triplet (every distance is 0), so it pays no loss.
+    """
 
     kinds = frozenset({"triplets"})
+    finds_on_collapse = False
 
     def triplets(self, embeddings, positive, negative):
         d = self.distance.pairwise(embeddings, embeddings)  # (B, B)
@@ -205,6 +296,15 @@ SAMPLERS: dict[str, type[Sampler]] = {
 }
 
 
-def build(name: str, pool: torch.Tensor, labels: torch.Tensor, batch_size: int, m_per_class: int = 4) -> Sampler:
-    """The sampler called `name` over dataset rows `pool`; `labels` are all rows' labels."""
-    return SAMPLERS[name](pool, labels, batch_size, m_per_class)
+def build(
+    name: str,
+    pool: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    m_per_class: int = 4,
+    distance: Distance | None = None,
+    margin: float = 0.0,
+) -> Sampler:
+    """The sampler called `name` over dataset rows `pool`; `labels` are all rows' labels. Miners
+    measure with `distance` and `margin` (in its units): the loss's own."""
+    return SAMPLERS[name](pool, labels, batch_size, m_per_class, distance, margin)

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,14 +40,12 @@ import numpy as np
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 TERMINAL_STATUSES = ("finished", "failed", "cancelled", "interrupted")
-SCHEMA_VERSION = 1
+LIVE_STATUSES = ("queued", "running")  # a page showing such a run refreshes itself
+RESUMABLE_STATUSES = ("interrupted", "cancelled", "failed")  # queued again, from the last checkpoint
+SCHEMA_VERSION = 2
 CHECKPOINT_KEYS = ("model", "step", "config")  # what makes a file a Contrast Lab checkpoint
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also keeps ids safe as folder names
-_RUN_COLUMNS = (
-    "id, name, config, status, created_at, started_at, finished_at, device, error, owner, "
-    "parent_id, step, worker, cancel_requested, final_metrics"
-)
 
 
 class StoreError(Exception):
@@ -79,6 +77,22 @@ class Run:
     final_metrics: dict | None = None
 
 
+# The runs table has one column per Run field, of the same name. Fields not stored as they are
+# decode here; NULL stays None.
+_DECODE: dict[str, Callable[[Any], Any]] = {"config": json.loads, "final_metrics": json.loads, "cancel_requested": bool}
+_RUN_FIELDS = tuple(f.name for f in fields(Run))
+_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
+
+
+def _run_from_row(row: tuple) -> Run:
+    """A Run from a ``SELECT {_RUN_COLUMNS}`` row."""
+    values = dict(zip(_RUN_FIELDS, row, strict=True))
+    for name, decode in _DECODE.items():
+        if values[name] is not None:
+            values[name] = decode(values[name])
+    return Run(**values)
+
+
 def _create_v1(conn: sqlite3.Connection) -> None:
     conn.execute(
         """CREATE TABLE runs (
@@ -102,8 +116,13 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE workers (id TEXT PRIMARY KEY, pid INTEGER NOT NULL, last_seen REAL NOT NULL)")
 
 
+def _worker_device_v2(conn: sqlite3.Connection) -> None:
+    # Workers report what they train on, so the app never asks torch (a CUDA context) itself.
+    conn.execute("ALTER TABLE workers ADD COLUMN device TEXT")
+
+
 # MIGRATIONS[n] takes a store at version n - 1 to version n (version 0 is an empty file).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _worker_device_v2}
 
 
 def _json_dumps(value: Any, what: str) -> str:
@@ -420,22 +439,24 @@ class RunStore:
 
     # -- workers ----------------------------------------------------------------------
 
-    def heartbeat(self, worker: str, pid: int) -> None:
-        """Records that this worker (``pid@host``) is alive now."""
+    def heartbeat(self, worker: str, pid: int, device: str | None = None) -> None:
+        """Records that this worker (``pid@host``) is alive now, and what it trains on
+        (e.g. "cpu" or a GPU's name; None keeps the label it reported before)."""
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO workers (id, pid, last_seen) VALUES (?, ?, ?) ON CONFLICT (id)"
-                " DO UPDATE SET pid = excluded.pid, last_seen = excluded.last_seen",
-                (worker, pid, time.time()),
+                "INSERT INTO workers (id, pid, last_seen, device) VALUES (?, ?, ?, ?) ON CONFLICT (id)"
+                " DO UPDATE SET pid = excluded.pid, last_seen = excluded.last_seen,"
+                " device = coalesce(excluded.device, device)",
+                (worker, pid, time.time(), device),
             )
 
     def workers(self) -> list[dict]:
-        """Known workers: ``{"id", "pid", "last_seen", "run_id"}`` (run_id: the run it holds)."""
+        """Known workers: ``{"id", "pid", "last_seen", "device", "run_id"}`` (run_id: the run it holds)."""
         rows = self._read(
-            "SELECT w.id, w.pid, w.last_seen, (SELECT r.id FROM runs r WHERE r.status = 'running'"
+            "SELECT w.id, w.pid, w.last_seen, w.device, (SELECT r.id FROM runs r WHERE r.status = 'running'"
             " AND r.worker = w.id ORDER BY r.started_at DESC LIMIT 1) FROM workers w ORDER BY w.id"
         )
-        return [dict(zip(("id", "pid", "last_seen", "run_id"), row, strict=True)) for row in rows]
+        return [dict(zip(("id", "pid", "last_seen", "device", "run_id"), row, strict=True)) for row in rows]
 
     def mark_interrupted(self, *, worker: str | None = None) -> list[str]:
         """Marks runs left running by a dead worker (all running runs if None) interrupted.
@@ -538,6 +559,10 @@ class RunStore:
                 (run_id, step, metrics_json, time.time()),
             )
 
+    def runs_with_snapshots(self) -> set[str]:
+        """The ids of the runs that have at least one snapshot (one query, for pickers)."""
+        return {run_id for (run_id,) in self._read("SELECT DISTINCT run_id FROM snapshots")}
+
     def list_snapshots(self, run_id: str, since: int = -1) -> list[dict]:
         """Snapshots with step > since, ascending: ``[{"step", "metrics", "path"}]``."""
         rows = self._read(
@@ -621,25 +646,3 @@ def _not_a_checkpoint(path: Path, reason: str) -> CheckpointError:
 def _check_status(status: str) -> None:
     if status not in STATUSES:
         raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
-
-
-def _run_from_row(row: tuple) -> Run:
-    (run_id, name, config, status, created_at, started_at, finished_at, device, error) = row[:9]
-    (owner, parent_id, step, worker, cancel_requested, final_metrics) = row[9:]
-    return Run(
-        id=run_id,
-        name=name,
-        config=json.loads(config),
-        status=status,
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        device=device,
-        error=error,
-        owner=owner,
-        parent_id=parent_id,
-        step=step,
-        worker=worker,
-        cancel_requested=bool(cancel_requested),
-        final_metrics=None if final_metrics is None else json.loads(final_metrics),
-    )

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 
 from contrast_core import data, distances, losses, metrics, models, samplers
@@ -73,10 +72,11 @@ class Trainer:
             csv_path=c.csv_path, csv_label=c.csv_label, device=self.device,
         )  # fmt: skip
         self.model = models.build(c.model, self.data.input_shape, c.embedding_dim, c.weights).to(self.device)
-        self.distance = distances.build(c.distance)
-        self.loss = losses.build(c.loss, self.distance, c.margin, c.temperature)
-        self.sampler = samplers.build(c.sampler, self.data.train_index, self.data.y, c.batch_size, c.m_per_class)
-        self.sampler.distance, self.sampler.margin = self.loss.distance, c.margin
+        self.loss = losses.build(c.loss, c.distance, c.margin, c.temperature, c.reduction)
+        self.sampler = samplers.build(
+            c.sampler, self.data.train_index, self.data.y, c.batch_size, c.m_per_class,
+            distance=self.loss.distance, margin=c.margin_distance or 0.0,
+        )  # fmt: skip
         # On a GPU a small step is all launch overhead: steps whose shapes never change are
         # captured once as a CUDA graph and replayed (one launch per step instead of ~90).
         self.graphed = (
@@ -174,7 +174,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
-        self._last = embeddings.detach(), batch.labels
+        self.last_batch = embeddings.detach(), batch.labels  # (B, D), (B,)
         return terms
 
     def batch_distance_stats(self) -> dict[str, float]:
@@ -182,12 +182,11 @@ class Trainer:
 
         Masked sums rather than boolean indexing, and one transfer to the host: it runs every step.
         """
-        embeddings, labels = self._last
+        embeddings, labels = self.last_batch
         d = self.loss.distance.pairwise(embeddings, embeddings)  # (B, B)
-        same = labels[:, None] == labels[None, :]
-        positive = (same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)).to(d.dtype)
-        negative = (~same).to(d.dtype)
-        margin = losses.margin_as_distance(self.config.loss, self.config.margin)
+        positive = losses.positive_mask(labels).to(d.dtype)
+        negative = (labels[:, None] != labels[None, :]).to(d.dtype)
+        margin = self.config.margin_distance
         sums = [(d * positive).sum(), positive.sum(), (d * negative).sum(), negative.sum()]
         if margin is not None:
             sums.append(((d < margin).to(d.dtype) * negative).sum())
@@ -214,10 +213,11 @@ class Trainer:
             "index": ds.eval_index.cpu().numpy(),
             "classes": np.array(ds.classes),
         }
-        measured = self._as_measured(eval_emb)
+        distance = self.loss.distance.name
+        measured = distances.as_measured(eval_emb, distance).cpu().numpy()
         if self.is_vae:
             arrays.update(self._reconstructions(x_eval[:RECON_ITEMS]))
-        train_emb = self._as_measured(models.embed(self.model, ds.x[self.probe_index]))
+        train_emb = distances.as_measured(models.embed(self.model, ds.x[self.probe_index]), distance).cpu().numpy()
         # One BLAS / OpenMP thread for these small arrays: scikit-learn's threads keep spinning
         # after a call and took the cores from the next training steps (1.5x slower steps on 2 cores).
         with threadpool_limits(limits=1):
@@ -225,17 +225,12 @@ class Trainer:
                 self._pca = arrays["pca"] = project(measured, "pca", self._pca)
             found = metrics.evaluate(
                 train_emb, ds.y[self.probe_index].cpu().numpy(), measured, arrays["labels"],
-                n_clusters=ds.num_classes, distance=self.loss.distance.name, margin=losses.margin_as_distance(self.config.loss, self.config.margin),
+                n_clusters=ds.num_classes, distance=distance, margin=self.config.margin_distance,
                 seed=self.config.seed, full=final,
             )  # fmt: skip
         if self.is_vae:
             found.update(self._vae_metrics(x_eval))
         return arrays, found
-
-    def _as_measured(self, embeddings: torch.Tensor) -> np.ndarray:
-        if self.loss.distance.name == "cosine":
-            embeddings = F.normalize(embeddings, dim=1)
-        return embeddings.cpu().numpy()
 
     def _reconstructions(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         self.model.eval()

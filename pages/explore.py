@@ -12,7 +12,8 @@ SHOWN_ITEMS = 60  # images shown for a selection
 st.title("Explore a snapshot")
 store = backend.run_store()
 runs = {run.id: run for run in store.list_runs()}
-with_snapshots = [i for i in runs if store.list_snapshots(i, since=-1)[:1]]
+snapshotted = store.runs_with_snapshots()
+with_snapshots = [i for i in runs if i in snapshotted]  # newest first
 if not with_snapshots:
     st.info("No snapshots yet: train a run on the Playground first.")
     st.stop()

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from contrast_core.config import RunConfig
-from contrast_core.store import StoreError
+from contrast_core.store import LIVE_STATUSES, StoreError
 from ui import backend, live
 from ui.config_form import config_form
 
@@ -20,7 +20,7 @@ try:
     status = backend.run_store().get_run(run_id).status if run_id else None
 except StoreError:
     run_id = status = None
-running = status in live.LIVE
+running = status in LIVE_STATUSES
 
 with buttons:
     train, stop = st.columns(2)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -153,14 +155,17 @@ def test_playground_is_the_default_page_with_controls_from_the_registries(queue)
 
 def test_sidebar_shows_device_queue_and_docs_link(queue, store):
     add_run(store, 10)
+    store.heartbeat(f"{os.getpid()}@{socket.gethostname()}", os.getpid(), device="test-device")
     at = open_app()
     sidebar = [m.value for m in at.sidebar.markdown] + [c.value for c in at.sidebar.caption]
-    assert any("cpu" in text for text in sidebar)
+    assert any("test-device" in text for text in sidebar)  # what the workers' heartbeats report
     assert any("1 running · 0 queued" in text for text in sidebar)
     assert [link.proto.label for link in at.sidebar.get("page_link")] == ["Docs"]
     at.switch_page("pages/docs.py").run()
     assert not at.exception
-    assert at.markdown or at.info
+    readme = (Path(APP).parent / "README.md").read_text()
+    shown = "".join(m.value for m in at.main.markdown)
+    assert shown.startswith("# Contrast Lab") and "What the formulas are" in shown and shown == readme.strip()
 
 
 def test_invalid_combination_shows_its_message_under_the_control(queue):
@@ -364,9 +369,11 @@ def test_explore_shows_a_frozen_snapshot_with_selection(queue, store):
 
 
 def test_pages_without_runs_say_what_to_do(queue):
-    for page in ("compare", "explore", "runs"):
+    expected = {"compare": "Compare needs at least two runs", "explore": "No snapshots yet", "runs": "No runs yet"}
+    for page, words in expected.items():
         at = open_app(page)
-        assert at.info, page
+        assert [i.value for i in at.main.info if words in i.value], (page, [i.value for i in at.info])
+        assert "Playground" in next(i.value for i in at.main.info if words in i.value), page
 
 
 class FakeProjector:

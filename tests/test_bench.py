@@ -1,8 +1,14 @@
+from itertools import combinations
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
 import torch
 
 from contrast_core import bench, data
 from contrast_core.config import RunConfig
+from ui import bench as ui_bench
+from ui.run_view import RunView
 
 
 def test_tutorial_pairs_are_labelled_right_and_half_similar():
@@ -19,9 +25,27 @@ def test_tutorial_pairs_are_labelled_right_and_half_similar():
     assert 60 < same_count < 140
 
 
-def test_compare_measures_both_sides_on_the_same_data():
+def test_compare_measures_both_sides_on_the_same_data(monkeypatch):
+    trained_on = []  # (side, dataset) of every trainer compare builds
+
+    class Ours(bench.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trained_on.append(("ours", self.data))
+
+    class Classic(bench.ClassicRecipe):
+        def __init__(self, dataset, *args):
+            super().__init__(dataset, *args)
+            trained_on.append(("classic", dataset))
+
+    monkeypatch.setattr(bench, "Trainer", Ours)
+    monkeypatch.setattr(bench, "ClassicRecipe", Classic)
     config = RunConfig(device="cpu", eval_size=100)
     row = bench.compare("digits", config, "rand_index", 0.5, seeds=1, seconds=0.3, budget=5.0)
+    assert {side for side, _ in trained_on} == {"ours", "classic"}
+    first = trained_on[0][1]
+    for _, dataset in trained_on:  # the same items, labels and split on every side
+        assert all(torch.equal(getattr(dataset, k), getattr(first, k)) for k in ("x", "y", "train_index"))
     assert row["pairs_per_second"] > 0 and row["classic_pairs_per_second"] > 0
     assert row["throughput_ratio"] == row["pairs_per_second"] / row["classic_pairs_per_second"]
     assert 0 <= row["reached_share"] <= 1 and row["bar"] == "rand_index >= 0.5"
@@ -65,18 +89,68 @@ def test_efficiency_sets_epoch_time_against_the_floors():
     assert found["epoch_compute_floor_seconds"] == steps * costs["flops"] / 4e9  # the bfloat16 peak
 
 
-def test_device_limits_are_measured():
+def test_device_limits_divide_each_operations_work_by_its_median_time(monkeypatch):
+    results = []  # what each timed operation returned: the product, or the copy's destination
+
+    def median_seconds(fn, device, repeats=20, warmup=3):
+        results.append(fn())
+        return 0.25
+
+    monkeypatch.setattr(bench, "_median_seconds", median_seconds)
     limits = bench.device_limits(torch.device("cpu"))
-    assert limits["matmul_flops_per_second"] > 1e8 and limits["copy_bytes_per_second"] > 1e8
-    assert "graph_seconds_per_kernel" not in limits  # CUDA only
+    product, half_product, copied = results
+    n = product.shape[0]
+    assert product.shape == (n, n) and half_product.dtype == torch.bfloat16
+    assert limits["matmul_flops_per_second"] == 2 * n**3 / 0.25  # n^3 multiply-adds
+    assert limits["bfloat16_matmul_flops_per_second"] == 2 * half_product.shape[0] ** 3 / 0.25
+    assert limits["copy_bytes_per_second"] == 2 * copied.numel() * copied.element_size() / 0.25  # read + write
+    assert limits["device"] == "cpu" and "graph_seconds_per_kernel" not in limits  # CUDA only
 
 
-def test_refresh_cost_reads_the_run_and_builds_its_figures(store):
-    from contrast_core.jobs import execute
+# -- the dashboard's latency (ui.bench: it builds the dashboard's figures, so it is not the engine's) --
 
-    config = RunConfig(device="cpu", steps=20, eval_size=50, snapshot_every=10)
-    run_id = store.create_run(config.model_dump(mode="json"))
-    store.set_status(run_id, "running")
-    assert execute(store, run_id) == "finished"
-    cost = bench._refresh_cost(store, run_id, polls=3, wait_finish=True)
-    assert cost > 0
+
+def write_tiny_run(store):
+    """A run with metric rows 1..5 and one snapshot of five 2-D points in two classes."""
+    run_id = store.create_run(RunConfig(steps=10).model_dump(mode="json"), status="running")
+    store.add_metrics(run_id, [{"step": s, "loss": 1.0 / s} for s in range(1, 6)])
+    embeddings = np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0], [2.0, 0.0], [2.0, 1.5]], dtype=np.float32)  # (5, 2)
+    labels = np.array([0, 0, 0, 1, 1])
+    store.add_snapshot(run_id, 5, {"embeddings": embeddings, "labels": labels, "index": np.arange(5)})
+    return run_id, embeddings, labels
+
+
+def test_live_refresh_draws_what_the_run_wrote(store):
+    run_id, embeddings, labels = write_tiny_run(store)
+    view = RunView(run_id, store.get_run(run_id).config)
+    loss, scatter, pairs = ui_bench.refresh(view, store)
+
+    raw = loss.data[0]
+    assert list(raw.x) == [1, 2, 3, 4, 5] and list(raw.y) == pytest.approx([1.0 / s for s in range(1, 6)])
+    drawn = {(x, y) for trace in scatter.data for x, y in zip(trace.x, trace.y, strict=True)}
+    assert drawn == {tuple(point) for point in embeddings.tolist()}
+    positive = [
+        np.linalg.norm(embeddings[i] - embeddings[j]) for i, j in combinations(range(5), 2) if labels[i] == labels[j]
+    ]
+    edges = np.linspace(0.0, 3.0, 61)
+    density = np.histogram(positive, bins=edges)[0] / len(positive) / (edges[1] - edges[0])
+    assert pairs.data[0].name == "positive pairs" and list(pairs.data[0].y) == pytest.approx(density)
+
+    store.add_metrics(run_id, [{"step": 6, "loss": 0.1}])
+    loss, *_ = ui_bench.refresh(view, store)  # the next refresh adds the new row to what it read
+    assert list(loss.data[0].x) == [1, 2, 3, 4, 5, 6]
+
+
+def test_refresh_seconds_is_the_median_refresh_with_its_figures_serialised(store, monkeypatch):
+    run_id, *_ = write_tiny_run(store)
+    serialised = []
+
+    class Figure:
+        def to_json(self):
+            serialised.append(self)
+
+    clock = iter([0.0, 0.3, 1.0, 1.1, 2.0, 2.2])  # three refreshes: 0.3, 0.1 and 0.2 seconds
+    monkeypatch.setattr(ui_bench, "refresh", lambda view, store: [Figure(), Figure()])
+    monkeypatch.setattr(ui_bench, "time", SimpleNamespace(perf_counter=lambda: next(clock), sleep=lambda s: None))
+    assert ui_bench.refresh_seconds(store, run_id, polls=3) == pytest.approx(0.2)
+    assert len(serialised) == 6  # every figure of every refresh, as the browser gets them

@@ -67,6 +67,13 @@ def test_bench_refuses_an_unknown_section_in_one_line(capsys, tmp_path):
     assert not (tmp_path / "b.json").exists()
 
 
+def test_bench_sends_the_dashboard_section_to_the_ui_bench(capsys, tmp_path):
+    assert main(["bench", "--only", "dashboard", "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --only: unknown section dashboard")
+    assert err.endswith("python -m ui.bench") and not (tmp_path / "b.json").exists()
+
+
 def test_bench_refuses_cuda_without_a_gpu(capsys, tmp_path):
     import torch
 

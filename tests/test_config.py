@@ -1,6 +1,10 @@
+import argparse
+import json
+
 import pytest
 from pydantic import ValidationError
 
+from contrast_core.__main__ import add_config_flags, config_from_args
 from contrast_core.config import ConfigError, RunConfig
 from contrast_core.losses import LOSSES
 from contrast_core.samplers import SAMPLERS
@@ -73,3 +77,50 @@ def test_unused_knobs_give_notes_not_errors():
     assert any(n.startswith("beta") for n in notes)
     assert not any(n.startswith("margin") for n in notes)
     assert RunConfig().notes() == []
+
+
+@pytest.mark.parametrize(
+    "loss, sampler, natural",
+    [("contrastive", "random-pairs", "euclidean"), ("triplet", "semi-hard", "euclidean"),
+     ("cosine-embedding", "random-pairs", "cosine"), ("nt-xent", "augmented-views", "cosine"),
+     ("supcon", "batch-all", "cosine")],
+)  # fmt: skip
+def test_a_run_without_a_distance_gets_its_losss_natural_one(loss, sampler, natural, tmp_path):
+    values = {"loss": loss, "sampler": sampler, "augment": 0.5}
+    assert RunConfig(**values).distance == natural
+    assert RunConfig(**values, distance=None).distance == natural
+    assert RunConfig.model_validate_json(json.dumps(values)).distance == natural  # a config file
+    # the CLI: flags left out, and a --config file without a distance
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    flags = ["--loss", loss, "--sampler", sampler, "--augment", "0.5"]
+    assert config_from_args(parser.parse_args(flags)).distance == natural
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(values))
+    assert config_from_args(parser.parse_args(["--config", str(path)])).distance == natural
+    # an explicit choice is kept
+    assert RunConfig(**values, distance="squared-euclidean").distance == "squared-euclidean"
+    assert config_from_args(parser.parse_args([*flags, "--distance", "squared-euclidean"])).distance == (
+        "squared-euclidean"
+    )
+
+
+def test_the_natural_distance_round_trips_and_raises_no_note():
+    c = RunConfig(loss="cosine-embedding", margin=0.2)
+    assert c.notes() == [] and RunConfig.model_validate_json(c.model_dump_json()) == c
+    assert "distance" in RunConfig(loss="cosine-embedding", distance="euclidean").notes()[0]
+
+
+def test_reduction_is_a_knob_of_the_margin_losses_only():
+    assert RunConfig(reduction="mean-nonzero").reduction == "mean-nonzero"
+    assert "reduction" in errors(reduction="median")
+    note = RunConfig(loss="nt-xent", sampler="augmented-views", augment=0.5, reduction="mean-nonzero").notes()
+    assert note and note[0].startswith("reduction is not used")
+
+
+def test_the_rules_come_from_the_loss_class():
+    c = RunConfig(loss="cosine-embedding", margin=0.2)
+    assert (c.measured_distance, c.margin_distance) == ("cosine", pytest.approx(0.8))
+    assert RunConfig(loss="nt-xent", sampler="augmented-views", augment=0.5).margin_distance is None
+    assert RunConfig(margin=0.4).collapsed_loss() == pytest.approx(0.5 * 0.4**2)  # half the random pairs negative
+    assert RunConfig(loss="triplet", sampler="semi-hard").collapsed_loss() == 0.0  # nothing semi-hard to mine

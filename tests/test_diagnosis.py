@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from contrast_core import distances, losses
+from contrast_core import distances, losses, samplers
+from contrast_core.config import RunConfig
 from ui import diagnosis
 
 CONFIG = {"loss": "contrastive", "distance": "euclidean", "margin": 1.5, "sampler": "random-pairs"}
@@ -18,22 +19,55 @@ def test_collapse_is_all_points_within_a_tiny_radius():
     assert diagnosis.collapse(np.outer(rng.uniform(1, 5, 50), [1.0, 2.0]), cosine)
 
 
-@pytest.mark.parametrize("loss", ["contrastive", "triplet", "cosine-embedding"])
-def test_collapsed_loss_matches_the_loss_on_a_collapsed_embedding(loss):
-    config = CONFIG | {"loss": loss, "margin": 0.4}
-    z = torch.ones(4, 2)  # every embedding the same point
-    fn = losses.build(loss, distances.build("euclidean"), 0.4, 0.1)
-    same = torch.tensor([1, 1, 0, 0])  # random pairs: half similar, half dissimilar
-    expected = fn(z, z, z) if loss == "triplet" else fn(z, z, same)
-    # rel: the engine's Euclidean distance of identical points is sqrt(1e-12), not 0
-    assert diagnosis.collapsed_loss(config) == pytest.approx(expected.item(), rel=1e-4)
+COMBINATIONS = [
+    (loss, sampler, reduction)
+    for loss, rules in losses.LOSSES.items()
+    for sampler, s in samplers.SAMPLERS.items()
+    if rules.kind in s.kinds
+    for reduction in (losses.REDUCTIONS if "reduction" in rules.knobs else ("mean",))
+]
+
+
+@pytest.mark.parametrize("loss, sampler, reduction", COMBINATIONS)
+def test_collapsed_loss_is_what_the_engine_pays_on_a_collapsed_embedding(loss, sampler, reduction):
+    config = RunConfig(loss=loss, sampler=sampler, reduction=reduction, margin=0.4, augment=0.5, batch_size=24)
+    expected = diagnosis.collapsed_loss(config.model_dump(mode="json"))
+    if expected is None:  # the batch decides it (e.g. the share of negatives among all pairs)
+        assert sampler == "batch-all" or config.loss_kind == "labels"
+        return
+    labels = torch.arange(120) % 6
+    s = samplers.build(sampler, torch.arange(120), labels, 24, 4, distances.build(config.measured_distance), 0.4)
+    fn = losses.build(loss, config.distance, config.margin, config.temperature, reduction)
+    batch = s.draw(torch.Generator().manual_seed(0))
+    z = torch.ones(len(batch.index), 3, dtype=torch.float64)  # every embedding the same point
+    assert diagnosis.collapsed_loss(config.model_dump(mode="json")) == pytest.approx(
+        fn(*s.mine(z, batch, fn.kind)).item()
+    )
+
+
+def test_collapse_is_measured_in_the_distance_the_loss_uses():
+    # cosine-embedding always measures with the cosine, whatever its (unused) distance field says:
+    # points along one direction, at any length, are collapsed for it.
+    rng = np.random.default_rng(0)
+    one_direction = np.outer(rng.uniform(1, 5, 50), [1.0, 2.0])
+    config = {"loss": "cosine-embedding", "distance": "euclidean", "margin": 0.0, "sampler": "random-pairs"}
+    assert diagnosis.collapse(one_direction, config)
+    assert diagnosis.collapse(rng.normal(size=(50, 2)), config) is None
+
+
+def test_collapse_states_a_margin_of_zero():
+    config = CONFIG | {"margin": 0.0}
+    message = diagnosis.collapse(np.zeros((50, 2)), config)
+    assert "margin 0 " in message and "margin 1" not in message
 
 
 def test_stuck_at_margin_needs_a_flat_loss_at_the_collapsed_value():
     stuck = np.full(200, 1.5**2 / 2)
     assert diagnosis.stuck_at_margin(stuck, CONFIG)
     assert diagnosis.stuck_at_margin(np.linspace(1.0, 0.1, 200), CONFIG) is None
-    assert diagnosis.stuck_at_margin(stuck, CONFIG | {"loss": "nt-xent"}) is None
+    ntxent = CONFIG | {"loss": "nt-xent", "sampler": "augmented-views", "augment": 0.5, "batch_size": 100}
+    assert diagnosis.stuck_at_margin(stuck, ntxent) is None
+    assert diagnosis.stuck_at_margin(np.full(200, np.log(2 * 100 - 1)), ntxent)  # equal logits over 199 others
 
 
 def test_divergence():

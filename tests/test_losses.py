@@ -134,7 +134,7 @@ def test_every_loss_is_finite_and_reaches_the_encoder(name, metric):
     torch.manual_seed(0)
     encoder = torch.nn.Linear(5, 3)
     x, labels = torch.randn(12, 5), torch.tensor([0, 1, 2] * 4)
-    loss_fn = losses.build(name, distance(metric), margin=0.5, temperature=0.5)
+    loss_fn = losses.build(name, metric, margin=0.5, temperature=0.5)
     loss = loss_fn(*_inputs(loss_fn.kind, encoder(x), labels))
     assert loss.shape == () and torch.isfinite(loss)
     loss.backward()
@@ -154,5 +154,87 @@ def test_losses_handle_nothing_mined():
 )
 def test_margin_in_distance_units(loss, margin, expected):
     # cosine-embedding: max(0, cos - m) is zero once 1 - cos > 1 - m, so its distance margin is 1 - m.
-    assert losses.margin_as_distance(loss, margin) == (None if expected is None else pytest.approx(expected))
-    assert losses.measured_distance(loss, "euclidean") == ("cosine" if loss == "cosine-embedding" else "euclidean")
+    rules = losses.LOSSES[loss]
+    assert rules.margin_as_distance(margin) == (None if expected is None else pytest.approx(expected))
+    assert rules.measures_with("euclidean") == ("cosine" if loss == "cosine-embedding" else "euclidean")
+
+
+@pytest.mark.parametrize(
+    "loss, natural",
+    [("contrastive", "euclidean"), ("triplet", "euclidean"), ("cosine-embedding", "cosine"),
+     ("nt-xent", "cosine"), ("supcon", "cosine")],
+)  # fmt: skip
+def test_a_loss_without_a_named_distance_measures_with_its_natural_one(loss, natural):
+    assert losses.LOSSES[loss].measures_with(None) == natural
+    assert losses.build(loss, None, margin=0.5, temperature=0.5).distance.name == natural
+    if "distance" in losses.LOSSES[loss].knobs:  # an explicit choice is kept
+        assert losses.build(loss, "squared-euclidean", margin=0.5, temperature=0.5).distance.name == "squared-euclidean"
+
+
+def test_ntxent_without_a_distance_is_simclr_cosine():
+    # SimCLR's logits are cos / t; Euclidean logits -|x - y| / t give another loss on the same input.
+    g = torch.Generator().manual_seed(5)
+    z_a, z_b = torch.randn(8, 4, generator=g) * 3, torch.randn(8, 4, generator=g) * 3
+    z = F.normalize(torch.cat([z_a, z_b]), dim=1)
+    logits = (z @ z.T / 0.1).fill_diagonal_(float("-inf"))
+    simclr = F.cross_entropy(logits, torch.arange(16).roll(8))
+    loss = losses.build("nt-xent", None, margin=1.0, temperature=0.1)(z_a, z_b)
+    assert loss.item() == pytest.approx(simclr.item(), rel=1e-5)
+    euclidean = losses.build("nt-xent", "euclidean", margin=1.0, temperature=0.1)(z_a, z_b)
+    assert abs(euclidean.item() - simclr.item()) > 0.1
+
+
+def test_contrastive_mean_nonzero_hand_values():
+    # Positives at d = 3 and d = 0 (terms 9, 0); negatives at d = 0.5 and 5 with margin 2 (terms 2.25, 0).
+    # mean: (9 + 0 + 2.25 + 0) / 4. mean-nonzero: 9 / 1 + 2.25 / 1, each part over its non-zero terms.
+    x1 = torch.zeros(4, 2)
+    x2 = torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, 0.5], [3.0, 4.0]])
+    same = torch.tensor([1, 1, 0, 0])
+    mean = ContrastiveLoss(distance("euclidean"), margin=2.0)(x1, x2, same)
+    nonzero = ContrastiveLoss(distance("euclidean"), margin=2.0, reduction="mean-nonzero")(x1, x2, same)
+    assert mean.item() == pytest.approx(11.25 / 4)
+    assert nonzero.item() == pytest.approx(9 + 2.25)
+
+
+def test_triplet_mean_nonzero_hand_values_and_gradient():
+    # Triplet terms 0.5 and 0 (see test_triplet_hand_values): mean 0.25, mean-nonzero 0.5.
+    a = torch.tensor([[0.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    p = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    n = torch.tensor([[0.0, 1.5], [2.0, 0.0]])
+    loss = TripletLoss(distance("euclidean"), margin=1.0, reduction="mean-nonzero")(a, p, n)
+    assert loss.item() == pytest.approx(0.5)
+    loss.backward()
+    # d/da of d(a,p) - d(a,n) for the active triplet: (a - p)/|a - p| - (a - n)/|a - n| = (-1, 0) - (0, -1)
+    assert a.grad.flatten().tolist() == pytest.approx([-1.0, 1.0, 0.0, 0.0])
+
+
+def test_mean_nonzero_of_all_zero_terms_is_zero_with_a_graph():
+    x = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    loss = TripletLoss(distance("euclidean"), 1.0, reduction="mean-nonzero")(x, x, x + torch.tensor([[5.0, 0.0]]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def _pml_contrastive_nonzero(x1, x2, same, margin):
+    """pytorch-metric-learning's reducer for its ContrastiveLoss, written out: the positive-pair and
+    the negative-pair terms are each averaged over those > 0 (AvgNonZeroReducer), then added."""
+    d = torch.linalg.vector_norm(x1 - x2, dim=1)
+    parts = [d[same == 1].pow(2), F.relu(margin - d[same == 0]).pow(2)]
+    return sum(p[p > 0].mean() if (p > 0).any() else torch.tensor(0.0, dtype=d.dtype) for p in parts)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_contrastive_mean_nonzero_matches_the_reducer_on_random_pairs(seed):
+    g = torch.Generator().manual_seed(seed)
+    x1, x2 = torch.randn(40, 3, generator=g, dtype=torch.float64), torch.randn(40, 3, generator=g, dtype=torch.float64)
+    same = (torch.rand(40, generator=g) > 0.5).long()
+    ours = ContrastiveLoss(distance("euclidean"), margin=2.0, reduction="mean-nonzero")(x1, x2, same)
+    assert ours.item() == pytest.approx(_pml_contrastive_nonzero(x1, x2, same, 2.0).item(), abs=1e-11)
+
+
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_every_loss_declares_only_config_fields_as_knobs(name):
+    from contrast_core.config import RunConfig
+
+    assert losses.LOSSES[name].knobs <= set(RunConfig.model_fields)

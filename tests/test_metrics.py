@@ -6,6 +6,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import (
+    adjusted_mutual_info_score,
     adjusted_rand_score,
     davies_bouldin_score,
     normalized_mutual_info_score,
@@ -42,6 +43,7 @@ def test_cluster_metrics_match_sklearn_calls():
     assert found["rand_index"] == pytest.approx(rand_score(labels, clusters))
     assert found["adjusted_rand"] == pytest.approx(adjusted_rand_score(labels, clusters))
     assert found["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
+    assert found["ami"] == pytest.approx(adjusted_mutual_info_score(labels, clusters))
     assert found["davies_bouldin"] == pytest.approx(davies_bouldin_score(emb, labels))
     assert found["silhouette"] == pytest.approx(silhouette_score(emb, labels))
 
@@ -62,7 +64,7 @@ def test_perfect_clusters_score_one():
     assert found["nmi"] == pytest.approx(1.0)
 
 
-CLUSTER_KEYS = {"rand_index", "adjusted_rand", "nmi", "davies_bouldin", "silhouette"}
+CLUSTER_KEYS = {"rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette"}
 
 
 @pytest.mark.parametrize(
@@ -70,8 +72,8 @@ CLUSTER_KEYS = {"rand_index", "adjusted_rand", "nmi", "davies_bouldin", "silhoue
     [
         (np.ones((10, 3)), np.arange(10) % 2, 2, CLUSTER_KEYS),
         (blobs(12)[0], np.zeros(12, int), 3, {"davies_bouldin", "silhouette"}),  # one class
-        (blobs(12)[0], np.arange(12) % 3, 1, {"rand_index", "adjusted_rand", "nmi"}),  # one cluster
-        (np.repeat(np.eye(3)[:2], 5, axis=0), np.arange(10) % 2, 3, {"rand_index", "adjusted_rand", "nmi"}),
+        (blobs(12)[0], np.arange(12) % 3, 1, {"rand_index", "adjusted_rand", "nmi", "ami"}),  # one cluster
+        (np.repeat(np.eye(3)[:2], 5, axis=0), np.arange(10) % 2, 3, {"rand_index", "adjusted_rand", "nmi", "ami"}),
         (np.full((10, 3), np.nan), np.arange(10) % 2, 2, CLUSTER_KEYS),
     ],
     ids=["one-point", "one-class", "one-cluster", "fewer-points-than-clusters", "nan"],
@@ -229,12 +231,27 @@ def test_vae_metrics_shape_mismatch_names_the_field():
 
 # --- evaluate ---------------------------------------------------------------------------------
 
+EVALUATED = {key for key, metric in METRICS.items() if metric.group != "vae"}
+
+
+def test_chance_clusterings_score_about_zero_ami_but_not_nmi():
+    # AMI corrects NMI for chance: random clusters of many small classes have NMI well above 0, AMI about 0.
+    rng = np.random.default_rng(3)
+    emb, labels = rng.normal(size=(300, 4)), np.arange(300) % 20
+    found = cluster_metrics(emb, labels, n_clusters=20)
+    assert abs(found["ami"]) < 0.05 and found["nmi"] > 0.1
+
+
+def test_every_metric_says_which_way_is_better():
+    assert {m.better for m in METRICS.values()} <= {"higher", "lower", "neither"}
+    assert METRICS["davies_bouldin"].better == "lower" and METRICS["ami"].better == "higher"
+
 
 def test_evaluate_is_a_flat_json_dict_of_the_parts():
     train, train_labels = blobs(60, spread=1.5, seed=0)
     eval_emb, eval_labels = blobs(30, spread=1.5, seed=1)
     found = evaluate(train, train_labels, eval_emb, eval_labels, n_clusters=3, distance="cosine", margin=0.3)
-    assert set(found) == set(METRICS) and all(isinstance(v, float) for v in found.values())
+    assert set(found) == EVALUATED and all(isinstance(v, float) for v in found.values())
     json.loads(json.dumps(found))
     assert found["adjusted_rand"] == cluster_metrics(eval_emb, eval_labels, 3)["adjusted_rand"]
     cosine = retrieval_metrics(train, train_labels, eval_emb, eval_labels, metric="cosine")
@@ -246,7 +263,7 @@ def test_evaluate_is_a_flat_json_dict_of_the_parts():
 def test_evaluate_without_margin_or_probe_and_on_collapsed_embeddings():
     emb, labels = np.zeros((20, 4)), np.arange(20) % 2
     found = evaluate(emb, labels, emb, labels, n_clusters=2, distance="euclidean", margin=None, full=False)
-    assert set(found) == set(METRICS)
+    assert set(found) == EVALUATED
     for key in ("violation_fraction", "pos_violation_fraction", "linear_probe_accuracy", "silhouette", "nmi"):
         assert math.isnan(found[key]), key
     assert found["pos_mean"] == found["neg_mean"] == 0.0

@@ -1,3 +1,4 @@
+import dataclasses
 import fractions
 import json
 import math
@@ -12,11 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contrast_core import store as store_module
 from contrast_core.store import (
+    LIVE_STATUSES,
     MIGRATIONS,
+    RESUMABLE_STATUSES,
     SCHEMA_VERSION,
     STATUSES,
+    TERMINAL_STATUSES,
     CheckpointError,
+    Run,
     RunStore,
     StoreError,
 )
@@ -101,6 +107,38 @@ def test_create_get_list_round_trip(store):
     assert [r.id for r in store.list_runs(limit=1)] == [third]
     with pytest.raises(ValueError, match="status: 'done' is not one of"):
         store.list_runs(status="done")
+
+
+def test_the_runs_table_is_the_run_dataclass(store):
+    """One list of run fields: the columns read and the table's columns are Run's fields."""
+    names = tuple(field.name for field in dataclasses.fields(Run))
+    assert names == store_module._RUN_FIELDS
+    db = sqlite3.connect(store.home / "index.sqlite")
+    assert tuple(row[1] for row in db.execute("PRAGMA table_info(runs)")) == names
+    db.close()
+
+    run_id = store.create_run({"layers": [64, 32]}, name="n", owner="o", parent_id="p")
+    store.set_status(run_id, "running")
+    store.add_metrics(run_id, [{"step": 7, "loss": 0.5}])
+    store.request_cancel(run_id)
+    store.set_final_metrics(run_id, {"ari": 0.25})
+    run = store.get_run(run_id)
+    assert (run.config, run.final_metrics, run.step, run.name, run.owner, run.parent_id) == (
+        {"layers": [64, 32]},
+        {"ari": 0.25},
+        7,
+        "n",
+        "o",
+        "p",
+    )
+    assert run.cancel_requested is True  # decoded from the 0 / 1 column
+    assert store.list_runs() == [run] and store.claim_next("w", "cpu") is None
+
+
+def test_status_sets_partition_the_statuses():
+    assert set(LIVE_STATUSES) | set(TERMINAL_STATUSES) == set(STATUSES)
+    assert not set(LIVE_STATUSES) & set(TERMINAL_STATUSES)
+    assert set(RESUMABLE_STATUSES) == set(TERMINAL_STATUSES) - {"finished"}
 
 
 def test_get_run_missing_raises_one_line_store_error(store):
@@ -252,6 +290,15 @@ def test_heartbeat_workers_and_mark_interrupted(store):
     assert sorted(store.mark_interrupted()) == sorted([b, c])
     assert store.list_runs(status="running") == []
     assert store.workers() == []
+
+
+def test_heartbeat_records_what_the_worker_trains_on(store):
+    store.heartbeat("1@host", 1, device="NVIDIA H100 80GB HBM3")
+    store.heartbeat("2@host", 2)
+    assert {w["id"]: w["device"] for w in store.workers()} == {"1@host": "NVIDIA H100 80GB HBM3", "2@host": None}
+    store.heartbeat("1@host", 1)  # a beat without a label keeps the one reported
+    store.heartbeat("2@host", 2, device="cpu")
+    assert {w["id"]: w["device"] for w in store.workers()} == {"1@host": "NVIDIA H100 80GB HBM3", "2@host": "cpu"}
 
 
 def test_delete_run_removes_rows_and_folder(store, tmp_path):
@@ -413,6 +460,18 @@ def test_snapshot_round_trip_and_listing(store):
     assert not [p for p in snapshots[1]["path"].parent.iterdir() if ".tmp-" in p.name]
 
 
+def test_runs_with_snapshots_is_one_query_for_all_runs(store):
+    with_two, without, with_one = (store.create_run({}) for _ in range(3))
+    assert store.runs_with_snapshots() == set()
+    for step in (0, 50):
+        store.add_snapshot(with_two, step, {"labels": np.arange(3)})
+    store.add_snapshot(with_one, 10, {"labels": np.arange(3)})
+    assert store.runs_with_snapshots() == {with_two, with_one}
+    assert store.runs_with_snapshots() == {i for i in (with_two, without, with_one) if store.list_snapshots(i)}
+    store.delete_run(with_one)
+    assert store.runs_with_snapshots() == {with_two}
+
+
 def test_snapshot_rejects_object_arrays_and_missing_runs(store):
     run_id = store.create_run({})
     with pytest.raises(ValueError, match="snapshot: array 'names' has dtype object"):
@@ -475,6 +534,26 @@ def test_reopening_keeps_data_and_parallel_opens_agree(tmp_path):
     run_id = store.create_run({"a": 1})
     store.close()
     assert RunStore(tmp_path).get_run(run_id).config == {"a": 1}
+
+
+def test_a_version_1_store_migrates_and_keeps_its_rows(tmp_path):
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    MIGRATIONS[1](db)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO runs (id, config, status, created_at) VALUES ('old-run', '{\"a\": 1}', 'finished', 1.0)")
+    db.execute("INSERT INTO workers (id, pid, last_seen) VALUES ('7@old', 7, 2.0)")
+    db.commit()
+    db.close()
+
+    store = RunStore(tmp_path)
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+    assert store.get_run("old-run").config == {"a": 1}
+    assert store.workers() == [{"id": "7@old", "pid": 7, "last_seen": 2.0, "device": None, "run_id": None}]
+    store.heartbeat("7@old", 7, device="cpu")
+    assert store.workers()[0]["device"] == "cpu"
+    store.close()
 
 
 def test_newer_schema_raises_store_error(tmp_path):

@@ -148,13 +148,13 @@ def test_bfloat16_runs_learn_digits(model):
 def test_batch_distance_stats_hand_case():
     """Points 0, 1 (class 0) and 3, 6 (class 1) on a line, Euclidean, margin 2.5."""
     trainer = Trainer(RunConfig(device="cpu", margin=2.5, batch_size=4, eval_size=40))
-    trainer._last = torch.tensor([[0.0, 0], [1, 0], [3, 0], [6, 0]]), torch.tensor([0, 0, 1, 1])
+    trainer.last_batch = torch.tensor([[0.0, 0], [1, 0], [3, 0], [6, 0]]), torch.tensor([0, 0, 1, 1])
     stats = trainer.batch_distance_stats()
     assert stats["pos_distance"] == pytest.approx((1 + 3) / 2)  # |0-1|, |3-6|
     negatives = [3, 6, 2, 5]  # 0-3, 0-6, 1-3, 1-6
     assert stats["neg_distance"] == pytest.approx(sum(negatives) / 4)
     assert stats["violation_fraction"] == pytest.approx(1 / 4)  # only d = 2 < 2.5
-    trainer._last = torch.tensor([[0.0, 0], [1, 0]]), torch.tensor([0, 1])  # no positive pair
+    trainer.last_batch = torch.tensor([[0.0, 0], [1, 0]]), torch.tensor([0, 1])  # no positive pair
     stats = trainer.batch_distance_stats()
     assert np.isnan(stats["pos_distance"]) and stats["neg_distance"] == pytest.approx(1.0)
 

@@ -12,18 +12,20 @@ import math
 from contextlib import contextmanager
 from typing import get_args
 
+import annotated_types
 import streamlit as st
 
 from contrast_core import data, distances, losses, models, samplers
 from contrast_core.config import CLASS_BALANCED, TOY_DATASETS, ConfigError, RunConfig
 
 DEFAULTS = {name: info.default for name, info in RunConfig.model_fields.items()}
+DEFAULTS["distance"] = losses.LOSSES[DEFAULTS["loss"]].natural_distance  # None in RunConfig: the loss's own
 SAVED = "cfg_saved"  # session_state key: the form's last values, kept while its widgets are not drawn
 PRESETS: dict[str, dict] = {  # recipes, applied over RunConfig's defaults
     "Siamese + contrastive (Hadsell)": {},  # the defaults are this recipe: random pairs, margin 1, 2-D
     "Triplet + semi-hard": {"loss": "triplet", "sampler": "semi-hard", "margin": 0.5, "m_per_class": 8},
     "SimCLR-style NT-Xent": {  # no labels: two augmented views of each item are its only positive
-        "loss": "nt-xent", "sampler": "augmented-views", "distance": "cosine", "temperature": 0.2,
+        "loss": "nt-xent", "sampler": "augmented-views", "temperature": 0.2,
         "augment": 0.5, "embedding_dim": 16, "batch_size": 256,
     },
     "VAE + contrastive": {"model": "vae", "beta": 1.0, "contrastive_weight": 1.0},
@@ -37,25 +39,28 @@ LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0,
 
 
 def margin_scale(loss: str, distance: str) -> tuple[float, float, float]:
-    """(low, high, default) of the margin slider: it follows the metric (cosine in [0, 2])."""
-    if loss == "cosine-embedding":
-        return -1.0, 1.0, 0.0  # torch's margin is a similarity
-    metric = distances.build(distance)
-    high = metric.high if math.isfinite(metric.high) else 2.5 * metric.from_cosine(2.0)  # 5 euclid, 10 squared
-    return metric.low, float(high), metric.default_margin
+    """(low, high, default) of the margin slider: the loss's margin limits, an unbounded distance
+    shown up to 2.5x the distance of opposite unit vectors (5 Euclidean, 10 squared)."""
+    rules = losses.LOSSES[loss]
+    low, high = rules.margin_limits(distance) or (0.0, 1.0)
+    if not math.isfinite(high):
+        high = 2.5 * distances.build(rules.measures_with(distance)).from_cosine(2.0)
+    return low, float(high), rules.default_margin(distance)
 
 
 def margin_to_cosine(margin: float, loss: str, distance: str) -> float:
     """The cosine distance between unit vectors that this margin stands for."""
-    return 1 - margin if loss == "cosine-embedding" else distances.build(distance).to_cosine(margin)
+    rules = losses.LOSSES[loss]
+    return distances.build(rules.measures_with(distance)).to_cosine(rules.margin_as_distance(margin))
 
 
 def translate_margin(margin: float, old: tuple[str, str], new: tuple[str, str]) -> float:
     """Carries a margin over a change of (loss, distance), keeping its meaning on unit vectors."""
-    if "margin" not in losses.LOSS_KNOBS[old[0]]:
+    if "margin" not in losses.LOSSES[old[0]].knobs:
         return margin_scale(*new)[2]
     d_cos = min(max(margin_to_cosine(margin, *old), 0.0), 2.0)
-    value = 1 - d_cos if new[0] == "cosine-embedding" else distances.build(new[1]).from_cosine(d_cos)
+    rules = losses.LOSSES[new[0]]
+    value = rules.margin_from_distance(distances.build(rules.measures_with(new[1])).from_cosine(d_cos))
     low, high, _ = margin_scale(*new)
     return round(min(max(value, low), high), 2)
 
@@ -65,9 +70,22 @@ def equivalent_margins(margin: float, loss: str, distance: str) -> str:
     d_cos = margin_to_cosine(margin, loss, distance)
     if not 0 <= d_cos <= 2:
         return "No unit-vector equivalent: cosine distances lie in [0, 2]."
-    shown = [n for n in distances.DISTANCES if loss == "cosine-embedding" or n != distance]
+    unit = losses.LOSSES[loss].margin_unit(distance)
+    shown = [n for n in distances.DISTANCES if unit != f"{n} distance"]
     parts = [f"{name} {distances.build(name).from_cosine(d_cos):.3g}" for name in shown]
     return "Same margin on unit vectors: " + ", ".join(parts)
+
+
+def field_bounds(field: str) -> dict:
+    """min_value / max_value of a widget, from RunConfig's bounds on the field (ge / gt, le / lt)."""
+    info, bounds = RunConfig.model_fields[field], {}
+    kind = float if info.annotation in (float, "float") else int  # a widget refuses mixed int / float
+    for rule in info.metadata:
+        if isinstance(rule, annotated_types.Ge | annotated_types.Gt):
+            bounds["min_value"] = kind(rule.ge if isinstance(rule, annotated_types.Ge) else rule.gt)
+        if isinstance(rule, annotated_types.Le | annotated_types.Lt):
+            bounds["max_value"] = kind(rule.le if isinstance(rule, annotated_types.Le) else rule.lt)
+    return bounds
 
 
 # --- session state ---------------------------------------------------------------------------------
@@ -86,14 +104,32 @@ def _key(field: str) -> str:
     return key
 
 
+CHOSEN_DISTANCE = "cfg.distance_chosen"  # session_state: the person picked a distance (kept over loss changes)
+
+
 def _apply_preset() -> None:
-    values = DEFAULTS | PRESETS[st.session_state["cfg.preset"]]
+    preset = PRESETS[st.session_state["cfg.preset"]]
+    values = DEFAULTS | {"distance": losses.LOSSES[preset.get("loss", DEFAULTS["loss"])].natural_distance} | preset
     st.session_state[SAVED] = dict(values)
+    st.session_state[CHOSEN_DISTANCE] = "distance" in preset
     for field, value in values.items():
         st.session_state[f"cfg.{field}"] = value
 
 
-def _on_objective_change() -> None:
+def _on_loss_change() -> None:
+    """A new loss measures with its natural distance, unless the person chose one it can use."""
+    rules = losses.LOSSES[st.session_state["cfg.loss"]]
+    if not (st.session_state.get(CHOSEN_DISTANCE) and "distance" in rules.knobs):
+        st.session_state["cfg.distance"] = rules.natural_distance
+    _translate_margin()
+
+
+def _on_distance_change() -> None:
+    st.session_state[CHOSEN_DISTANCE] = True
+    _translate_margin()
+
+
+def _translate_margin() -> None:
     saved = st.session_state.get(SAVED, {})
     old = (saved.get("loss", DEFAULTS["loss"]), saved.get("distance", DEFAULTS["distance"]))
     new = (st.session_state.get("cfg.loss", old[0]), st.session_state.get("cfg.distance", old[1]))
@@ -126,7 +162,10 @@ class _Form:
         """One widget for `field`, with an empty slot under it (or under its row) for its message.
 
         A control the current loss does not read is drawn disabled and left out of the config.
+        Numeric widgets take their bounds from RunConfig's field unless given.
         """
+        if widget in (st.number_input, st.slider):
+            kwargs = field_bounds(field) | kwargs
         value = widget(label, key=_key(field), disabled=not used, **kwargs)
         if self._row is None:
             self.slots[field] = st.empty()
@@ -172,9 +211,9 @@ def _data_controls(form: _Form) -> None:
     if dataset in TOY_DATASETS:
         with form.row() as (left, right):
             with left:
-                form.control("noise", st.slider, "Noise", min_value=0.0, max_value=1.0, step=0.05)
+                form.control("noise", st.slider, "Noise", step=0.05)
             with right:
-                form.control("n_samples", st.number_input, "Points", min_value=20, max_value=100_000, step=100)
+                form.control("n_samples", st.number_input, "Points", step=100)
     elif dataset == "csv":
         form.control("csv_path", st.text_input, "CSV file", placeholder="path/to/table.csv")
         form.control("csv_label", st.text_input, "Label column")
@@ -192,45 +231,48 @@ def _model_controls(form: _Form) -> None:
     if model == "vae":
         with form.row() as (left, right):
             with left:
-                form.control("beta", st.number_input, "VAE beta (KL)", min_value=0.0, max_value=100.0, step=0.1)
+                form.control("beta", st.number_input, "VAE beta (KL)", step=0.1)
             with right:
-                form.control("contrastive_weight", st.number_input, "Contrastive weight", min_value=0.0,
-                             max_value=1000.0, step=0.1)  # fmt: skip
+                form.control("contrastive_weight", st.number_input, "Contrastive weight", step=0.1)
 
 
 def _objective_controls(form: _Form) -> None:
     st.markdown("**Objective**")
     with form.row() as (left, right):
         with left:
-            loss = form.control(
-                "loss", st.selectbox, "Loss", options=list(losses.LOSSES), on_change=_on_objective_change
-            )
-            knobs = losses.LOSS_KNOBS[loss]
+            loss = form.control("loss", st.selectbox, "Loss", options=list(losses.LOSSES), on_change=_on_loss_change)
+            rules = losses.LOSSES[loss]
         with right:
+            natural = f"{rules.natural_distance} is the {loss} loss's own distance"
             distance = form.control("distance", st.selectbox, "Distance", options=list(distances.DISTANCES),
-                                    on_change=_on_objective_change, used="distance" in knobs,
-                                    help="cosine = 1 - cos, in [0, 2]." if "distance" in knobs
-                                    else f"The {loss} loss always uses the cosine.")  # fmt: skip
+                                    on_change=_on_distance_change, used="distance" in rules.knobs,
+                                    help=f"cosine = 1 - cos, in [0, 2]; {natural}." if "distance" in rules.knobs
+                                    else f"The {loss} loss always measures with the {rules.natural_distance}.")  # fmt: skip
     low, high, _ = margin_scale(loss, distance)
     key = _key("margin")
     st.session_state[key] = min(max(float(st.session_state[key]), low), high)  # a slider refuses values outside
-    unit = "a cosine similarity" if loss == "cosine-embedding" else f"{distance} distance"
-    margin = form.control("margin", st.slider, f"Margin ({unit})", min_value=low, max_value=high, step=0.01,
-                          used="margin" in knobs,
+    margin = form.control("margin", st.slider, f"Margin ({rules.margin_unit(distance)})", min_value=low,
+                          max_value=high, step=0.01, used="margin" in rules.knobs,
                           help="Negatives closer than the margin are pushed apart; farther ones cost nothing.")  # fmt: skip
-    if "margin" in knobs:
+    if "margin" in rules.knobs:
         st.caption(equivalent_margins(margin, loss, distance))
-    form.control("temperature", st.slider, "Temperature", min_value=0.01, max_value=1.0, step=0.01,
-                 used="temperature" in knobs, help="Softmax temperature of NT-Xent / SupCon: lower is sharper.")  # fmt: skip
+    if "reduction" in rules.knobs:
+        form.control("reduction", st.selectbox, "Reduction", options=_choices("reduction"),
+                     help="mean: average over every pair / triplet, zero-loss ones included. mean-nonzero: "
+                          "each part (positive pairs, negative pairs; triplets) averaged over its non-zero terms, "
+                          "as pytorch-metric-learning does by default.")  # fmt: skip
+    form.control("temperature", st.number_input, "Temperature", step=0.01, format="%.2f",
+                 used="temperature" in rules.knobs,
+                 help="Softmax temperature of NT-Xent / SupCon: lower is sharper.")  # fmt: skip
     with form.row() as (left, right):
         with left:
             sampler = form.control("sampler", st.selectbox, "Sampler / miner", options=list(samplers.SAMPLERS),
                                    help=f"{loss} takes {losses.LOSSES[loss].kind}; the sampler must produce them.")  # fmt: skip
         with right:
-            form.control("augment", st.slider, "Augmentation", min_value=0.0, max_value=1.0, step=0.05,
+            form.control("augment", st.slider, "Augmentation", step=0.05,
                          help="Strength of the random per-item augmentation; 0 = none.")  # fmt: skip
     if sampler in CLASS_BALANCED:
-        form.control("m_per_class", st.number_input, "Items per class in a batch", min_value=2, max_value=256)
+        form.control("m_per_class", st.number_input, "Items per class in a batch")
 
 
 def _training_controls(form: _Form) -> None:
@@ -243,12 +285,12 @@ def _training_controls(form: _Form) -> None:
                 "lr", st.select_slider, "Learning rate", options=LEARNING_RATES, format_func=lambda v: f"{v:g}"
             )
         with right:
-            form.control("steps", st.number_input, "Steps", min_value=1, max_value=1_000_000, step=100)
-            form.control("seed", st.number_input, "Seed", min_value=0, max_value=2**31 - 1)
+            form.control("steps", st.number_input, "Steps", step=100)
+            form.control("seed", st.number_input, "Seed")
     with st.expander("Advanced"):
-        form.control("eval_size", st.number_input, "Snapshot points", min_value=10, max_value=20_000, step=100,
+        form.control("eval_size", st.number_input, "Snapshot points", step=100,
                      help="Held-out items embedded at every snapshot (the scatter's points).")  # fmt: skip
-        form.control("snapshot_every", st.number_input, "Snapshot every (steps, 0 = about 40 per run)", min_value=0)
+        form.control("snapshot_every", st.number_input, "Snapshot every (steps, 0 = about 40 per run)")
         form.control("device", st.selectbox, "Device", options=_choices("device"))
         form.control("precision", st.selectbox, "Precision", options=_choices("precision"),
                      help="bfloat16: matrix products in bfloat16, weights and loss in float32. "

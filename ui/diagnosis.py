@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from contrast_core.losses import margin_as_distance
+from contrast_core.config import RunConfig
+from contrast_core.distances import as_measured
+from contrast_core.losses import LOSSES
 
 COLLAPSE_FRACTION = 0.01  # points all within 1% of the margin (or of 1 without one): collapsed
 STUCK_WINDOW = 100  # steps of loss looked at for "stuck"
@@ -16,41 +18,32 @@ STUCK_TOLERANCE = 0.05  # relative: flat within 5% and within 5% of the collapse
 DIVERGE_FACTOR = 10.0  # recent loss this many times its best window mean (and above its start): diverging
 
 
-def margin_distance(config: dict) -> float | None:
-    """The margin in the loss's distance units, or None for losses without one."""
-    return margin_as_distance(config["loss"], config["margin"])
-
-
 def spread(embeddings: np.ndarray, distance: str) -> float:
-    """RMS distance of the points to their centroid (on the unit sphere for cosine). (E, D) -> float."""
-    points = np.asarray(embeddings, dtype=np.float64)
-    if distance == "cosine":
-        points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+    """RMS distance of the points to their centroid, as `distance` sees them (on the unit sphere
+    for the cosine). (E, D) -> float."""
+    points = as_measured(np.asarray(embeddings, dtype=np.float64), distance)
     return float(np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
 def collapse(embeddings: np.ndarray, config: dict) -> str | None:
-    """All points within a tiny radius of each other: the embedding says nothing about the input."""
-    scale = margin_distance(config) or 1.0
-    radius = spread(embeddings, config["distance"])
+    """All points within a tiny radius of each other, in the distance the loss measures with:
+    the embedding says nothing about the input."""
+    rules = LOSSES[config["loss"]]
+    distance, margin = rules.measures_with(config.get("distance")), rules.margin_as_distance(config["margin"])
+    scale = margin if margin is not None and margin > 0 else 1.0  # a margin of 0 gives no scale
+    radius = spread(embeddings, distance)
     if np.isfinite(radius) and radius < COLLAPSE_FRACTION * scale:
+        stated = "" if margin is None else f" (margin {margin:g} in {distance} distance)"
         return (
-            f"Embedding collapse: all {len(embeddings)} points lie within {radius:.2g} of their centre "
-            f"(margin {scale:g}). Try a smaller learning rate, a larger margin or another sampler."
+            f"Embedding collapse: all {len(embeddings)} points lie within {radius:.2g} of their centre{stated}. "
+            "Try a smaller learning rate, a larger margin or another sampler."
         )
     return None
 
 
 def collapsed_loss(config: dict) -> float | None:
     """The loss a collapsed embedding (every distance 0) pays, when the recipe fixes it."""
-    m = config["margin"]
-    if config["loss"] == "triplet":
-        return m  # max(0, 0 - 0 + m)
-    if config["sampler"] == "random-pairs" and config["loss"] == "contrastive":
-        return m * m / 2  # half the pairs are negatives at distance 0: (m - 0)^2
-    if config["sampler"] == "random-pairs" and config["loss"] == "cosine-embedding":
-        return max(0.0, 1 - m) / 2  # negatives at cos = 1 pay max(0, 1 - m)
-    return None
+    return RunConfig.model_validate(config).collapsed_loss()
 
 
 def stuck_at_margin(losses: np.ndarray, config: dict) -> str | None:
@@ -62,7 +55,7 @@ def stuck_at_margin(losses: np.ndarray, config: dict) -> str | None:
     mean = recent.mean()
     if abs(mean - value) < STUCK_TOLERANCE * value and recent.std() < STUCK_TOLERANCE * value:
         return (
-            f"Loss stuck at {mean:.3g}, the value of a collapsed embedding for margin {config['margin']:g}: "
+            f"Loss stuck at {mean:.3g}, what a collapsed embedding pays in this run ({value:.3g}): "
             "pairs are not being separated. Try a smaller learning rate or margin."
         )
     return None

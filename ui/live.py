@@ -12,25 +12,20 @@ import time
 import numpy as np
 import streamlit as st
 
-from contrast_core import metrics
+from contrast_core.metrics import METRICS
 from contrast_core.projection import project
-from contrast_core.store import Run, StoreError
+from contrast_core.store import LIVE_STATUSES, Run, StoreError
 from ui import backend, figures, items
-from ui.diagnosis import margin_distance
-from ui.run_view import RunView, as_measured, class_names, loss_distance
+from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
 
 REFRESH_SECONDS = 1.0
-LIVE = ("queued", "running")
 VIEW = "live_view"  # session_state key of this tab's RunView
 # Computed off the page by the live projector; PCA comes with the snapshot.
 PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne"}
-CLUSTER_METRICS = {"rand_index": "Rand index", "adjusted_rand": "ARI", "nmi": "NMI",
-                   "davies_bouldin": "Davies-Bouldin", "silhouette": "Silhouette", "knn_accuracy": "k-NN accuracy"}  # fmt: skip
-RETRIEVAL_AND_VAE_METRICS = {"precision_at_1": "Precision@1", "map_at_r": "MAP@R", "linear_probe_accuracy": "Linear probe",
-                 "recon_mse": "Recon. MSE", "kl": "KL"}  # fmt: skip
-DELTA_COLOURS = {"davies_bouldin": "inverse", "recon_mse": "inverse", "kl": "off"}  # lower is better; KL: neither
-VAE_HELP = {"recon_mse": "Mean squared error per pixel of the VAE's reconstructions of held-out items",
-            "kl": "KL divergence of the VAE's posterior from N(0, I), per item"}  # fmt: skip
+# Drawn over time; the tiles show these and the retrieval and VAE metrics (labels, help: metrics.METRICS).
+HISTORY_METRICS = ("rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette", "knn_accuracy")
+TILE_METRICS = (*HISTORY_METRICS, "precision_at_1", "map_at_r", "linear_probe_accuracy", "recon_mse", "kl")
+DELTA_COLOURS = {"higher": "normal", "lower": "inverse", "neither": "off"}  # by Metric.better
 NOTES = {
     "loss": "The training loss per step (faint) and smoothed (bold). It should fall quickly, then flatten; "
     "a curve that stays flat from the start, or rises, points at the margin or the learning rate.",
@@ -58,8 +53,9 @@ def live_panels(run_id: str) -> None:
     paused = st.toggle(
         "Pause live view", key="live.paused", help="Freeze the charts to look closely; training goes on."
     )
-    period = REFRESH_SECONDS if run.status in LIVE and not paused else None
-    st.fragment(run_every=period)(_panels)(run_id, run.status in LIVE, refreshing=period is not None)
+    live = run.status in LIVE_STATUSES
+    period = REFRESH_SECONDS if live and not paused else None
+    st.fragment(run_every=period)(_panels)(run_id, live, refreshing=period is not None)
 
 
 def _view(run_id: str, config: dict) -> RunView:
@@ -93,7 +89,7 @@ def _panels(run_id: str, was_live: bool, refreshing: bool) -> None:
         _metrics_panel(view)
     if view.arrays is not None and "reconstructions" in view.arrays:
         _reconstruction_panel(view)
-    if was_live and run.status not in LIVE:
+    if was_live and run.status not in LIVE_STATUSES:
         st.rerun()  # once: the page's Train / Stop buttons and refresh period follow the new status
 
 
@@ -104,7 +100,7 @@ def _progress(run: Run, view: RunView) -> None:
         parts.append(f"{view.rows['pairs_per_second'].iloc[-1]:,.0f} pairs/s")
     if run.started_at:
         parts.append(f"{(run.finished_at or time.time()) - run.started_at:.1f} s elapsed")
-    parts.append(run.device or backend.job_queue().device)
+    parts.append(run.device or backend.job_queue().status()["device"])
     if run.status == "queued":
         parts.append(f"queue position {backend.run_store().queue_position(run.id)}")
     st.progress(min(max(view.last_step, 0) / steps, 1.0), text=" · ".join(parts))
@@ -194,16 +190,15 @@ def _metrics_panel(view: RunView) -> None:
     if not latest:
         st.info("Metrics appear at the first snapshot.")
         return
-    shown = {
-        k: v for k, v in (CLUSTER_METRICS | RETRIEVAL_AND_VAE_METRICS).items() if np.isfinite(latest.get(k, np.nan))
-    }
+    shown = [key for key in TILE_METRICS if np.isfinite(latest.get(key, np.nan))]
     columns = st.columns(3)
-    for i, (key, name) in enumerate(shown.items()):
-        value, before = latest[key], previous.get(key)
+    for i, key in enumerate(shown):
+        value, before, metric = latest[key], previous.get(key), METRICS[key]
         delta = None if before is None or not np.isfinite(before) else f"{value - before:+.3f}"
-        columns[i % 3].metric(name, f"{value:.3f}", delta, help=metrics.METRICS.get(key) or VAE_HELP.get(key),
-                              delta_color=DELTA_COLOURS.get(key, "normal"))  # fmt: skip
-    fig = figures.metrics_history_figure(view.history(), CLUSTER_METRICS, view.config["steps"])
+        columns[i % 3].metric(metric.label, f"{value:.3f}", delta, help=metric.help,
+                              delta_color=DELTA_COLOURS[metric.better])  # fmt: skip
+    history = {key: METRICS[key].label for key in HISTORY_METRICS}
+    fig = figures.metrics_history_figure(view.history(), history, view.config["steps"])
     st.plotly_chart(fig, key="live.metrics", config={"displayModeBar": False})
     st.caption(NOTES["metrics"])
 

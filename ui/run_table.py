@@ -6,23 +6,31 @@ import time
 
 import pandas as pd
 
+from contrast_core.losses import LOSSES
+from contrast_core.metrics import METRICS
 from contrast_core.store import Run, RunStore
 
-TABLE_METRICS = {"knn_accuracy": "k-NN acc.", "silhouette": "silhouette", "adjusted_rand": "ARI", "nmi": "NMI",
-                 "davies_bouldin": "Davies-Bouldin", "map_at_r": "MAP@R"}  # fmt: skip
-CONFIG_COLUMNS = ("dataset", "model", "embedding_dim", "loss", "distance", "margin", "temperature", "sampler",
-                  "augment", "batch_size", "steps", "lr", "seed")  # fmt: skip
+# The final metrics a run table shows, as {key: column label}.
+TABLE_METRICS = {key: METRICS[key].label for key in
+                 ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r")}  # fmt: skip
+CONFIG_COLUMNS = ("dataset", "model", "embedding_dim", "loss", "distance", "margin", "reduction", "temperature",
+                  "sampler", "augment", "batch_size", "steps", "lr", "seed")  # fmt: skip
 
 
 def summary(config: dict) -> str:
-    """ "contrastive, euclidean m=1 · random-pairs · mlp 2-D · digits": what a run trains."""
-    objective = config["loss"]
-    if config["loss"] in ("nt-xent", "supcon"):
-        objective += f", t={config['temperature']:g}"
-    elif config["loss"] == "cosine-embedding":
-        objective += f", m={config['margin']:g}"
-    else:
-        objective += f", {config['distance']} m={config['margin']:g}"
+    """ "contrastive, euclidean m=1 · random-pairs · mlp 2-D · digits": what a run trains.
+
+    Only the knobs its loss reads are shown (cosine-embedding's margin is a similarity, no distance).
+    """
+    knobs = LOSSES[config["loss"]].knobs
+    objective = [config["distance"]] if "distance" in knobs else []
+    if "margin" in knobs:
+        objective.append(f"m={config['margin']:g}")
+    if "temperature" in knobs:
+        objective.append(f"t={config['temperature']:g}")
+    if "reduction" in knobs and config.get("reduction", "mean") != "mean":
+        objective.append(config["reduction"])
+    objective = f"{config['loss']}, {' '.join(objective)}"
     model = f"{config['model']} {config['embedding_dim']}-D"
     return " · ".join([objective, config["sampler"], model, config["dataset"]])
 

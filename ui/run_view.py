@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from contrast_core import metrics
-from contrast_core.losses import measured_distance
+from contrast_core import distances, metrics
+from contrast_core.losses import LOSSES
 from contrast_core.store import RunStore, StoreError
 from ui import diagnosis
 
@@ -20,15 +20,18 @@ MAX_PAIRS = 5000  # pair distances kept per histogram (a seeded subsample)
 
 def loss_distance(config: dict) -> str:
     """The distance the loss measures with (cosine-embedding is always cosine)."""
-    return measured_distance(config["loss"], config["distance"])
+    return LOSSES[config["loss"]].measures_with(config.get("distance"))
+
+
+def margin_distance(config: dict) -> float | None:
+    """The margin in the loss's distance units, or None for losses without one."""
+    return LOSSES[config["loss"]].margin_as_distance(config["margin"])
 
 
 def as_measured(embeddings: np.ndarray, config: dict) -> np.ndarray:
     """(E, D) -> (E, D): the embeddings as the loss sees them, scaled to unit length for the cosine
     (it ignores length, and raw lengths can be tiny or huge)."""
-    if loss_distance(config) != "cosine":
-        return embeddings
-    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    return distances.as_measured(embeddings, loss_distance(config))
 
 
 def class_names(arrays: dict[str, np.ndarray]) -> list[str]:
@@ -102,5 +105,5 @@ def pair_distances(arrays: dict[str, np.ndarray], config: dict) -> dict | None:
     if not np.isfinite(embeddings).all():
         return None
     return metrics.pair_distance_stats(
-        embeddings, arrays["labels"], loss_distance(config), diagnosis.margin_distance(config), max_pairs=MAX_PAIRS
+        embeddings, arrays["labels"], loss_distance(config), margin_distance(config), max_pairs=MAX_PAIRS
     )

@@ -18,12 +18,17 @@ def sidebar(docs: StreamlitPage) -> None:
 
 
 def _queue_status() -> None:
-    status = backend.job_queue().status()
-    busy = status["running"] + status["queued"] > 0
-    st.fragment(run_every=QUEUE_REFRESH_SECONDS if busy else None)(_draw_status)()
+    busy = _busy(backend.job_queue().status())
+    st.fragment(run_every=QUEUE_REFRESH_SECONDS if busy else None)(_draw_status)(busy)
 
 
-def _draw_status() -> None:
-    status = backend.job_queue().status()
+def _draw_status(was_busy: bool) -> None:
+    status = backend.job_queue().status()  # the device as the workers report it (see JobQueue.status)
     st.markdown(f":material/memory: **{status['device']}**")
     st.caption(f"{status['running']} running · {status['queued']} queued · {status['workers']} workers")
+    if _busy(status) != was_busy:
+        st.rerun()  # once, when the queue empties: the refresh period follows
+
+
+def _busy(status: dict) -> bool:
+    return status["running"] + status["queued"] > 0

@@ -1,0 +1,114 @@
+"""The Runs page's table refreshes while some run is live, and follows when that changes.
+
+AppTest runs fragments inline and never fires their timers, so the refresh period is observed
+where the page sets it: every `st.fragment(run_every=...)` call of the runs table is recorded.
+The queue is the real JobQueue over a temporary store, never started (runs stay queued).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit
+from streamlit.testing.v1 import AppTest
+
+from contrast_core.config import RunConfig
+from contrast_core.jobs import JobQueue
+from contrast_core.store import LIVE_STATUSES, RunStore
+from ui import backend
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTRAST_HOME", str(tmp_path))
+    store = RunStore(tmp_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def queue(store, monkeypatch):
+    queue = JobQueue(store, n_workers=1)
+    monkeypatch.setattr(backend, "job_queue", lambda: queue)
+    return queue
+
+
+@pytest.fixture
+def periods(monkeypatch) -> list:
+    """The refresh period (run_every) the page gave its runs table, once per time it set one."""
+    real, seen = streamlit.fragment, []
+
+    def fragment(func=None, *, run_every=None, **kwargs):
+        if func is None:  # st.fragment(run_every=...)(func)
+            return lambda func: fragment(func, run_every=run_every, **kwargs)
+        if func.__name__ == "runs_table":
+            seen.append(run_every)
+        return real(func, run_every=run_every, **kwargs)
+
+    monkeypatch.setattr(streamlit, "fragment", fragment)
+    return seen
+
+
+def runs_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/runs.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def click_on_first_row(at: AppTest, label: str) -> None:
+    at.session_state["runs.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_resume_with_nothing_else_live_starts_the_refresh(queue, store, periods):
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="cancelled")
+    at = runs_page()
+    assert periods[-1] is None  # nothing live: the table stands still
+    click_on_first_row(at, "Resume")
+    assert store.get_run(run_id).status == "queued"
+    assert periods[-1]  # the page reran and set a period: the table follows the resumed run
+    assert at.dataframe[0].value["status"].tolist() == ["queued"]
+
+
+def test_stopping_the_last_live_run_stops_the_refresh(queue, store, periods):
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"))
+    at = runs_page()
+    assert periods[-1]  # a queued run: the table refreshes
+    click_on_first_row(at, "Stop")
+    assert store.get_run(run_id).status == "cancelled"
+    assert periods[-1] is None
+    assert at.dataframe[0].value["status"].tolist() == ["cancelled"]
+
+
+def test_an_action_that_keeps_a_run_live_keeps_the_refresh(queue, store, periods):
+    live = store.create_run(RunConfig(steps=100).model_dump(mode="json"))
+    store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="failed")
+    at = runs_page()
+    set_before = len(periods)
+    click_on_first_row(at, "Resume")  # the failed run, newest first
+    assert store.get_run(live).status == "queued" and periods[-1]
+    assert all(periods[set_before:])  # never dropped on the way
+
+
+def test_a_refresh_that_finds_nothing_live_reruns_the_page_once(queue, store, periods, monkeypatch):
+    """The fragment's timer is the only thing that sees a run end on this page; here the run ends
+    between the page's query (which sets the period) and the table's, which is what a refresh sees."""
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="running")
+    list_runs = store.list_runs
+
+    def ending_after_the_page_looked(*, status=None, **kwargs):
+        found = list_runs(status=status, **kwargs)
+        if status == LIVE_STATUSES and store.get_run(run_id).status == "running":
+            store.set_status(run_id, "finished")
+        return found
+
+    monkeypatch.setattr(store, "list_runs", ending_after_the_page_looked)
+    monkeypatch.setattr(backend, "run_store", lambda: store)
+    runs_page()
+    assert periods[-2] and periods[-1] is None  # refreshing, then the page reran and stopped it

@@ -1,0 +1,110 @@
+"""`python -m ui.bench`: the dashboard's latency, measured off the page.
+
+Click to first point with a warm worker, and the cost of one live refresh (new rows, the newest
+snapshot, three figures built and serialised) with nothing training and while a run trains.
+It lives with the UI because it builds the dashboard's figures; the engine's own figures come
+from `python -m contrast_core bench`. Writes its figures as JSON, as that one does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from contrast_core.config import RunConfig
+from contrast_core.jobs import JobQueue
+from contrast_core.store import RunStore
+from ui import figures
+from ui.run_view import RunView, as_measured, class_names
+
+POLLS = 50  # refreshes timed for each median
+POLL_GAP_SECONDS = 0.05  # between timed refreshes, so a training worker gets the cores meanwhile
+WARM_UP_SECONDS = 8.0  # a new worker's warm-up run (imports, data, kernels) before the first click
+
+
+def refresh(view: RunView, store: RunStore) -> list[go.Figure]:
+    """One live refresh, as the Playground's fragment does every REFRESH_SECONDS: reads the new
+    metric rows and the newest snapshot (RunView.update), then builds the loss, embedding and
+    pair-distance figures (the last two once there is a snapshot)."""
+    view.update(store)
+    shown = [figures.loss_figure(view.rows, view.config["steps"], ["loss"], smoothing=0.6)]
+    if view.arrays is not None:
+        xy = as_measured(view.arrays["embeddings"], view.config)[:, :2]  # (E, 2)
+        shown.append(figures.scatter_figure(xy, view.arrays["labels"], class_names(view.arrays)))
+    if view.pairs is not None:
+        pos, neg = view.pairs["pos_distances"], view.pairs["neg_distances"]
+        shown.append(figures.distance_histogram(pos, neg, 1.0, view.pairs["violation_fraction"], (0.0, 3.0)))
+    return shown
+
+
+def refresh_seconds(store: RunStore, run_id: str, polls: int = POLLS) -> float:
+    """Median seconds of one `refresh` of the run, its figures serialised for the browser."""
+    view, took = RunView(run_id, store.get_run(run_id).config), []
+    for _ in range(polls):
+        start = time.perf_counter()
+        for fig in refresh(view, store):
+            fig.to_json()
+        took.append(time.perf_counter() - start)
+        time.sleep(POLL_GAP_SECONDS)
+    return statistics.median(took)
+
+
+def dashboard_latency(home: Path, polls: int = POLLS) -> dict:
+    """Click-to-first-point with a warm worker, and one refresh's cost with and without a run training."""
+    store = RunStore(home)
+    queue = JobQueue(store, n_workers=1).start()
+    try:
+        _wait(lambda: queue.status()["workers"], 60)
+        time.sleep(WARM_UP_SECONDS)
+        finished = queue.submit(RunConfig(steps=50))
+        _wait(lambda: store.get_run(finished).status == "finished", 120)
+        idle_refresh = refresh_seconds(store, finished, polls)
+        start = time.perf_counter()
+        run_id = queue.submit(RunConfig(steps=100_000))
+        _wait(lambda: store.read_metrics(run_id), 30)
+        first_point = time.perf_counter() - start
+        busy_refresh = refresh_seconds(store, run_id, polls)
+        queue.cancel(run_id)
+    finally:
+        queue.shutdown()
+    return {
+        "click_to_first_point_seconds": first_point,
+        "refresh_seconds_idle": idle_refresh,
+        "refresh_seconds_training": busy_refresh,
+    }
+
+
+def _wait(predicate, timeout: float):
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not answer in time")
+        time.sleep(0.01)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ui.bench", description="Contrast Lab dashboard latency")
+    parser.add_argument("--out", type=Path, default=Path("bench-dashboard.json"), help="JSON file for the figures")
+    parser.add_argument("--polls", type=int, default=POLLS, help="refreshes timed for each median")
+    parser.add_argument("--home", type=Path, default=None, help="run store folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {"dashboard": dashboard_latency(args.home or Path(tmp), args.polls)}
+    args.out.write_text(json.dumps(results, indent=2))
+    print("\ndashboard")
+    for key, seconds in results["dashboard"].items():
+        print(f"  {key:>34}  {seconds:.3f}")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
