@@ -12,6 +12,7 @@ import time
 import numpy as np
 import streamlit as st
 
+from contrast_core import distances
 from contrast_core.metrics import METRICS
 from contrast_core.projection import project
 from contrast_core.store import LIVE_STATUSES, Run, StoreError
@@ -161,12 +162,16 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
     st.caption(" ".join(note for note in notes if note))
 
 
+EUCLIDEAN_RADIUS = {"euclidean": lambda m: m, "squared-euclidean": np.sqrt}  # a margin as a circle's radius
+
+
 def _margin_circle(xy: np.ndarray, config: dict) -> tuple[float, float, float] | None:
-    """(x, y, radius) around the chosen anchor, for a Euclidean margin on a 2-D embedding."""
-    if config["loss"] not in ("contrastive", "triplet") or "euclidean" not in config["distance"]:
+    """(x, y, radius) around the chosen anchor, for a Euclidean-family margin on a 2-D embedding."""
+    margin, distance = margin_distance(config), loss_distance(config)
+    if margin is None or distance not in EUCLIDEAN_RADIUS:
         return None
     anchor = st.number_input("Margin circle around item", 0, len(xy) - 1, 0, key="live.anchor")
-    radius = config["margin"] if config["distance"] == "euclidean" else float(np.sqrt(config["margin"]))
+    radius = float(EUCLIDEAN_RADIUS[distance](margin))
     x, y = xy[anchor]
     return (float(x), float(y), radius) if np.isfinite([x, y]).all() else None
 
@@ -178,7 +183,8 @@ def _pairs_panel(view: RunView) -> None:
     pos, neg = view.pairs["pos_distances"], view.pairs["neg_distances"]
     margin = margin_distance(view.config)
     high = max(np.nanmax(np.concatenate([pos, neg, [0.0]])), margin or 0.0)
-    x_range = (0.0, 2.0) if loss_distance(view.config) == "cosine" else (0.0, high * 1.05 or 1.0)
+    bound = distances.build(loss_distance(view.config)).high  # cosine: [0, 2]
+    x_range = (0.0, bound) if np.isfinite(bound) else (0.0, high * 1.05 or 1.0)
     view.ranges["pairs"] = x_range = figures.steady_range(view.ranges.get("pairs"), *x_range, pad=0.0)
     fig = figures.distance_histogram(pos, neg, margin, view.pairs["violation_fraction"], x_range)
     st.plotly_chart(fig, key="live.pairs", config={"displayModeBar": False})
