@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import pdist, squareform
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -221,6 +221,47 @@ def pair_distance_stats(
         stats["violation_fraction"] = _fraction(negative < margin, negative)
         stats["pos_violation_fraction"] = _fraction(positive > margin, positive)
     return stats
+
+
+def triplet_violation_fraction(
+    embeddings: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    distance: str,
+    margin: float,
+    seed: int = 0,
+) -> float:
+    """Share of held-out triplets that a triplet loss still pays for: d(a, n) < d(a, p) + margin.
+
+    Each item with a positive and a negative is an anchor once, with one positive and one
+    negative drawn at random (seeded), so the share does not depend on how many items a class has.
+    A triplet loss only sees d(a, n) - d(a, p): an embedding can spread far beyond the margin
+    while this share stays high.
+
+    Args:
+        embeddings: (E, D) embeddings of the evaluation subset.
+        labels: (E,) labels.
+        distance: "euclidean", "squared-euclidean" or "cosine".
+        margin: the loss margin in that distance.
+        seed: seed of the draw.
+
+    Returns:
+        The share, or NaN without an anchor that has both a positive and a negative.
+    """
+    embeddings, labels = _checked(embeddings, labels, "embeddings", "labels")
+    if distance not in PAIR_METRICS:
+        raise ValueError(f"distance: unknown {distance!r} (choose from {', '.join(PAIR_METRICS)})")
+    d = squareform(pdist(embeddings, metric=PAIR_METRICS[distance]))  # (E, E)
+    same = labels[:, None] == labels[None, :]
+    positive, negative = same & ~np.eye(len(labels), dtype=bool), ~same
+    anchors = positive.any(axis=1) & negative.any(axis=1)
+    if not anchors.any():
+        return NAN
+    rng = np.random.default_rng(seed)
+    # a random member of each row's mask: the largest of uniform keys restricted to it
+    p = np.where(positive, rng.random(d.shape), -1.0).argmax(axis=1)  # (E,)
+    n = np.where(negative, rng.random(d.shape), -1.0).argmax(axis=1)  # (E,)
+    rows = np.arange(len(d))
+    return float((d[rows, n] < d[rows, p] + margin)[anchors].mean())
 
 
 def vae_metrics(

@@ -77,3 +77,17 @@ def test_divergence():
     assert "rising" in diagnosis.divergence(rising, None)
     noisy_but_low = np.concatenate([np.full(100, 1.0), np.full(100, 0.001), np.full(100, 0.02)])
     assert diagnosis.divergence(noisy_but_low, None) is None  # 20x its best, but far below the start
+
+
+def test_reconstructions_blurred_to_the_mean_image_are_flagged():
+    rng = np.random.default_rng(0)
+    originals = rng.uniform(0, 1, size=(16, 1, 8, 8))
+    mean_image = np.broadcast_to(originals.mean(axis=0), originals.shape) + rng.normal(0, 0.01, originals.shape)
+    message = diagnosis.blurred_to_the_mean(originals, mean_image)
+    assert message and "mean image" in message and "beta" in message
+    faithful = originals + rng.normal(0, 0.05, originals.shape)
+    assert diagnosis.blurred_to_the_mean(originals, faithful) is None
+    assert diagnosis.reconstruction_spread(originals, originals) == pytest.approx(1.0)
+    arrays = {"embeddings": rng.normal(size=(16, 2)), "originals": originals, "reconstructions": mean_image}
+    warnings = diagnosis.diagnose(np.ones(10), arrays, CONFIG | {"model": "vae"}, None)
+    assert any("mean image" in w for w in warnings)

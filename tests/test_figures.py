@@ -71,11 +71,45 @@ def test_scatter_has_one_trace_per_class_and_a_margin_circle():
 
 def test_distance_histogram_densities_integrate_to_one_and_mark_the_margin():
     rng = np.random.default_rng(0)
-    fig = figures.distance_histogram(rng.uniform(0, 1, 500), rng.uniform(1, 2, 500), 1.2, 0.25, (0.0, 2.0), bins=20)
+    fig = figures.distance_histogram(rng.uniform(0, 1, 500), rng.uniform(1, 2, 500), 1.2, (0.0, 2.0), bins=20)
     for bar in fig.to_plotly_json()["data"]:
         assert (values(bar["y"]) * 0.1).sum() == pytest.approx(1.0)  # bin width 2 / 20
-    assert "25.0% of negatives inside the margin" in fig.layout.title.text
-    assert fig.layout.shapes[0].x0 == 1.2
+    assert [shape.x0 for shape in fig.layout.shapes] == [1.2]  # one panel, one margin line
+
+
+def test_distance_histogram_zooms_on_a_margin_the_distances_dwarf():
+    # Distances out to 40 with a margin of 0.5: the full panel squeezes the margin against its axis,
+    # so a second panel shows [0, 2.5 margins] where the line sits in the middle of the picture.
+    rng = np.random.default_rng(1)
+    positive, negative = rng.uniform(0, 0.6, 400), rng.uniform(0.3, 40, 400)
+    fig = figures.distance_histogram(positive, negative, 0.5, (0.0, 40.0), bins=20)
+    assert [shape.x0 for shape in fig.layout.shapes] == [0.5, 0.5]
+    assert list(fig.layout.xaxis2.range) == [0.0, 1.25]
+    zoomed = [bar for bar in fig.to_plotly_json()["data"] if bar["xaxis"] == "x2"]
+    near = {bar["name"]: (values(bar["y"]) * 1.25 / 20).sum() for bar in zoomed}  # mass shown near the margin
+    assert near["positive pairs"] == pytest.approx(np.mean(positive <= 1.25))
+    assert near["negative pairs"] == pytest.approx(np.mean(negative <= 1.25))
+    assert figures.distance_histogram(positive, negative, None, (0.0, 40.0)).layout.shapes == ()
+
+
+def test_scatter_ranges_grow_to_hold_the_whole_margin_circle():
+    xy = np.array([[0.0, 0.0], [0.1, 0.1]])
+    fig = figures.scatter_figure(xy, np.array([0, 1]), ["a", "b"], ranges=((0.0, 0.1), (0.0, 0.1)),
+                                 circle=(0.0, 0.0, 1.0))  # fmt: skip
+    (x0, x1), (y0, y1) = fig.layout.xaxis.range, fig.layout.yaxis.range
+    assert x0 <= -1.0 and x1 >= 1.0 and y0 <= -1.0 and y1 >= 1.0
+    assert x1 - x0 == pytest.approx(y1 - y0)  # still square: the circle stays round
+
+
+def test_metrics_history_keeps_scores_in_zero_one_and_its_legend_off_the_step_label():
+    history = pd.DataFrame(
+        {"step": [0, 10], "nmi": [0.1, 0.6], "silhouette": [-0.2, 0.4], "davies_bouldin": [9.0, 1.4]}
+    )
+    fig = figures.metrics_history_figure(history, {"nmi": "NMI", "silhouette": "Silhouette",
+                                                   "davies_bouldin": "Davies-Bouldin"}, 10)  # fmt: skip
+    assert list(fig.layout.yaxis.range) == [-0.2, 1.0]
+    assert fig.layout.yaxis2.rangemode == "tozero" and fig.layout.yaxis2.tickformat == ".1f"
+    assert fig.layout.legend.y > 1  # above the plot, not over the x-axis title
 
 
 def test_mosaic_places_each_image_with_a_gap():

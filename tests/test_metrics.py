@@ -21,6 +21,7 @@ from contrast_core.metrics import (
     evaluate,
     map_at_r,
     pair_distance_stats,
+    triplet_violation_fraction,
     retrieval_metrics,
     vae_metrics,
 )
@@ -267,3 +268,18 @@ def test_evaluate_without_margin_or_probe_and_on_collapsed_embeddings():
     for key in ("violation_fraction", "pos_violation_fraction", "linear_probe_accuracy", "silhouette", "nmi"):
         assert math.isnan(found[key]), key
     assert found["pos_mean"] == found["neg_mean"] == 0.0
+
+
+def test_triplet_violation_fraction_hand_case():
+    # On a line: class 0 at 0 and 1, class 1 at 1.5 and 10; each anchor has one positive, and its
+    # negative is one of two. With margin 1, d(a, n) < d(a, p) + 1 holds for
+    # a=0 (d_ap 1): n=1.5 yes, n=10 no;   a=1 (d_ap 1): n=1.5 (0.5) yes, n=10 (9) no;
+    # a=1.5 (d_ap 8.5): n=0 (1.5) and n=1 (0.5) both yes;   a=10 (d_ap 8.5): n=0 (10) no, n=1 (9) yes.
+    # So the share is 1/4 + (one of each anchor's coin flips) / 4, between 1/4 and 1.
+    emb = np.array([[0.0], [1.0], [1.5], [10.0]])
+    labels = np.array([0, 0, 1, 1])
+    found = [triplet_violation_fraction(emb, labels, "euclidean", 1.0, seed=s) for s in range(40)]
+    assert set(found) <= {0.25, 0.5, 0.75, 1.0} and min(found) == 0.25 and max(found) == 1.0
+    assert triplet_violation_fraction(emb, labels, "euclidean", 20.0) == 1.0  # everything inside a huge margin
+    assert triplet_violation_fraction(emb, labels, "euclidean", 0.0, seed=0) <= 0.5  # only a=1.5 can violate
+    assert math.isnan(triplet_violation_fraction(emb, np.zeros(4, int), "euclidean", 1.0))  # no negatives

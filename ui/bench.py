@@ -40,7 +40,7 @@ def refresh(view: RunView, store: RunStore) -> list[go.Figure]:
         shown.append(figures.scatter_figure(xy, view.arrays["labels"], class_names(view.arrays)))
     if view.pairs is not None:
         pos, neg = view.pairs["pos_distances"], view.pairs["neg_distances"]
-        shown.append(figures.distance_histogram(pos, neg, 1.0, view.pairs["violation_fraction"], (0.0, 3.0)))
+        shown.append(figures.distance_histogram(pos, neg, 1.0, (0.0, 3.0)))
     return shown
 
 

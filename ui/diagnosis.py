@@ -1,4 +1,5 @@
-"""Warnings a person watching a run would want: collapse, a loss stuck at the margin, divergence.
+"""Warnings a person watching a run would want: collapse, a loss stuck at the margin, divergence,
+VAE reconstructions blurred to the mean image.
 
 Pure functions of the metric rows, the latest snapshot and the run's config; each returns a
 one-line message or None.
@@ -15,6 +16,7 @@ from contrast_core.losses import LOSSES
 COLLAPSE_FRACTION = 0.01  # points all within 1% of the margin (or of 1 without one): collapsed
 STUCK_WINDOW = 100  # steps of loss looked at for "stuck"
 STUCK_TOLERANCE = 0.05  # relative: flat within 5% and within 5% of the collapsed-loss value
+MEAN_RECONSTRUCTION_SPREAD = 0.3  # reconstructions varying less than 30% as much as their inputs: the mean image
 DIVERGE_FACTOR = 10.0  # recent loss this many times its best window mean (and above its start): diverging
 
 
@@ -61,6 +63,28 @@ def stuck_at_margin(losses: np.ndarray, config: dict) -> str | None:
     return None
 
 
+def blurred_to_the_mean(originals: np.ndarray, reconstructions: np.ndarray) -> str | None:
+    """VAE reconstructions that barely differ between items: the decoder draws the data's mean.
+
+    Compares how much the reconstructions vary across items (per pixel) with how much the
+    originals do; (B, ...) arrays of the same items.
+    """
+    spread = reconstruction_spread(originals, reconstructions)
+    if np.isfinite(spread) and spread < MEAN_RECONSTRUCTION_SPREAD:
+        return (
+            f"Reconstructions collapse to the mean image: they vary {spread:.0%} as much as the inputs do. "
+            "The KL term (beta) is winning: lower beta or the contrastive weight, or train longer."
+        )
+    return None
+
+
+def reconstruction_spread(originals: np.ndarray, reconstructions: np.ndarray) -> float:
+    """Mean per-pixel standard deviation across items of the reconstructions over that of the originals."""
+    flat = [np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in (originals, reconstructions)]
+    base = flat[0].std(axis=0).mean()
+    return float(flat[1].std(axis=0).mean() / base) if base > 0 else float("nan")
+
+
 def divergence(losses: np.ndarray, error: str | None) -> str | None:
     """A non-finite loss, a run stopped for diverging, or a loss far above its best."""
     if error and "diverged" in error:
@@ -76,9 +100,11 @@ def divergence(losses: np.ndarray, error: str | None) -> str | None:
     return None
 
 
-def diagnose(losses: np.ndarray, embeddings: np.ndarray | None, config: dict, error: str | None) -> list[str]:
-    """Every warning that applies, most serious first."""
+def diagnose(losses: np.ndarray, arrays: dict | None, config: dict, error: str | None) -> list[str]:
+    """Every warning that applies, most serious first; `arrays` is the latest snapshot's, or None."""
     found = [divergence(losses, error), stuck_at_margin(losses, config)]
-    if embeddings is not None and len(embeddings):
-        found.append(collapse(embeddings, config))
+    if arrays is not None and len(arrays["embeddings"]):
+        found.append(collapse(arrays["embeddings"], config))
+    if arrays is not None and "reconstructions" in arrays:
+        found.append(blurred_to_the_mean(arrays["originals"], arrays["reconstructions"]))
     return [message for message in found if message]

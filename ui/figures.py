@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 from scipy.signal import lfilter
 
 MAX_POINTS = 2000  # scatter points sent per refresh
@@ -24,7 +25,10 @@ _MARGINS = dict(l=10, r=10, t=40, b=10)
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font_size=14), height=height, margin=_MARGINS, template=None)
+    """Title, height and the house margins (a figure that set its own margins keeps them)."""
+    fig.update_layout(title=dict(text=title, font_size=14), height=height, template=None)
+    if fig.layout.margin.t is None:
+        fig.update_layout(margin=_MARGINS)
     return fig
 
 
@@ -165,6 +169,8 @@ def scatter_figure(
         fig.add_scattergl(x=[x], y=[y], mode="markers", name="anchor", hoverinfo="skip",
                           marker=dict(symbol="star", size=14, color="#333"))  # fmt: skip
     fig.update_yaxes(scaleanchor="x", scaleratio=1)  # equal units: distances read true, circles are round
+    if ranges is not None and circle is not None:
+        ranges = _around_circle(ranges, circle)
     if ranges is not None:
         fig.update_xaxes(range=list(ranges[0]), autorange=False)
         fig.update_yaxes(range=list(ranges[1]), autorange=False)
@@ -172,36 +178,56 @@ def scatter_figure(
     return _layout(fig, title, height)
 
 
+ZOOM_BEYOND = 4.0  # distances reaching this many margins get a second panel zoomed on the margin
+ZOOM_SPAN = 2.5  # the zoomed panel shows [0, ZOOM_SPAN * margin]
+
+
+def _around_circle(ranges: tuple, circle: tuple[float, float, float]) -> tuple:
+    """Square ranges grown (never shrunk) to hold the whole margin circle."""
+    x, y, r = circle
+    (x0, x1), (y0, y1) = ranges
+    x0, x1, y0, y1 = min(x0, x - r), max(x1, x + r), min(y0, y - r), max(y1, y + r)
+    half = max(x1 - x0, y1 - y0) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (cx - half, cx + half), (cy - half, cy + half)
+
+
 def distance_histogram(
     positive: np.ndarray,
     negative: np.ndarray,
     margin: float | None,
-    violation: float | None,
     x_range: tuple[float, float],
     bins: int = 60,
 ) -> go.Figure:
     """Densities of positive and negative pair distances, with the margin as a vertical line.
 
-    Counts are binned here (two `bins`-long bar series), not sent point by point.
+    When the distances reach far beyond the margin (ZOOM_BEYOND margins), a second panel shows
+    [0, ZOOM_SPAN * margin] with its own bins, so the margin stays readable at every scale.
+    Counts are binned here (two `bins`-long bar series per panel), not sent point by point.
     """
-    edges = np.linspace(x_range[0], x_range[1], bins + 1)
-    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
-    fig = go.Figure()
-    for name, values, colour in (("positive pairs", positive, POSITIVE), ("negative pairs", negative, NEGATIVE)):
-        values = values[np.isfinite(values)]
-        counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
-        density = counts / max(len(values), 1) / width
-        fig.add_bar(x=centres, y=density, width=width, name=name, marker_color=colour, opacity=0.6)
-    title = "Pair distances"
-    if margin is not None:
-        fig.add_vline(x=margin, line=dict(color="#333", dash="dash"), annotation_text="margin")
-        if violation is not None and np.isfinite(violation):
-            title += f": {violation:.1%} of negatives inside the margin"
+    zoom = margin is not None and margin > 0 and x_range[1] > ZOOM_BEYOND * margin
+    panels = [x_range, (0.0, ZOOM_SPAN * margin)] if zoom else [x_range]
+    fig = make_subplots(rows=1, cols=len(panels), column_widths=[0.62, 0.38] if zoom else None,
+                        subplot_titles=["all pairs", "near the margin"] if zoom else None,
+                        horizontal_spacing=0.08)  # fmt: skip
+    for col, (lo, hi) in enumerate(panels, start=1):
+        edges = np.linspace(lo, hi, bins + 1)
+        centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        for name, values, colour in (("positive pairs", positive, POSITIVE), ("negative pairs", negative, NEGATIVE)):
+            values = values[np.isfinite(values)]
+            # the full panel clips outliers into its end bins; the zoomed one drops what lies beyond it
+            binned = np.clip(values, lo, hi) if col == 1 else values[values <= hi]
+            counts, _ = np.histogram(binned, bins=edges)
+            density = counts / max(len(values), 1) / width  # of all the pairs, so the panels agree
+            fig.add_bar(x=centres, y=density, width=width, name=name, marker_color=colour, opacity=0.6,
+                        legendgroup=name, showlegend=col == 1, row=1, col=col)  # fmt: skip
+        if margin is not None:
+            fig.add_vline(x=margin, line=dict(color="#333", dash="dash"), annotation_text="margin", row=1, col=col)
+        fig.update_xaxes(range=[lo, hi], title_text="distance", row=1, col=col)
     inside = dict(x=0.99, y=0.98, xanchor="right", yanchor="top", bgcolor="rgba(255,255,255,0.6)")
     fig.update_layout(barmode="overlay", bargap=0, legend=inside)
-    fig.update_xaxes(range=list(x_range), title_text="distance")
-    fig.update_yaxes(title_text="density")
-    return _layout(fig, title, 320)
+    fig.update_yaxes(title_text="density", row=1, col=1)
+    return _layout(fig, "Held-out pair distances", 320)
 
 
 def metrics_history_figure(history: pd.DataFrame, names: dict[str, str], steps: int) -> go.Figure:
@@ -221,11 +247,21 @@ def metrics_history_figure(history: pd.DataFrame, names: dict[str, str], steps: 
                         line=dict(color=PALETTE[c], dash="dot" if right else "solid"),
                         yaxis="y2" if right else "y")  # fmt: skip
     fig.update_layout(
-        yaxis2=dict(overlaying="y", side="right", showgrid=False, title_text="Davies-Bouldin"),
-        legend=dict(orientation="h", y=-0.25, font_size=10),
-    )
+        yaxis=dict(range=[min(0.0, _lowest(history, names)), 1.0], title_text="score"),
+        yaxis2=dict(overlaying="y", side="right", showgrid=False, title_text="Davies-Bouldin", rangemode="tozero",
+                    tickformat=".1f", nticks=5),
+        legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font_size=10),
+        margin=_MARGINS | dict(t=70),  # the legend sits between the title and the plot
+    )  # fmt: skip
     fig.update_xaxes(title_text="step", range=[0, steps])
-    return _layout(fig, "Metrics over time", 300)
+    return _layout(fig, "Metrics over time", 320)
+
+
+def _lowest(history: pd.DataFrame, names: dict[str, str]) -> float:
+    """The lowest score drawn on the left axis (silhouette and ARI can be negative)."""
+    columns = [key for key in names if key in history and key != "davies_bouldin"]
+    lowest = history[columns].min().min() if columns else 0.0
+    return float(lowest) if np.isfinite(lowest) else 0.0
 
 
 def compare_figure(curves: dict[str, pd.DataFrame], smoothing: float, log_y: bool = False) -> go.Figure:

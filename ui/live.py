@@ -15,7 +15,7 @@ import streamlit as st
 from contrast_core import distances
 from contrast_core.metrics import METRICS
 from contrast_core.projection import project
-from contrast_core.store import LIVE_STATUSES, Run, StoreError
+from contrast_core.store import LIVE_STATUSES, StoreError
 from ui import backend, figures, items
 from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
 
@@ -34,8 +34,6 @@ NOTES = {
     "colour into its own tight cluster; all points on one spot is a collapsed embedding.",
     "hover": "Pause the live view to hover a point for its image (or its features, for tables).",
     "circle": "The dashed circle has the margin as radius around the star: negatives inside it still cost loss.",
-    "pairs": "Distances between held-out items of the same class (green) and of different classes (red). "
-    "Training pushes green left and red right of the margin line; their overlap is what the model still confuses.",
     "metrics": "Clustering and retrieval quality of the held-out embedding, with the change since the last "
     "snapshot. Rand, ARI, NMI, silhouette and k-NN accuracy: higher is better (1 at best); "
     "Davies-Bouldin: lower is better (below 1 is well separated).",
@@ -55,8 +53,10 @@ def live_panels(run_id: str) -> None:
         "Pause live view", key="live.paused", help="Freeze the charts to look closely; training goes on."
     )
     live = run.status in LIVE_STATUSES
+    # The progress line keeps going while the charts are paused, and reruns the page when the run ends.
+    st.fragment(run_every=REFRESH_SECONDS if live else None)(_progress)(run_id, live)
     period = REFRESH_SECONDS if live and not paused else None
-    st.fragment(run_every=period)(_panels)(run_id, live, refreshing=period is not None)
+    st.fragment(run_every=period)(_panels)(run_id, refreshing=period is not None)
 
 
 def _view(run_id: str, config: dict) -> RunView:
@@ -66,7 +66,7 @@ def _view(run_id: str, config: dict) -> RunView:
     return view
 
 
-def _panels(run_id: str, was_live: bool, refreshing: bool) -> None:
+def _panels(run_id: str, refreshing: bool) -> None:
     store = backend.run_store()
     try:
         run = store.get_run(run_id)
@@ -75,7 +75,9 @@ def _panels(run_id: str, was_live: bool, refreshing: bool) -> None:
         return
     view = _view(run_id, run.config)
     view.update(store)
-    _progress(run, view)
+    if view.arrays is None and run.status not in LIVE_STATUSES:
+        st.info(f"This run ended ({run.status}) before its first snapshot: there is nothing to draw.")
+        return
     for message in view.warnings(run.error):
         st.warning(message, icon=":material/warning:")
     top_left, top_right = st.columns(2, gap="medium")
@@ -90,23 +92,42 @@ def _panels(run_id: str, was_live: bool, refreshing: bool) -> None:
         _metrics_panel(view)
     if view.arrays is not None and "reconstructions" in view.arrays:
         _reconstruction_panel(view)
-    if was_live and run.status not in LIVE_STATUSES:
-        st.rerun()  # once: the page's Train / Stop buttons and refresh period follow the new status
 
 
-def _progress(run: Run, view: RunView) -> None:
-    steps = run.config["steps"]
-    parts = [f"**{run.status}**", f"step {view.last_step if view.last_step >= 0 else 0:,} / {steps:,}"]
-    if "pairs_per_second" in view.rows:
-        parts.append(f"{view.rows['pairs_per_second'].iloc[-1]:,.0f} pairs/s")
-    if run.started_at:
-        parts.append(f"{(run.finished_at or time.time()) - run.started_at:.1f} s elapsed")
+def _progress(run_id: str, was_live: bool) -> None:
+    """The progress line: status, step, the run's real rate, elapsed time, device."""
+    store = backend.run_store()
+    try:
+        run = store.get_run(run_id)
+    except StoreError:
+        st.info("This run no longer exists.")
+        return
+    last = store.read_metrics(run_id, since=run.step - 1)  # the newest row only
+    elapsed = (run.finished_at or time.time()) - run.started_at if run.started_at else None
+    parts = [f"**{run.status}**", f"step {run.step:,} / {run.config['steps']:,}"]
+    if elapsed and run.step:
+        parts.append(rate_text(run.config, run.step, elapsed, last[-1].get("pairs_per_second") if last else None))
+    if elapsed:
+        parts.append(f"{elapsed:.1f} s elapsed")
     parts.append(run.device or backend.job_queue().status()["device"])
     if run.status == "queued":
-        parts.append(f"queue position {backend.run_store().queue_position(run.id)}")
-    st.progress(min(max(view.last_step, 0) / steps, 1.0), text=" · ".join(parts))
+        parts.append(f"queue position {store.queue_position(run.id)}")
+    st.progress(min(run.step / run.config["steps"], 1.0), text=" · ".join(parts))
     if run.status == "failed":
         st.error(f"Run failed: {run.error}", icon=":material/error:")
+    if was_live and run.status not in LIVE_STATUSES:
+        st.rerun()  # once: the page's buttons and the charts' refresh period follow the new status
+
+
+def rate_text(config: dict, steps: int, elapsed: float, stepping_rate: float | None) -> str:
+    """ "9,800 pairs/s (12,000 while stepping; snapshots and logging 18%)": the run's real rate over
+    its wall-clock time, beside the rate of its training steps alone (what the worker reports)."""
+    unit = "pairs" if config["sampler"] == "random-pairs" else "items"
+    overall = steps * config["batch_size"] / elapsed
+    text = f"{overall:,.0f} {unit}/s"
+    if stepping_rate and stepping_rate > overall:
+        text += f" ({stepping_rate:,.0f} while stepping; snapshots and logging {1 - overall / stepping_rate:.0%})"
+    return text
 
 
 def _loss_panel(view: RunView) -> None:
@@ -186,9 +207,38 @@ def _pairs_panel(view: RunView) -> None:
     bound = distances.build(loss_distance(view.config)).high  # cosine: [0, 2]
     x_range = (0.0, bound) if np.isfinite(bound) else (0.0, high * 1.05 or 1.0)
     view.ranges["pairs"] = x_range = figures.steady_range(view.ranges.get("pairs"), *x_range, pad=0.0)
-    fig = figures.distance_histogram(pos, neg, margin, view.pairs["violation_fraction"], x_range)
+    fig = figures.distance_histogram(pos, neg, margin, x_range)
     st.plotly_chart(fig, key="live.pairs", config={"displayModeBar": False})
-    st.caption(NOTES["pairs"])
+    st.caption(pairs_caption(view.pairs, view.config))
+
+
+def pairs_caption(pairs: dict, config: dict) -> str:
+    """What the pair histogram shows, which pairs each share is of, and, for a triplet loss whose
+    embedding grew far beyond its margin, why (it only sees differences of distances)."""
+    margin = margin_distance(config)
+    if margin is None:
+        return (f"Distances between held-out items of the same class (green) and of different classes (red). "
+                f"The {config['loss']} loss has no margin: it pulls positives closer than negatives relative to each "
+                "other, so training moves the green mass left of the red.")  # fmt: skip
+    text = ("Distances between held-out items of the same class (green) and of different classes (red); "
+            f"training pushes green left of the dashed margin ({margin:.3g}) and red right of it.")  # fmt: skip
+    negatives, positives = pairs.get("violation_fraction"), pairs.get("pos_violation_fraction")
+    if negatives is not None and np.isfinite(negatives):
+        text += f" {negatives:.1%} of negative held-out pairs are closer than the margin"
+        text += (
+            f" and {positives:.1%} of positive pairs farther."
+            if positives is not None and np.isfinite(positives)
+            else "."
+        )
+    triplets = pairs.get("triplet_violation_fraction")
+    if triplets is not None and np.isfinite(triplets):
+        scale = np.median(pairs["neg_distances"]) / margin if len(pairs["neg_distances"]) and margin > 0 else 0
+        if scale > figures.ZOOM_BEYOND:
+            text += (f" The embedding has spread to about {scale:.0f}x the margin: a triplet loss only sees "
+                     "d(a, n) - d(a, p), so growing every distance costs it nothing and the margin looks small.")  # fmt: skip
+        text += (f" {triplets:.1%} of held-out triplets (one random positive and negative per anchor) still have "
+                 "d(a, n) < d(a, p) + margin: those are what the loss pays for.")  # fmt: skip
+    return text
 
 
 def _metrics_panel(view: RunView) -> None:

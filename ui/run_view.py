@@ -95,8 +95,7 @@ class RunView:
         return latest, previous
 
     def warnings(self, error: str | None) -> list[str]:
-        embeddings = None if self.arrays is None else self.arrays["embeddings"]
-        return diagnosis.diagnose(self.losses(), embeddings, self.config, error)
+        return diagnosis.diagnose(self.losses(), self.arrays, self.config, error)
 
 
 def pair_distances(arrays: dict[str, np.ndarray], config: dict) -> dict | None:
@@ -104,6 +103,10 @@ def pair_distances(arrays: dict[str, np.ndarray], config: dict) -> dict | None:
     embeddings = arrays["embeddings"]
     if not np.isfinite(embeddings).all():
         return None
-    return metrics.pair_distance_stats(
-        embeddings, arrays["labels"], loss_distance(config), margin_distance(config), max_pairs=MAX_PAIRS
-    )
+    distance, margin = loss_distance(config), margin_distance(config)
+    pairs = metrics.pair_distance_stats(embeddings, arrays["labels"], distance, margin, max_pairs=MAX_PAIRS)
+    if LOSSES[config["loss"]].kind == "triplets":  # what a triplet loss pays for, beside the pairs
+        pairs["triplet_violation_fraction"] = metrics.triplet_violation_fraction(
+            embeddings, arrays["labels"], distance, margin
+        )
+    return pairs

@@ -1,0 +1,119 @@
+"""The live panels' own logic: the progress line, the rate it states, the pair-distance notes.
+
+The panels are driven with AppTest over a temporary store (see test_app.py); the text builders
+are pure functions tested alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit
+from streamlit.testing.v1 import AppTest
+
+from contrast_core.config import RunConfig
+from contrast_core.jobs import JobQueue
+from contrast_core.store import RunStore
+from ui import backend, live
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTRAST_HOME", str(tmp_path))
+    store = RunStore(tmp_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def queue(store, monkeypatch):
+    queue = JobQueue(store, n_workers=1)
+    monkeypatch.setattr(backend, "job_queue", lambda: queue)
+    return queue
+
+
+@pytest.fixture
+def periods(monkeypatch) -> dict[str, list]:
+    """The refresh period (run_every) each live fragment was given, by the function's name."""
+    real, seen = streamlit.fragment, {}
+
+    def fragment(func=None, *, run_every=None, **kwargs):
+        if func is None:  # st.fragment(run_every=...)(func)
+            return lambda func: fragment(func, run_every=run_every, **kwargs)
+        seen.setdefault(func.__name__, []).append(run_every)
+        return real(func, run_every=run_every, **kwargs)
+
+    monkeypatch.setattr(streamlit, "fragment", fragment)
+    return seen
+
+
+def snapshot_arrays(e: int = 40) -> dict:
+    rng = np.random.default_rng(0)
+    labels = np.arange(e) % 4
+    return {"embeddings": rng.normal(size=(e, 2)) + labels[:, None], "labels": labels, "index": np.arange(e)}
+
+
+def watch(store, run_id) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_pausing_the_charts_keeps_the_progress_line_going(queue, store, periods):
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="running")
+    store.add_metrics(run_id, [{"step": 10, "loss": 1.0, "pairs_per_second": 5000.0}])
+    at = watch(store, run_id)
+    assert periods["_progress"][-1] == live.REFRESH_SECONDS and periods["_panels"][-1] == live.REFRESH_SECONDS
+    at.toggle(key="live.paused").set_value(True).run()
+    assert periods["_panels"][-1] is None  # the charts hold still
+    assert periods["_progress"][-1] == live.REFRESH_SECONDS  # the progress line does not
+    store.add_metrics(run_id, [{"step": 40, "loss": 0.5, "pairs_per_second": 5000.0}])
+    at.run()
+    (bar,) = at.get("progress")
+    assert "step 40 / 100" in bar.proto.text and bar.proto.value == 40
+
+
+def test_a_run_that_failed_before_its_first_snapshot_says_so(queue, store):
+    run_id = store.create_run(RunConfig().model_dump(mode="json"), status="running")
+    store.set_status(run_id, "failed", error="dataset: could not be read")
+    at = watch(store, run_id)
+    texts = [i.value for i in at.info]
+    assert not any("appears at the first snapshot" in t for t in texts)
+    assert any("ended (failed) before its first snapshot" in t for t in texts), texts
+
+
+def test_the_rate_is_over_the_runs_wall_clock_time():
+    # 600 steps of 100 pairs in 144 s: 417 pairs/s, not the 9,847 its steps alone ran at.
+    text = live.rate_text({"sampler": "random-pairs", "batch_size": 100}, 600, 144.0, 9847.0)
+    assert text.startswith("417 pairs/s") and "9,847 while stepping" in text and "96%" in text
+    assert live.rate_text({"sampler": "batch-all", "batch_size": 64}, 10, 2.0, None) == "320 items/s"
+
+
+def test_pairs_caption_names_which_pairs_a_share_is_of():
+    pairs = {"violation_fraction": 0.125, "pos_violation_fraction": 0.25, "neg_distances": np.array([1.0, 2.0])}
+    config = {"loss": "contrastive", "distance": "euclidean", "margin": 1.5}
+    text = live.pairs_caption(pairs, config)
+    assert "12.5% of negative held-out pairs are closer than the margin" in text and "25.0% of positive" in text
+    assert "margin (1.5)" in text
+
+
+def test_pairs_caption_speaks_of_no_margin_for_a_loss_without_one():
+    config = {"loss": "nt-xent", "distance": "cosine", "margin": 1.0}
+    text = live.pairs_caption({"violation_fraction": None, "neg_distances": np.array([0.5])}, config)
+    assert "has no margin" in text and "dashed" not in text
+
+
+def test_pairs_caption_explains_a_triplet_embedding_grown_past_its_margin():
+    config = {"loss": "triplet", "distance": "euclidean", "margin": 0.5}
+    grown = {"violation_fraction": 0.0, "pos_violation_fraction": 1.0, "neg_distances": np.full(10, 40.0),
+             "triplet_violation_fraction": 0.2}  # fmt: skip
+    text = live.pairs_caption(grown, config)
+    assert "about 80x the margin" in text and "only sees" in text and "20.0% of held-out triplets" in text
+    near = grown | {"neg_distances": np.full(10, 1.0)}
+    assert "only sees" not in live.pairs_caption(near, config)
