@@ -3,41 +3,89 @@
 import streamlit as st
 
 from contrast_core.config import RunConfig
-from contrast_core.store import LIVE_STATUSES, StoreError
-from ui import backend, live
-from ui.config_form import config_form
+from contrast_core.store import LIVE_STATUSES
+from ui import backend, live, tab
+from ui.config_form import config_form, load_config, reset_form
 
-RUN = "playground_run"  # session_state: the run this tab started (it outlives a page switch)
+LOADED = "playground.loaded"  # session_state: the run whose config the form was last set to
+TRAIN = "playground.train"  # session_state: Train was clicked; the run is queued once the form is read
+STOPPING = "playground.stopping"  # session_state: the run this tab asked to stop
+NAME = "playground.name"  # the Name field's widget key
 
-controls, panels = st.columns([1, 2.6], gap="large")
+
+def _train_clicked() -> None:
+    st.session_state[TRAIN] = True  # not submitted here: a value changed with the same click is read first
+
+
+def _stop(run_id: str) -> None:
+    backend.job_queue().cancel(run_id)  # in a callback: at once, before the page runs again
+    if backend.run_store().get_run(run_id).status == "cancelled":
+        tab.notify(f"Run {run_id} cancelled before it started.", icon=":material/stop:")
+    else:
+        st.session_state[STOPPING] = run_id
+
+
+def _new_run() -> None:
+    tab.watch(None)
+    reset_form()
+    st.session_state[LOADED] = None
+    st.session_state[NAME] = ""
+    tab.notify("The form is back to the recipe: press Train to start a new run.", icon=":material/add:")
+
+
+def _stopped(run) -> None:
+    """Says once that the run this tab asked to stop has stopped."""
+    if st.session_state.get(STOPPING) and (run is None or run.status not in LIVE_STATUSES):
+        stopped = st.session_state.pop(STOPPING)
+        if run is not None and run.id == stopped:
+            st.toast(f"Run {stopped} {run.status} at step {run.step:,}.", icon=":material/stop:")
+
+
+tab.show_notices()  # what the last action did
+run_id = tab.watched_run()
+run = tab.find_run(run_id) if run_id else None
+if run is not None and st.session_state.get(LOADED) != run.id:  # a new run to watch: the form shows its config
+    load_config(run.config)
+    st.session_state[NAME] = ""
+    st.session_state[LOADED] = run.id
+_stopped(run)
+
+controls, panels = st.columns([1.4, 2.6], gap="large")  # the form's selects show their longest names whole
 with controls:
     st.subheader("Contrast Lab")
     buttons = st.container()
+    st.text_input("Name", key=NAME, placeholder="optional, e.g. margin 2", max_chars=80,
+                  help="Tells this run apart from similar ones in the Runs, Compare and Explore pickers.")  # fmt: skip
     config = config_form()
 
-run_id = st.session_state.get(RUN) or st.query_params.get("run")
-try:
-    status = backend.run_store().get_run(run_id).status if run_id else None
-except StoreError:
-    run_id = status = None
-running = status in LIVE_STATUSES
+running = run is not None and run.status in LIVE_STATUSES
+valid = isinstance(config, RunConfig)
+if st.session_state.pop(TRAIN, False) and valid and not running:
+    run_id = backend.job_queue().submit(config, name=st.session_state[NAME].strip())
+    st.session_state[LOADED] = run_id  # the form already shows its config
+    run, running = tab.find_run(run_id), True
+    st.toast(f"Run {run_id} queued.", icon=":material/play_arrow:")
+tab.watch(run_id)  # in the URL from the start, and again after a page switch (which drops it)
 
 with buttons:
     train, stop = st.columns(2)
-    valid = isinstance(config, RunConfig)
-    if train.button(
-        "Train", type="primary", icon=":material/play_arrow:", disabled=running or not valid, width="stretch"
-    ):
-        st.session_state[RUN] = st.query_params["run"] = backend.job_queue().submit(config)
-        st.rerun()
-    if stop.button("Stop", icon=":material/stop:", disabled=not running, width="stretch"):
-        backend.job_queue().cancel(run_id)
-        st.rerun()  # a queued run is cancelled at once: Train comes back now
+    stopping = running and run.cancel_requested
+    train.button("Train", type="primary", icon=":material/play_arrow:", disabled=running or not valid,
+                 on_click=_train_clicked, width="stretch")  # fmt: skip
+    stop.button("Stopping…" if stopping else "Stop", icon=":material/stop:", disabled=not running or stopping,
+                on_click=_stop, args=(run_id,), width="stretch")  # fmt: skip
+    st.button("New run", type="tertiary", icon=":material/add:", disabled=run_id is None, on_click=_new_run,
+              help="Stop watching this run and set the form back to the recipe (a running run goes on).")  # fmt: skip
+    if stopping:
+        st.info("Stopping: the run ends at its next training step.", icon=":material/hourglass_top:")
 
 with panels:
-    if run_id:
-        live.live_panels(run_id)
+    if run is not None:
+        st.caption(f"Run `{run.id}`" + (f" · **{run.name}**" if run.name else ""))
+        live.live_panels(run.id)
     else:
+        if run_id:
+            tab.say_missing(run_id)
         st.markdown(
             "#### Press **Train** to watch a Siamese network learn\n"
             "Pairs of the same digit are pulled together, pairs of different digits pushed at least a "

@@ -1,12 +1,13 @@
-"""Runs: every run in the store, with stop, resume and delete, and a way to watch one live."""
+"""Runs: every run in the store, with stop, resume, rename and delete, and a way to watch one live."""
 
 import streamlit as st
 
-from contrast_core.store import LIVE_STATUSES, Run, StoreError
-from ui import backend
+from contrast_core.store import LIVE_STATUSES, RESUMABLE_STATUSES, Run, StoreError
+from ui import backend, tab
 from ui.run_table import runs_frame
 
 REFRESH_SECONDS = 2.0  # while some run is live
+CONFIRM = "runs.confirm_delete"  # session_state: the run ids a first click on Delete asks about
 
 
 def runs_table(was_live: bool) -> None:
@@ -26,26 +27,77 @@ def _table(runs: list[Run]) -> None:
     event = st.dataframe(runs_frame(runs), hide_index=True, on_select="rerun", selection_mode="multi-row",
                          key="runs.table", width="stretch")  # fmt: skip
     chosen = [runs[i] for i in event.selection.rows if i < len(runs)]
+    # Each button acts on the chosen runs it can act on, and is disabled when there are none.
+    stoppable = [run for run in chosen if run.status in LIVE_STATUSES and not run.cancel_requested]
+    resumable = [run for run in chosen if run.status in RESUMABLE_STATUSES]
+    deletable = [run for run in chosen if run.status != "running"]  # the store refuses: stop it first
     watch, stop, resume, delete = st.columns(4)
     if watch.button("Watch in Playground", icon=":material/monitoring:", disabled=len(chosen) != 1, width="stretch"):
-        st.session_state["playground_run"] = chosen[0].id
-        st.switch_page("pages/playground.py")
-    actions = {
-        stop: ("Stop", ":material/stop:", lambda run: backend.job_queue().cancel(run.id)),
-        resume: ("Resume", ":material/replay:", lambda run: backend.job_queue().resume(run.id)),
-        delete: ("Delete", ":material/delete:", lambda run: backend.run_store().delete_run(run.id)),
-    }
-    for column, (label, icon, act) in actions.items():
-        if column.button(label, icon=icon, disabled=not chosen, width="stretch"):
-            for run in chosen:
-                try:
-                    act(run)
-                except StoreError as exc:
-                    st.error(str(exc))
-            st.rerun()  # the whole page: this table's refresh period and the sidebar's queue follow
+        st.session_state[tab.WATCHED] = chosen[0].id
+        st.switch_page("pages/playground.py", query_params={"run": chosen[0].id})
+    if stop.button("Stop", icon=":material/stop:", disabled=not stoppable, width="stretch",
+                   help="Queued or running runs: a queued run is cancelled at once, a running one at its next step."):  # fmt: skip
+        _act(stoppable, lambda run: backend.job_queue().cancel(run.id), "Stopping")
+    if resume.button("Resume", icon=":material/replay:", disabled=not resumable, width="stretch",
+                     help=f"{', '.join(RESUMABLE_STATUSES).capitalize()} runs, from their last checkpoint."):  # fmt: skip
+        _act(resumable, lambda run: backend.job_queue().resume(run.id), "Resumed")
+    if delete.button("Delete", icon=":material/delete:", disabled=not deletable, width="stretch",
+                     help="Runs that are not running (stop one first), with their metrics and snapshots."):  # fmt: skip
+        st.session_state[CONFIRM] = [run.id for run in deletable]
+    if st.session_state.get(CONFIRM):
+        _confirm_delete(deletable)
+    if len(chosen) == 1:
+        _rename(chosen[0])
+
+
+def _act(runs: list[Run], act, done: str) -> None:
+    """Applies `act` to each run and says, at the next run of the page, what it did."""
+    acted = []
+    for run in runs:
+        try:
+            act(run)
+            acted.append(run.id)
+        except StoreError as exc:
+            tab.notify(str(exc), icon=":material/error:")
+    if acted:
+        tab.notify(f"{done} {_runs(acted)}.", icon=":material/check:")
+    st.rerun()  # the whole page: this table's refresh period and the sidebar's queue follow
+
+
+def _confirm_delete(runs: list[Run]) -> None:
+    """The second step of Delete: what goes, and a button that does it."""
+    if [run.id for run in runs] != st.session_state[CONFIRM]:  # the selection changed since the first click
+        del st.session_state[CONFIRM]
+        return
+    st.warning(f"Delete {_runs([run.id for run in runs])}? Their metrics, snapshots and checkpoints go too; "
+               "this cannot be undone.", icon=":material/delete:")  # fmt: skip
+    sure, cancel, _ = st.columns([1, 1, 2])
+    if sure.button("Delete for good", type="primary", icon=":material/delete_forever:", width="stretch"):
+        del st.session_state[CONFIRM]
+        _act(runs, lambda run: backend.run_store().delete_run(run.id), "Deleted")
+    if cancel.button("Keep them", width="stretch"):
+        del st.session_state[CONFIRM]
+        st.rerun()
+
+
+def _rename(run: Run) -> None:
+    with st.form("runs.rename", border=False):
+        name, rename = st.columns([3, 1], vertical_alignment="bottom")
+        new = name.text_input(f"Name of run {run.id}", value=run.name, max_chars=80, key=f"runs.name.{run.id}",
+                              placeholder="e.g. margin 2, cosine: shown in the pickers")  # fmt: skip
+        if rename.form_submit_button("Rename", icon=":material/edit:", width="stretch"):
+            backend.run_store().rename_run(run.id, new.strip())
+            tab.notify(f"Run {run.id} is now named {new.strip()!r}." if new.strip() else f"Run {run.id} has no name.")
+            st.rerun()
+
+
+def _runs(ids: list[str]) -> str:
+    return f"run {ids[0]}" if len(ids) == 1 else f"{len(ids)} runs ({', '.join(ids)})"
 
 
 st.title("Runs")
-st.caption("Select rows to stop, resume (from the last checkpoint) or delete runs, or to watch one live.")
+tab.show_notices()  # what the last action did
+st.caption("Select rows to stop, resume (from the last checkpoint), rename or delete runs, or to watch one live.")
+tab.show_in_url(tab.watched_run())  # so that F5 here keeps the tab's run (a page switch dropped it)
 busy = bool(backend.run_store().list_runs(status=LIVE_STATUSES, limit=1))
 st.fragment(run_every=REFRESH_SECONDS if busy else None)(runs_table)(busy)

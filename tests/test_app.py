@@ -275,9 +275,9 @@ def test_live_panels_draw_what_the_run_wrote_and_follow_it(queue, store):
     assert sum(len(values(t["x"])) for t in classes) == E
     circle = next(s for s in scatter["layout"]["shapes"] if s["type"] == "circle")
     assert circle["x1"] - circle["x0"] == pytest.approx(2 * 1.0)  # radius = the euclidean margin
-    pairs = chart(at, "Pair distances")
-    assert "of negatives inside the margin" in pairs["layout"]["title"]["text"]
+    pairs = chart(at, "Held-out pair distances")
     assert any(s["type"] == "line" and s["x0"] == 1.0 for s in pairs["layout"]["shapes"])
+    assert any("of negative held-out pairs are closer than the margin" in c.value for c in at.caption)
     knn = next(m for m in at.metric if m.label == "k-NN accuracy")
     assert (knn.value, knn.delta) == ("0.600", "+0.050")  # steps 50 -> 100: 0.55 -> 0.60
     assert "step 100 / 500" in at.get("progress")[0].proto.text
@@ -345,6 +345,7 @@ def test_runs_page_lists_runs_and_deletes_and_resumes(queue, store):
     at.session_state["runs.table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     button(at, "Delete").click().run()
+    button(at, "Delete for good").click().run()  # Delete asks first
     assert [run.id for run in store.list_runs()] == [cancelled]
 
 
@@ -424,3 +425,108 @@ def test_a_link_with_a_run_id_opens_that_run(queue, store):
     at.run()
     assert "**finished** · step 60 / 500" in at.get("progress")[0].proto.text
     assert chart(at, "Embedding (2-D, step 50)")
+
+
+# --- the tab's run: in the URL, in the form, and what each button says ------------------------------------
+
+
+def switch_as_the_sidebar_does(at: AppTest, page: str) -> AppTest:
+    """A click in the page menu: st.navigation drops the URL's query parameters on a page switch."""
+    at.query_params.clear()
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_the_url_names_the_tab_s_run_from_train_on_and_on_every_page(queue, store):
+    at = open_app()
+    assert "run" not in at.query_params
+    button(at, "Train").click().run()
+    run_id = at.session_state["playground_run"]
+    assert at.query_params["run"] == run_id  # in the same run as the click
+    for page in ("runs", "compare", "explore", "playground"):
+        switch_as_the_sidebar_does(at, page)
+        assert at.query_params.get("run") == run_id, page  # F5 on any page finds it again
+
+
+def test_watch_in_playground_puts_the_run_in_the_url_and_its_config_in_the_form(queue, store):
+    run_id, _ = add_run(store, 60, status="finished", margin=2.0, embedding_dim=8)
+    at = open_app("runs")
+    at.session_state["runs.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.run()
+    button(at, "Watch in Playground").click().run()
+    assert at.query_params["run"] == run_id
+    assert at.number_input(key="cfg.steps").value == 500  # not the default 2000
+    assert at.slider(key="cfg.margin").value == 2.0
+    assert at.select_slider(key="cfg.embedding_dim").value == 8
+    assert at.selectbox(key="cfg.preset").value is None  # "Custom": no recipe has these values
+
+
+def test_a_link_shows_the_run_s_config_and_new_run_goes_back_to_the_recipe(queue, store):
+    run_id, _ = add_run(store, 60, status="finished", loss="triplet", sampler="semi-hard", margin=0.5, m_per_class=8)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = run_id
+    at.run()
+    assert (at.selectbox(key="cfg.loss").value, at.number_input(key="cfg.steps").value) == ("triplet", 500)
+    button(at, "New run").click().run()
+    assert "run" not in at.query_params and at.session_state["playground_run"] is None
+    assert (at.selectbox(key="cfg.loss").value, at.number_input(key="cfg.steps").value) == ("contrastive", 2000)
+    assert at.selectbox(key="cfg.preset").value == next(iter(PRESETS))
+    assert "Press **Train**" in at.main.markdown[-1].value
+    assert not button(at, "Train").disabled and button(at, "New run").disabled
+
+
+def test_recipe_reads_custom_once_a_control_differs(queue):
+    at = open_app()
+    assert at.selectbox(key="cfg.preset").value == next(iter(PRESETS))
+    at.slider(key="cfg.margin").set_value(2.0).run()
+    recipe = at.selectbox(key="cfg.preset")
+    assert recipe.value is None and "Custom" in recipe.proto.placeholder
+    at.slider(key="cfg.margin").set_value(1.0).run()
+    assert at.selectbox(key="cfg.preset").value == next(iter(PRESETS))
+
+
+def test_steps_over_the_limit_are_refused_with_the_limit(queue):
+    at = open_app()
+    at.number_input(key="cfg.steps").set_value(1e9).run()  # what the browser sends for "1e9" (a float input)
+    assert at.number_input(key="cfg.steps").value == 1e9  # kept as typed, not clamped or reset in silence
+    assert [e.value for e in at.error] == ["steps: at most 1,000,000"]  # under the Steps / Seed column pair
+    assert button(at, "Train").disabled
+
+
+def test_a_named_run_is_told_apart_in_the_pickers(queue, store):
+    add_run(store, 60, status="finished")
+    at = open_app()
+    at.text_input(key="playground.name").input("wide margin").run()
+    button(at, "Train").click().run()
+    run = store.get_run(at.session_state["playground_run"])
+    assert run.name == "wide margin"
+    switch_as_the_sidebar_does(at, "compare")
+    labels = at.multiselect[0].options
+    assert labels[0].startswith("wide margin · contrastive") and all(len(label) < 50 for label in labels)
+    assert list(at.dataframe[0].value["run"]) == ["wide margin", labels[1].split(" · ")[0]]
+
+
+def test_stop_says_stopping_until_the_run_has_stopped(queue, store):
+    run_id, _ = add_run(store, 100)
+    at = watch(store, run_id)
+    button(at, "Stop").click().run()
+    assert store.get_run(run_id).cancel_requested
+    stopping = button(at, "Stopping…")
+    assert stopping.disabled and "Stopping" in at.info[0].value
+    store.set_status(run_id, "cancelled")  # the worker stops at its next step
+    at.run()
+    assert [t.value for t in at.toast] == [f"Run {run_id} cancelled at step 100."]
+    assert button(at, "Stop").disabled and not button(at, "Train").disabled
+
+
+def test_a_run_that_is_gone_or_never_was_is_named(queue, store):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = "20990101-000000-abcdef"
+    at.run()
+    assert "Run 20990101-000000-abcdef not found" in at.warning[0].value
+    run_id, _ = add_run(store, 60, status="finished")
+    at = watch(store, run_id)
+    store.delete_run(run_id)  # from another tab
+    at.run()
+    assert at.warning[0].value == f"Run {run_id} was deleted."

@@ -41,3 +41,22 @@ def test_equivalent_margins_names_the_other_metrics():
 def test_presets_are_valid_configs():
     for preset in config_form.PRESETS.values():
         RunConfig.check(**preset)
+
+
+@pytest.mark.parametrize("name", list(config_form.PRESETS))
+def test_recipe_of_names_a_recipe_until_a_control_differs(name):
+    values = config_form.recipe_values(name)
+    assert config_form.recipe_of(values) == name
+    assert config_form.recipe_of(values | {"steps": values["steps"] + 1}) is None  # "Custom"
+    assert config_form.recipe_of({k: v for k, v in values.items() if k != "lr"}) == name  # fields not drawn
+
+
+def test_plain_reason_names_the_field_and_its_limit():
+    assert config_form.plain_reason("steps", "Input should be less than or equal to 1000000") == (
+        "steps: at most 1,000,000"
+    )
+    assert config_form.plain_reason("n_samples", "Input should be greater than or equal to 20") == (
+        "n_samples: at least 20"
+    )
+    fraction = "Input should be a valid integer, got a number with a fractional part"
+    assert config_form.plain_reason("steps", fraction) == "steps: a whole number"

@@ -91,3 +91,14 @@ def test_reconstructions_blurred_to_the_mean_image_are_flagged():
     arrays = {"embeddings": rng.normal(size=(16, 2)), "originals": originals, "reconstructions": mean_image}
     warnings = diagnosis.diagnose(np.ones(10), arrays, CONFIG | {"model": "vae"}, None)
     assert any("mean image" in w for w in warnings)
+
+
+def test_the_vae_recipe_reconstructs_digits_rather_than_their_mean():
+    from contrast_core.train import train
+    from ui.config_form import PRESETS
+
+    config = RunConfig(**PRESETS["VAE + contrastive"], steps=800, device="cpu", eval_size=200)
+    arrays = {}
+    train(config, lambda event: arrays.update(event.data["arrays"]) if event.kind == "snapshot" else None)
+    assert diagnosis.reconstruction_spread(arrays["originals"], arrays["reconstructions"]) > 0.5
+    assert diagnosis.blurred_to_the_mean(arrays["originals"], arrays["reconstructions"]) is None

@@ -21,8 +21,8 @@ from contrast_core.metrics import (
     evaluate,
     map_at_r,
     pair_distance_stats,
-    triplet_violation_fraction,
     retrieval_metrics,
+    triplet_violation_fraction,
     vae_metrics,
 )
 

@@ -112,3 +112,62 @@ def test_a_refresh_that_finds_nothing_live_reruns_the_page_once(queue, store, pe
     monkeypatch.setattr(backend, "run_store", lambda: store)
     runs_page()
     assert periods[-2] and periods[-1] is None  # refreshing, then the page reran and stopped it
+
+
+def choose(at: AppTest, *rows: int) -> AppTest:
+    at.session_state["runs.table"] = {"selection": {"rows": list(rows), "columns": [], "cells": []}}
+    return at.run()
+
+
+def buttons(at: AppTest) -> dict:
+    return {b.label: b for b in at.button}
+
+
+@pytest.mark.parametrize(
+    ("status", "enabled"),
+    [
+        ("queued", {"Stop", "Delete"}),
+        ("running", {"Stop"}),  # the store refuses to delete a running run
+        ("finished", {"Delete"}),
+        ("failed", {"Resume", "Delete"}),
+        ("cancelled", {"Resume", "Delete"}),
+        ("interrupted", {"Resume", "Delete"}),
+    ],
+)
+def test_buttons_are_enabled_only_when_they_can_act(queue, store, status, enabled):
+    store.create_run(RunConfig(steps=100).model_dump(mode="json"), status=status)
+    at = choose(runs_page(), 0)
+    actions = {label: b for label, b in buttons(at).items() if label in ("Stop", "Resume", "Delete")}
+    assert {label for label, b in actions.items() if not b.disabled} == enabled
+
+
+def test_delete_asks_first_and_says_what_it_did(queue, store):
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="finished")
+    at = choose(runs_page(), 0)
+    buttons(at)["Delete"].click().run()
+    assert store.get_run(run_id) and f"Delete run {run_id}?" in at.warning[0].value
+    buttons(at)["Keep them"].click().run()
+    assert store.get_run(run_id) and not at.warning
+    buttons(at)["Delete"].click().run()
+    buttons(at)["Delete for good"].click().run()
+    assert not store.list_runs()
+    assert [t.value for t in at.toast] == [f"Deleted run {run_id}."]
+
+
+def test_stop_says_so_and_the_table_shows_stopping(queue, store):
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="running")
+    at = choose(runs_page(), 0)
+    buttons(at)["Stop"].click().run()
+    assert [t.value for t in at.toast] == [f"Stopping run {run_id}."]
+    assert at.dataframe[0].value["status"].tolist() == ["stopping…"]  # until the worker stops it
+    assert buttons(choose(at, 0))["Stop"].disabled
+
+
+def test_a_run_is_renamed_and_its_name_shown(queue, store):
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="finished")
+    at = choose(runs_page(), 0)
+    at.text_input(key=f"runs.name.{run_id}").input("margin 2")
+    buttons(at)["Rename"].click().run()  # a form: the name goes with the click
+    assert store.get_run(run_id).name == "margin 2"
+    assert at.dataframe[0].value["name"].tolist() == ["margin 2"]
+    assert [t.value for t in at.toast] == [f"Run {run_id} is now named 'margin 2'."]

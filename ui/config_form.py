@@ -9,6 +9,7 @@ a switch to another page and back.
 from __future__ import annotations
 
 import math
+import re
 from contextlib import contextmanager
 from typing import get_args
 
@@ -28,7 +29,8 @@ PRESETS: dict[str, dict] = {  # recipes, applied over RunConfig's defaults
         "loss": "nt-xent", "sampler": "augmented-views", "temperature": 0.2,
         "augment": 0.5, "embedding_dim": 16, "batch_size": 256,
     },
-    "VAE + contrastive": {"model": "vae", "beta": 1.0, "contrastive_weight": 1.0},
+    # beta 0.1: at beta 1 the KL term wins on 2-D digits and every reconstruction is the mean image
+    "VAE + contrastive": {"model": "vae", "beta": 0.1, "contrastive_weight": 1.0},
 }  # fmt: skip
 EMBEDDING_DIMS = (2, 3, 4, 8, 16, 32, 64, 128)
 BATCH_SIZES = (16, 32, 64, 100, 128, 256, 512, 1024)
@@ -91,6 +93,12 @@ def field_bounds(field: str) -> dict:
 # --- session state ---------------------------------------------------------------------------------
 
 
+def _with_current(field: str, options: tuple) -> list:
+    """The options, and the field's value if it is none of them (a run from the command line, say)."""
+    current = st.session_state[_key(field)]
+    return list(options) if current in options else sorted({*options, current})
+
+
 def _choices(field: str) -> list[str]:
     """The values a Literal field of RunConfig allows, in its order."""
     return list(get_args(RunConfig.model_fields[field].annotation))
@@ -107,13 +115,56 @@ def _key(field: str) -> str:
 CHOSEN_DISTANCE = "cfg.distance_chosen"  # session_state: the person picked a distance (kept over loss changes)
 
 
-def _apply_preset() -> None:
-    preset = PRESETS[st.session_state["cfg.preset"]]
-    values = DEFAULTS | {"distance": losses.LOSSES[preset.get("loss", DEFAULTS["loss"])].natural_distance} | preset
+def recipe_values(name: str) -> dict:
+    """Every field's value in a recipe: RunConfig's defaults, the loss's natural distance, the recipe's own."""
+    preset = PRESETS[name]
+    return DEFAULTS | {"distance": losses.LOSSES[preset.get("loss", DEFAULTS["loss"])].natural_distance} | preset
+
+
+def recipe_of(values: dict) -> str | None:
+    """The recipe that `values` (the form's, on the fields it uses) follow, or None once any differs."""
+    for name in PRESETS:
+        recipe = recipe_values(name)
+        if all(_same(value, recipe[field]) for field, value in values.items() if field in recipe):
+            return name
+    return None
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def _set_values(values: dict, chosen_distance: bool) -> None:
+    """Sets every control (their widgets are not drawn yet in this run: a callback, or before the form)."""
     st.session_state[SAVED] = dict(values)
-    st.session_state[CHOSEN_DISTANCE] = "distance" in preset
+    st.session_state[CHOSEN_DISTANCE] = chosen_distance
     for field, value in values.items():
         st.session_state[f"cfg.{field}"] = value
+
+
+def _apply_preset() -> None:
+    name = st.session_state["cfg.preset"]
+    if name is not None:  # None: "Custom", nothing to apply
+        _set_values(recipe_values(name), "distance" in PRESETS[name])
+
+
+def reset_form() -> None:
+    """Sets every control to the chosen recipe (the first one after custom changes): a new run from scratch."""
+    st.session_state["cfg.preset"] = st.session_state.get("cfg.preset") or next(iter(PRESETS))
+    _apply_preset()
+
+
+def load_config(config: dict) -> None:
+    """Sets every control to a stored run's config (RunConfig as JSON), e.g. the run a tab watches.
+
+    Call it before the form is drawn in this run (Streamlit refuses to set a drawn widget's value).
+    """
+    values = DEFAULTS | {field: value for field, value in config.items() if field in DEFAULTS}
+    natural = losses.LOSSES[values["loss"]].natural_distance
+    values["distance"] = values["distance"] or natural
+    _set_values(values, chosen_distance=values["distance"] != natural)
 
 
 def _on_loss_change() -> None:
@@ -179,21 +230,35 @@ class _Form:
         """Each reason under its control; reasons for fields without one at the end."""
         for field, reason in errors.items():
             slot = self.slots.get(field)
-            (slot or st).error(reason if slot else f"{field}: {reason}", icon=":material/error:")
+            (slot or st).error(plain_reason(field, reason), icon=":material/error:")
+
+
+_BOUND = re.compile(r"Input should be (less|greater) than or equal to (\S+)")
+
+
+def plain_reason(field: str, reason: str) -> str:
+    """pydantic's "Input should be less than or equal to 1000000" as "steps: at most 1,000,000"."""
+    if match := _BOUND.fullmatch(reason):
+        bound = float(match[2])
+        reason = f"at {'most' if match[1] == 'less' else 'least'} {int(bound) if bound.is_integer() else bound:,}"
+    elif reason.startswith("Input should be a valid integer, got a number with a fractional part"):
+        reason = "a whole number"
+    return f"{field}: {reason}"
 
 
 def config_form() -> RunConfig | dict[str, str]:
     """Draws the run controls; returns the RunConfig, or {field: reason} if it is invalid."""
     form = _Form()
-    if "cfg.preset" not in st.session_state:
-        st.session_state["cfg.preset"] = next(iter(PRESETS))
-    st.selectbox("Recipe", list(PRESETS), key="cfg.preset", on_change=_apply_preset,
-                 help="Sets every control to a classic recipe; change any of them afterwards.")  # fmt: skip
+    recipe = st.container()  # drawn last: it names the recipe the controls follow, or "Custom"
     _data_controls(form)
     _model_controls(form)
     _objective_controls(form)
     _training_controls(form)
     st.session_state[SAVED] = st.session_state.get(SAVED, {}) | form.values
+    st.session_state["cfg.preset"] = recipe_of(form.values)
+    recipe.selectbox("Recipe", list(PRESETS), index=None, key="cfg.preset", on_change=_apply_preset,
+                     placeholder="Custom (changed from a recipe)",
+                     help="Sets every control to a classic recipe; change any of them afterwards.")  # fmt: skip
     try:
         config = RunConfig.check(**form.values)
     except ConfigError as exc:
@@ -226,7 +291,7 @@ def _model_controls(form: _Form) -> None:
             model = form.control("model", st.selectbox, "Encoder", options=models.MODELS,
                                  help="A Siamese encoder (one network embeds both items of a pair), or a VAE.")  # fmt: skip
         with right:
-            form.control("embedding_dim", st.select_slider, "Embedding dim", options=EMBEDDING_DIMS,
+            form.control("embedding_dim", st.select_slider, "Embedding dim", options=_with_current("embedding_dim", EMBEDDING_DIMS),
                          help="2: the scatter is the embedding itself; more: a PCA or UMAP projection of it.")  # fmt: skip
     if model == "vae":
         with form.row() as (left, right):
@@ -238,16 +303,14 @@ def _model_controls(form: _Form) -> None:
 
 def _objective_controls(form: _Form) -> None:
     st.markdown("**Objective**")
-    with form.row() as (left, right):
-        with left:
-            loss = form.control("loss", st.selectbox, "Loss", options=list(losses.LOSSES), on_change=_on_loss_change)
-            rules = losses.LOSSES[loss]
-        with right:
-            natural = f"{rules.natural_distance} is the {loss} loss's own distance"
-            distance = form.control("distance", st.selectbox, "Distance", options=list(distances.DISTANCES),
-                                    on_change=_on_distance_change, used="distance" in rules.knobs,
-                                    help=f"cosine = 1 - cos, in [0, 2]; {natural}." if "distance" in rules.knobs
-                                    else f"The {loss} loss always measures with the {rules.natural_distance}.")  # fmt: skip
+    # One per line: names like cosine-embedding, squared-euclidean, augmented-views are cut off in half the column.
+    loss = form.control("loss", st.selectbox, "Loss", options=list(losses.LOSSES), on_change=_on_loss_change)
+    rules = losses.LOSSES[loss]
+    natural = f"{rules.natural_distance} is the {loss} loss's own distance"
+    distance = form.control("distance", st.selectbox, "Distance", options=list(distances.DISTANCES),
+                            on_change=_on_distance_change, used="distance" in rules.knobs,
+                            help=f"cosine = 1 - cos, in [0, 2]; {natural}." if "distance" in rules.knobs
+                            else f"The {loss} loss always measures with the {rules.natural_distance}.")  # fmt: skip
     low, high, _ = margin_scale(loss, distance)
     key = _key("margin")
     st.session_state[key] = min(max(float(st.session_state[key]), low), high)  # a slider refuses values outside
@@ -264,13 +327,10 @@ def _objective_controls(form: _Form) -> None:
     form.control("temperature", st.number_input, "Temperature", step=0.01, format="%.2f",
                  used="temperature" in rules.knobs,
                  help="Softmax temperature of NT-Xent / SupCon: lower is sharper.")  # fmt: skip
-    with form.row() as (left, right):
-        with left:
-            sampler = form.control("sampler", st.selectbox, "Sampler / miner", options=list(samplers.SAMPLERS),
-                                   help=f"{loss} takes {losses.LOSSES[loss].kind}; the sampler must produce them.")  # fmt: skip
-        with right:
-            form.control("augment", st.slider, "Augmentation", step=0.05,
-                         help="Strength of the random per-item augmentation; 0 = none.")  # fmt: skip
+    sampler = form.control("sampler", st.selectbox, "Sampler / miner", options=list(samplers.SAMPLERS),
+                           help=f"{loss} takes {losses.LOSSES[loss].kind}; the sampler must produce them.")  # fmt: skip
+    form.control("augment", st.slider, "Augmentation", step=0.05,
+                 help="Strength of the random per-item augmentation; 0 = none.")  # fmt: skip
     if sampler in CLASS_BALANCED:
         form.control("m_per_class", st.number_input, "Items per class in a batch")
 
@@ -279,13 +339,15 @@ def _training_controls(form: _Form) -> None:
     st.markdown("**Training**")
     with form.row() as (left, right):
         with left:
-            form.control("batch_size", st.select_slider, "Batch size", options=BATCH_SIZES,
+            form.control("batch_size", st.select_slider, "Batch size",
+                         options=_with_current("batch_size", BATCH_SIZES),
                          help="Pairs for random-pairs; items for the other samplers.")  # fmt: skip
-            form.control(
-                "lr", st.select_slider, "Learning rate", options=LEARNING_RATES, format_func=lambda v: f"{v:g}"
-            )
+            form.control("lr", st.select_slider, "Learning rate", options=_with_current("lr", LEARNING_RATES),
+                         format_func=lambda v: f"{v:g}")  # fmt: skip
         with right:
-            form.control("steps", st.number_input, "Steps", step=100)
+            # A float input without a max: Streamlit's int input reads a typed "1e9" as 1 and drops a
+            # value over its max without a word; this way RunConfig sees what was typed and says why not.
+            form.control("steps", st.number_input, "Steps", min_value=1.0, max_value=None, step=100.0, format="%.0f")
             form.control("seed", st.number_input, "Seed")
     with st.expander("Advanced"):
         form.control("eval_size", st.number_input, "Snapshot points", step=100,

@@ -40,12 +40,22 @@ def run_label(run: Run) -> str:
     return f"{run.name or run.id} · {summary(run.config)} · {run.status}"
 
 
+def status(run: Run) -> str:
+    """The run's status, "stopping…" for a running run asked to stop (it ends at its next step)."""
+    return "stopping…" if run.status == "running" and run.cancel_requested else run.status
+
+
+def short_label(run: Run) -> str:
+    """A few words for a picker chip: the name, else the id, then the loss and the status."""
+    return f"{run.name or run.id} · {run.config['loss']} · {run.status}"
+
+
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
     """One row per run: id, status, progress, summary, final metrics, error."""
     rows = []
     for run in runs:
         final = run.final_metrics or {}
-        row = {"id": run.id, "name": run.name, "status": run.status,
+        row = {"id": run.id, "name": run.name, "status": status(run),
                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created_at)),
                "step": f"{run.step} / {run.config['steps']}", "run": summary(run.config), "device": run.device}  # fmt: skip
         row |= {label: final.get(key) for key, label in TABLE_METRICS.items()}
