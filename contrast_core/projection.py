@@ -1,17 +1,26 @@
 """2-D layouts of embedding snapshots (PCA, UMAP, t-SNE) that stay put between snapshots.
 
-Each projection may rotate, reflect, shift or rescale its output from one snapshot to the
-next even when the embeddings barely moved. `project` removes that by aligning every new
-layout to the previous one with orthogonal Procrustes (`align`), so a scatter plot only
-moves where the embedding moved. UMAP also starts from the previous layout.
+Each projection may rotate, reflect or shift its output from one snapshot to the next even when
+the embeddings barely moved. `project` removes that by aligning every new layout to the previous
+one with orthogonal Procrustes (`align`), so a scatter plot only moves where the embedding moved.
+UMAP also starts from the previous layout.
+
+Alignment never rescales: PCA keeps the true spread of the embeddings at every snapshot (a
+least-squares scale, applied snapshot after snapshot, compounds; it once drew a 16-D run at
++-150e-6). UMAP and t-SNE keep the scale their own fit gives: it is arbitrary but cannot drift,
+because each fit sets it afresh (umap-learn rescales its init to a box of side 10, `_tsne` starts
+from an init of std TSNE_INIT_STD).
 
 umap-learn is imported inside the UMAP function only: importing it compiles numba code
 (about 2 s with a warm numba cache, 15 s on a fresh install, plus about 5 s to compile the
-fit itself). Call `warm_up` from a background thread to pay that once per process.
+fit itself). `warm_up` pays that once per process; `LiveProjector` calls it before its first UMAP.
 """
 
+import contextlib
 import functools
+import os
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -19,6 +28,7 @@ from scipy.linalg import orthogonal_procrustes
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
 UMAP_NEIGHBORS = 15  # umap-learn's default; local structure of a few hundred points per class
 # From the previous layout: 100 epochs at learning rate 0.1 instead of 500 at 1.0. Measured on
@@ -27,6 +37,10 @@ UMAP_NEIGHBORS = 15  # umap-learn's default; local structure of a few hundred po
 UMAP_WARM_EPOCHS = 100
 UMAP_WARM_LEARNING_RATE = 0.1
 TSNE_INIT_STD = 1e-4  # scale of t-SNE's own PCA init; a larger init stalls the optimisation
+# OpenMP threads of t-SNE's gradient: half the cores, leaving the rest to training and the pages. Its
+# threads spin at every barrier: on 2 cores with a training run beside it, t-SNE of 500 points took
+# 30-90 s on both cores and 3-8 s on one.
+TSNE_THREADS = max(1, (os.cpu_count() or 1) // 2)
 
 _WARM_UP_LOCK = threading.Lock()
 
@@ -66,10 +80,11 @@ def project(embeddings: np.ndarray, method: str, previous: np.ndarray | None = N
 
 
 def align(layout: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """Rotate/reflect, uniformly scale and shift ``layout`` onto ``previous`` (least squares).
+    """Rotate/reflect and shift ``layout`` onto ``previous`` (least squares), keeping its scale.
 
-    Orthogonal Procrustes on the centred layouts (Schönemann 1966), then the scale
-    ``trace(S) / |A|^2`` and the previous centroid.
+    Orthogonal Procrustes on the centred layouts (Schönemann 1966), then the previous centroid.
+    No rescaling: the aligned layout has the RMS radius of ``layout`` itself, so aligning a run's
+    snapshots one after the other never compounds a scale (see the module docstring).
 
     Args:
         layout: (E, 2) new layout.
@@ -82,11 +97,10 @@ def align(layout: np.ndarray, previous: np.ndarray) -> np.ndarray:
     if layout.shape != previous.shape:
         raise ValueError(f"previous: shape {previous.shape} does not match layout shape {layout.shape}")
     centred, target = layout - layout.mean(axis=0), previous - previous.mean(axis=0)
-    norm = (centred**2).sum()
-    if norm == 0:  # all points on one spot: only the translation is defined
+    if not centred.any():  # all points on one spot: only the translation is defined
         return np.broadcast_to(previous.mean(axis=0), layout.shape).copy()
-    rotation, singular_sum = orthogonal_procrustes(centred, target)  # (2, 2), trace(S)
-    return centred @ rotation * (singular_sum / norm) + previous.mean(axis=0)
+    rotation, _ = orthogonal_procrustes(centred, target)  # (2, 2), orthogonal
+    return centred @ rotation + previous.mean(axis=0)
 
 
 def mean_displacement(a: np.ndarray, b: np.ndarray) -> float:
@@ -112,6 +126,11 @@ def warm_up() -> None:
     """
     with _WARM_UP_LOCK:
         _compile_umap()
+
+
+def umap_compiled() -> bool:
+    """Whether `warm_up` has finished in this process (a first UMAP then costs no compilation)."""
+    return _compile_umap.cache_info().currsize > 0
 
 
 def _pca(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.ndarray:
@@ -167,7 +186,9 @@ def _tsne(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.
     if init is None:  # every point identical (sklearn's own PCA init would be NaN and crash the process)
         return np.zeros((len(embeddings), 2))
     perplexity = min(30.0, (len(embeddings) - 1) / 3)  # sklearn needs perplexity < E
-    return TSNE(n_components=2, init=init, perplexity=perplexity, random_state=seed).fit_transform(embeddings)
+    tsne = TSNE(n_components=2, init=init, perplexity=perplexity, random_state=seed)
+    with threadpool_limits(limits=TSNE_THREADS, user_api="openmp"):  # this thread's OpenMP only
+        return tsne.fit_transform(embeddings)
 
 
 def _tsne_init(layout: np.ndarray) -> np.ndarray | None:
@@ -201,15 +222,21 @@ class LiveProjector:
     `get` never blocks: it returns the newest finished layout of a run (maybe of an older step)
     and asks for the given step. Only the newest request per run is kept, so a projection that
     falls behind skips stale snapshots instead of queueing them, and each layout starts from the
-    run's previous one. The thread compiles umap-learn once at start (`warm_up`), so the first
-    live projection does not pay for it. Thread-safe: one instance serves every page session.
+    run's previous one. A step already asked for, being computed or failed is not asked again, and
+    runs are served oldest ask first, so a run whose snapshots keep coming cannot starve another.
+    The first UMAP ask compiles umap-learn (`warm_up`) on a thread of its own: t-SNE and PCA asks are
+    served meanwhile, UMAP asks once it is done. Thread-safe: one instance serves every page session.
     """
 
     def __init__(self):
         self._cond = threading.Condition()
-        self._pending: dict[tuple[str, str], tuple[int, np.ndarray]] = {}  # (run, method) -> newest ask
-        self._done: dict[tuple[str, str], tuple[int, np.ndarray]] = {}  # (run, method) -> (step, (E, 2))
-        self.errors: dict[tuple[str, str], str] = {}
+        # All keyed by (run, method).
+        self._pending: dict[tuple[str, str], tuple[int, np.ndarray]] = {}  # newest ask not started; oldest key first
+        self._working: dict[tuple[str, str], int] = {}  # step being computed
+        self._done: dict[tuple[str, str], tuple[int, np.ndarray]] = {}  # (step, (E, 2)) newest finished
+        self._failed: dict[tuple[str, str], tuple[int, str]] = {}  # (step, why) of the newest ask, if it failed
+        self._since: dict[tuple[str, str], float] = {}  # monotonic time the current wait began
+        self._umap = "cold"  # -> "compiling" at the first UMAP ask -> "ready" (compiled, or failed to)
         self._thread = threading.Thread(target=self._loop, name="contrast-projector", daemon=True)
         self._thread.start()
 
@@ -218,24 +245,61 @@ class LiveProjector:
         key = (run_id, method)
         with self._cond:
             done = self._done.get(key)
-            asked = self._pending.get(key)
-            if (done is None or done[0] < step) and (asked is None or asked[0] < step):
+            seen = [entry[0] for entry in (done, self._pending.get(key), self._failed.get(key)) if entry is not None]
+            if step > max([self._working.get(key, -1), *seen]):  # newer than done, asked, computing or failed
+                self._failed.pop(key, None)
+                self._since.setdefault(key, time.monotonic())
                 self._pending[key] = (step, embeddings)
-                self._cond.notify()
+                if method == "umap" and self._umap == "cold":
+                    self._umap = "compiling"
+                    threading.Thread(target=self._warm_up, name="contrast-umap-warm-up", daemon=True).start()
+                self._cond.notify_all()
             return done
 
+    def waiting(self, run_id: str, method: str = "umap") -> float | None:
+        """Seconds this run has been waiting for a newer layout, or None when nothing is asked."""
+        with self._cond:
+            since = self._since.get((run_id, method))
+        return None if since is None else time.monotonic() - since
+
+    def error(self, run_id: str, method: str = "umap") -> str | None:
+        """Why the newest step asked for could not be projected, or None (done, computing or never asked)."""
+        with self._cond:
+            failed = self._failed.get((run_id, method))
+        return None if failed is None else failed[1]
+
+    def _warm_up(self) -> None:
+        with contextlib.suppress(Exception):  # umap-learn missing, say: each UMAP ask then reports it
+            warm_up()
+        with self._cond:
+            self._umap = "ready"
+            self._cond.notify_all()
+
+    def _next(self) -> tuple[str, str] | None:
+        """The oldest ask that can start now (UMAP only once compiled), or None; under the lock."""
+        return next((key for key in self._pending if key[1] != "umap" or self._umap == "ready"), None)
+
     def _loop(self) -> None:
-        warm_up()
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending)
-                key, (step, embeddings) = self._pending.popitem()
+                self._cond.wait_for(lambda: self._next() is not None)
+                key = self._next()
+                step, embeddings = self._pending.pop(key)
+                self._working[key] = step
                 previous = self._done.get(key)
             start = None if previous is None or len(previous[1]) != len(embeddings) else previous[1]
+            layout, why = None, None
             try:
                 layout = project(embeddings, key[1], start)
             except Exception as exc:  # a bad snapshot must not end the thread that serves every page
-                self.errors[key] = f"{key[1]}: {exc}".splitlines()[0]
-                continue
+                why = f"{key[1]}: {exc}".splitlines()[0]
             with self._cond:
-                self._done[key] = (step, layout)
+                del self._working[key]
+                if layout is not None:
+                    self._done[key] = (step, layout)
+                elif key not in self._pending:  # a newer ask supersedes the failure
+                    self._failed[key] = (step, why)
+                if key in self._pending:
+                    self._since[key] = time.monotonic()  # the newer ask starts its own wait
+                else:
+                    self._since.pop(key, None)

@@ -3,23 +3,27 @@
 import numpy as np
 import streamlit as st
 
-from ui import backend, figures, items, layouts
+from ui import backend, figures, items, layouts, tab
 from ui.run_table import run_label
 from ui.run_view import class_names
 
 SHOWN_ITEMS = 60  # images shown for a selection
 
 st.title("Explore a snapshot")
+watched = tab.watched_run()  # the tab's run, or the link's
 store = backend.run_store()
 runs = {run.id: run for run in store.list_runs()}
 snapshotted = store.runs_with_snapshots()
 with_snapshots = [i for i in runs if i in snapshotted]  # newest first
 if not with_snapshots:
+    tab.show_in_url(watched)  # kept for F5 and the other pages
     st.info("No snapshots yet: train a run on the Playground first.")
     st.stop()
-watched = st.session_state.get("playground_run")
 default = with_snapshots.index(watched) if watched in with_snapshots else 0
 run_id = st.selectbox("Run", with_snapshots, index=default, format_func=lambda i: run_label(runs[i]))
+tab.show_in_url(run_id)  # the run shown: F5 or the link opens it again
+if watched and watched not in with_snapshots:
+    st.caption(f"Run {watched} " + ("has no snapshot yet." if watched in runs else "was not found."))
 steps = [s["step"] for s in store.list_snapshots(run_id)]
 step = st.select_slider("Snapshot at step", steps, value=steps[-1]) if len(steps) > 1 else steps[0]
 arrays = store.load_snapshot(run_id, step)

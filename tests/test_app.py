@@ -387,6 +387,12 @@ class FakeProjector:
         self.asked.append((run_id, step, method))
         return self.done
 
+    def waiting(self, run_id, method="umap"):
+        return 1.0
+
+    def error(self, run_id, method="umap"):
+        return None
+
 
 def test_live_umap_comes_from_the_background_projector(queue, store, monkeypatch):
     run_id, _ = add_run(store, 120, embedding_dim=8)
@@ -394,10 +400,10 @@ def test_live_umap_comes_from_the_background_projector(queue, store, monkeypatch
     monkeypatch.setattr(backend, "projector", lambda: projector)
     at = watch(store, run_id)
     at.segmented_control(key="live.projection").set_value("UMAP").run()
-    assert chart(at, "PCA of the 8-D embedding, step 100 (UMAP computing...)")  # never waits for it
+    assert chart(at, "PCA of the 8-D embedding, step 100")  # never waits for it
     projector.done = (50, np.full((E, 2), 7.0))
     at.run()
-    scatter = chart(at, "UMAP of the 8-D embedding, step 50 (step 100 computing)")
+    scatter = chart(at, "UMAP of the 8-D embedding, step 50")
     assert np.concatenate([values(t["x"]) for t in scatter["data"]]) == pytest.approx(7.0)
     assert projector.asked[-1] == (run_id, 100, "umap")
 

@@ -14,11 +14,15 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
+
+from contrast_core.config import RunConfig
+from contrast_core.store import RunStore
 
 pytestmark = pytest.mark.browser
 
@@ -41,6 +45,21 @@ WATCH_PROGRESS_JS = """() => { window.progressChanges = []; let last = null;
         const text = bar ? bar.innerText : null;
         if (text !== last) { last = text; window.progressChanges.push([performance.now(), text]); }
     }, 20); }"""
+# Installed just before a click on Train: seconds until the new run's first loss point and first
+# embedding are drawn. The run before may still be on the page, so a chart counts once the step it
+# shows (the loss curve's last x, the step in the embedding's title) is below what was shown then.
+FIRST_DRAWN_JS = """() => { const t0 = performance.now(), drawn = window.firstDrawn = {};
+    const shown = () => Array.from(document.querySelectorAll('.js-plotly-plot'), g => {
+        const title = (g.layout && g.layout.title && g.layout.title.text || '').replace(/<\\/?b>/g, '');
+        const x = ((g._fullData || [])[0] || {}).x || [];
+        if (title.startsWith('Loss') && x.length) return ['loss', x[x.length - 1]];
+        if (title.startsWith('Embedding') && x.length) return ['scatter', parseInt(title.split('step ').pop())];
+        return [null, 0]; });
+    const before = Math.max(-1, ...shown().map(([chart, step]) => chart ? step : -1));
+    window.firstDrawnTimer = setInterval(() => { for (const [chart, step] of shown())
+        if (chart && !(chart in drawn) && (before < 0 || step < before)) drawn[chart] = (performance.now() - t0) / 1000;
+    }, 20); }"""
+FIRST_DRAWN_READ_JS = "() => { clearInterval(window.firstDrawnTimer); return window.firstDrawn; }"
 
 
 def free_port() -> int:
@@ -78,7 +97,7 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        yield {"url": url, "pid": proc.pid}
+        yield {"url": url, "pid": proc.pid, "home": env["CONTRAST_HOME"]}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the workers are in its process group
         try:
@@ -153,14 +172,22 @@ def test_train_the_default_recipe_and_watch_it_learn(page, server):
     train.wait_for()
     assert train.is_enabled()
     shoot(page, "playground-start")
-    train.click()
+    page.evaluate(FIRST_DRAWN_JS)
+    clicked = time.monotonic()
+    train.click()  # the first click after the server started: its worker may still be starting
     wait_for_chart(page, "Loss", lambda c: c["points"] and c["points"][0] > 0)
     scatter = wait_for_chart(page, "Embedding", lambda c: embedding_step(c) > 0 and sum(c["points"][:-1]) > 0)
     assert sum(scatter["points"]) >= 300  # digits holds out 360 items for snapshots, all drawn
     shoot(page, "playground-live")
     page.get_by_test_id("stProgress").filter(has_text="finished").wait_for(timeout=RUN_SECONDS * 1000)
+    end_to_end = time.monotonic() - clicked
     expect(main_button(page, "Train")).to_be_enabled()  # the page reruns once when the run ends
     shoot(page, "playground-finished")
+    drawn = page.evaluate(FIRST_DRAWN_READ_JS)
+    figures = {"first_click_to_first_loss_point_s": round(drawn["loss"], 2),
+               "first_click_to_first_scatter_s": round(drawn["scatter"], 2),
+               "first_click_default_run_end_to_end_s": round(end_to_end, 2)}  # fmt: skip
+    (ARTIFACTS / "browser-figures.json").write_text(json.dumps(figures, indent=2))  # the warm test adds its own
 
 
 def test_warm_worker_timings_then_stop(page, server):
@@ -170,12 +197,12 @@ def test_warm_worker_timings_then_stop(page, server):
     steps.press("Enter")
     page.wait_for_timeout(1000)
     page.evaluate(WATCH_PROGRESS_JS)
-    clicked = time.monotonic()
+    page.evaluate(FIRST_DRAWN_JS)
     main_button(page, "Train").click()
     wait_for_chart(page, "Loss", lambda c: c["points"] and c["points"][0] > 0 and "running" in _progress(page))
-    first_point = time.monotonic() - clicked
     assert "/ 20,000" in _progress(page)
     page.wait_for_timeout(8000)
+    drawn = page.evaluate(FIRST_DRAWN_READ_JS)
     server_rss = rss_mb(server["pid"])
     changes = page.evaluate("() => { clearInterval(window.progressTimer); return window.progressChanges; }")
     running = [t for t, text in changes if text and "running" in text]
@@ -184,13 +211,15 @@ def test_warm_worker_timings_then_stop(page, server):
     page.get_by_test_id("stProgress").filter(has_text="cancelled").wait_for(timeout=30_000)
     shoot(page, "playground-stopped")
     figures = {
-        "click_to_first_loss_point_s": round(first_point, 2),
+        "click_to_first_loss_point_s": round(drawn["loss"], 2),
+        "click_to_first_scatter_s": round(drawn["scatter"], 2),
         "refresh_period_mean_s": round(statistics.mean(periods), 2),
         "refresh_period_max_s": round(max(periods), 2),
         "refreshes_measured": len(periods),
         "server_rss_mb_one_run_live": round(server_rss, 1),
     }
-    (ARTIFACTS / "browser-figures.json").write_text(json.dumps(figures, indent=2))
+    path = ARTIFACTS / "browser-figures.json"
+    path.write_text(json.dumps((json.loads(path.read_text()) if path.exists() else {}) | figures, indent=2))
     assert len(periods) >= 4 and statistics.mean(periods) < 3
 
 
@@ -218,3 +247,106 @@ def test_runs_compare_and_explore_pages(page):
     page.get_by_text("selected").first.wait_for()
     page.get_by_test_id("stImage").first.wait_for()
     shoot(page, "explore-selection")
+
+
+# --- the tab's run: in the URL from the click on, through F5 and page switches; what the buttons say ------------
+
+
+def _url_run(page) -> str | None:
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)
+    return query.get("run", [None])[0]
+
+
+def _wait_for_url_run(page, run_id: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while _url_run(page) != run_id and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _url_run(page) == run_id, page.url
+
+
+def test_the_tab_s_run_is_in_the_url_and_survives_f5_and_page_switches(page, server):
+    page.goto(server["url"])
+    main_button(page, "Train").wait_for()
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("1e9")  # Streamlit's int input read this as 1, in silence
+    steps.press("Enter")
+    page.get_by_text("steps: at most 1,000,000").wait_for(timeout=10_000)
+    expect(main_button(page, "Train")).to_be_disabled()
+    steps.fill("200000")  # still running when Stop is clicked
+    steps.press("Enter")
+    page.get_by_label("Name", exact=True).fill("the F5 run")
+    expect(main_button(page, "Train")).to_be_enabled()
+    main_button(page, "Train").click()
+    page.get_by_test_id("stProgress").wait_for()  # the click's rerun has drawn the run...
+    run_id = _url_run(page)  # ...and the URL names it already
+    assert run_id and RunStore(server["home"]).get_run(run_id).name == "the F5 run"
+    page.get_by_test_id("stColumn").first.screenshot(path=ARTIFACTS / "playground-form-column.png")
+
+    page.reload()
+    page.get_by_test_id("stProgress").wait_for()
+    assert _url_run(page) == run_id
+    expect(page.get_by_label("Steps", exact=True)).to_have_value("200000")  # the run's config, not the default
+
+    nav = page.get_by_test_id("stSidebarNavLink")
+    nav.filter(has_text="Runs").click()
+    page.get_by_test_id("stDataFrame").wait_for()
+    _wait_for_url_run(page, run_id)
+    nav.filter(has_text="Playground").click()
+    page.get_by_test_id("stProgress").filter(has_text="running").wait_for(timeout=60_000)
+    _wait_for_url_run(page, run_id)
+
+    clicked = time.monotonic()
+    main_button(page, "Stop").click()
+    page.get_by_test_id("stProgress").filter(has_text="cancelled").wait_for(timeout=30_000)
+    page.get_by_test_id("stToast").filter(has_text=f"Run {run_id} cancelled at step").wait_for(timeout=10_000)
+    stopped = time.monotonic() - clicked
+    shoot(page, "playground-stopped-with-toast")
+    assert stopped < 15, stopped
+    assert _url_run(page) == run_id
+
+
+def test_watch_in_playground_puts_the_run_in_the_url(page, server):
+    page.goto(f"{server['url']}/runs")
+    table = page.get_by_test_id("stDataFrame")
+    table.wait_for()
+    page.wait_for_timeout(500)
+    box = table.bounding_box()
+    watch = main_button(page, "Watch in Playground")
+    for _ in range(5):  # a click can land while the table refreshes (a live run): then it is lost
+        if watch.is_enabled():
+            break
+        page.mouse.click(box["x"] + 18, box["y"] + 35 + 17)  # the selection checkbox of the first (newest) row
+        page.wait_for_timeout(1000)
+    expect(watch).to_be_enabled()
+    watch.click()
+    page.get_by_test_id("stProgress").wait_for()
+    assert _url_run(page) == RunStore(server["home"]).list_runs()[0].id
+
+
+def test_compare_shows_five_runs_whole(page, server):
+    store = RunStore(server["home"])
+    for i, name in enumerate(["", "margin 2", "", "cosine, wide margin", ""]):
+        config = RunConfig(steps=200, margin=0.5 + i).model_dump(mode="json")
+        run_id = store.create_run(config, status="finished", name=name)
+        store.add_metrics(run_id, [{"step": s, "loss": 1.0 / (s * (i + 1))} for s in range(1, 201)])
+    page.set_viewport_size({"width": 1280, "height": 1000})  # a laptop
+    try:
+        page.goto(f"{server['url']}/compare")
+        picker = page.get_by_test_id("stMultiSelect")
+        picker.wait_for()
+        while picker.locator("[data-tag]").count() < 5:
+            picker.locator("input").click()
+            page.get_by_role("option").first.click()
+            page.wait_for_timeout(500)
+        page.keyboard.press("Escape")
+        wait_for_chart(page, "Loss", lambda c: len(c["points"]) >= 5)
+        shoot(page, "compare-five-runs")
+        chips = picker.locator("[data-tag] span[title]").evaluate_all(
+            "els => els.map(e => [e.innerText, e.scrollWidth, e.clientWidth])"
+        )
+        assert all(scroll <= client for _, scroll, client in chips), chips  # no label cut off
+        tags = picker.get_by_test_id("stMultiSelectTagsContainer")
+        height, shown = tags.evaluate("e => [e.scrollHeight, e.clientHeight]")
+        assert height <= shown + 1, (height, shown)  # no chip scrolled out of the box
+    finally:
+        page.set_viewport_size(VIEWPORT)

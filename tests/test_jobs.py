@@ -9,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from contrast_core import jobs
 from contrast_core.config import RunConfig
-from contrast_core.jobs import JobQueue
+from contrast_core.jobs import JobQueue, RunRecorder
 from contrast_core.store import RESUMABLE_STATUSES, STATUSES, StoreError
+from contrast_core.train import Event
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,6 +123,38 @@ def test_terminal_train_is_recorded_in_the_store(store):
     assert store.read_metrics(run.id)[-1]["step"] == 15
     (worker,) = store.workers()  # the terminal's process beat like a worker, with its device
     assert (worker["id"], worker["device"]) == (run.worker, run.device)
+
+
+def test_a_run_s_first_row_is_written_at_once_after_its_step_0_snapshot(store, monkeypatch):
+    """The step-0 snapshot's flush has no rows to write: it must not start a batch period that
+    holds the first loss point back FLUSH_SECONDS. Later rows are still written in batches."""
+    clock = [100.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
+    run_id = store.create_run(RunConfig().model_dump(mode="json"), status="running")
+    recorder = RunRecorder(store, run_id)
+    arrays = {"embeddings": np.zeros((4, 2), np.float32), "labels": np.arange(4)}
+    recorder(Event("snapshot", 0, {"arrays": arrays, "metrics": {}}))
+    recorder(Event("step", 1, {"loss": 1.0}))
+    assert [row["step"] for row in store.read_metrics(run_id)] == [1]
+    clock[0] += jobs.FLUSH_SECONDS / 2
+    recorder(Event("step", 2, {"loss": 0.9}))
+    assert [row["step"] for row in store.read_metrics(run_id)] == [1]  # batched
+    clock[0] += jobs.FLUSH_SECONDS
+    recorder(Event("step", 3, {"loss": 0.8}))
+    assert [row["step"] for row in store.read_metrics(run_id)] == [1, 2, 3]
+
+
+def test_the_first_worker_starts_before_the_gpus_are_counted(store, monkeypatch):
+    """Counting GPUs imports torch in the app (seconds on two cores): the first worker's own
+    start-up must not wait for it. The others start once the count is known."""
+    spawned, spawned_when_counted = [], []
+    monkeypatch.delenv("CONTRAST_WORKERS", raising=False)
+    monkeypatch.setattr(JobQueue, "_spawn", lambda self, worker_id: spawned.append(worker_id))
+    monkeypatch.setattr(jobs, "default_workers", lambda: spawned_when_counted.append(len(spawned)) or 3)
+    queue = JobQueue(store).start()
+    queue.shutdown()
+    assert spawned_when_counted == [1]
+    assert [worker.split("-")[0] for worker in spawned] == ["w0", "w1", "w2"]
 
 
 @pytest.mark.parametrize("status", [s for s in STATUSES if s not in RESUMABLE_STATUSES])

@@ -27,23 +27,45 @@ def anisotropic(n=200, seed=0):
 # --- align and mean_displacement --------------------------------------------------------------
 
 
+def rms_radius(layout):
+    centred = layout - layout.mean(axis=0)
+    return float(np.sqrt((centred**2).sum(axis=1).mean()))
+
+
 @pytest.mark.parametrize("reflect", [False, True])
-def test_align_recovers_rotation_scale_and_shift_exactly(reflect):
+def test_align_recovers_rotation_and_shift_exactly_and_keeps_the_scale(reflect):
     previous = np.random.default_rng(0).normal(size=(50, 2))
     mirror = np.diag([1.0, -1.0]) if reflect else np.eye(2)
-    moved = previous @ mirror @ rotation(1.1).T * 3.5 + [10.0, -4.0]  # (50, 2)
+    moved = previous @ mirror @ rotation(1.1).T + [10.0, -4.0]  # (50, 2)
     np.testing.assert_allclose(align(moved, previous), previous, atol=1e-10)
+    larger = align(moved * 3.5, previous)  # the new layout's own scale stays: never fitted to the old one
+    np.testing.assert_allclose(larger, (previous - previous.mean(axis=0)) * 3.5 + previous.mean(axis=0), atol=1e-10)
 
 
 def test_align_least_squares_on_noisy_copy_and_collapsed_layout():
     rng = np.random.default_rng(1)
     previous = rng.normal(size=(100, 2))
     noisy = (previous + rng.normal(scale=0.05, size=(100, 2))) @ rotation(-2.0).T * 0.1
-    assert np.abs(align(noisy, previous) - previous).mean() < 0.1
+    aligned = align(noisy, previous)
+    centre = previous.mean(axis=0)
+    assert np.abs(aligned - ((previous - centre) * 0.1 + centre)).mean() < 0.01  # rotated back, still a tenth
+    assert rms_radius(aligned) == pytest.approx(rms_radius(noisy), rel=1e-12)
     collapsed = align(np.zeros((100, 2)), previous)
     np.testing.assert_allclose(collapsed, np.broadcast_to(previous.mean(axis=0), (100, 2)))
     with pytest.raises(ValueError, match="previous: shape"):
         align(np.zeros((3, 2)), np.zeros((4, 2)))
+
+
+def test_aligned_pca_keeps_the_true_spread_over_a_run_of_snapshots():
+    """40 snapshots of a slowly changing 8-D embedding, each PCA aligned to the one before (as training
+    stores them): the spread stays that of the true PCA. A least-squares scale shrank it to 0.73 here."""
+    rng = np.random.default_rng(4)
+    embeddings = blobs(300, dim=8, classes=5) * 0.1
+    layout = None
+    for _ in range(40):
+        embeddings = embeddings + rng.normal(scale=0.05, size=embeddings.shape).astype(np.float32)
+        layout = project(embeddings, "pca", previous=layout)
+        assert rms_radius(layout) == pytest.approx(rms_radius(project(embeddings, "pca")), rel=1e-6)
 
 
 def test_mean_displacement_ignores_scale_and_shift_not_rotation():
@@ -172,3 +194,121 @@ def test_live_projector_serves_the_newest_step_and_skips_stale_ones():
     reference = project(snapshots[4], "pca")
     assert np.allclose(align(layout, reference), reference, atol=1e-3)
     assert not np.allclose(align(project(snapshots[3], "pca"), reference), reference, atol=1e-3)
+
+
+class ScriptedProject:
+    """Stands in for `project` in the projector's thread: records each call, returns when released."""
+
+    def __init__(self, fail: bool = False, released: int = 0):
+        self.calls, self.fail, self.release = [], fail, threading.Semaphore(released)
+
+    def __call__(self, embeddings, method, previous=None, seed=0):
+        self.calls.append((method, int(embeddings[0, 0])))  # snapshots are filled with a tag
+        assert self.release.acquire(timeout=30)
+        if self.fail:
+            raise ValueError("bad snapshot\nsecond line")
+        return np.zeros((len(embeddings), 2))
+
+
+def tagged(tag: int) -> np.ndarray:
+    return np.full((10, 8), tag, dtype=np.float32)
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """A LiveProjector factory whose projections are scripted and whose UMAP warm-up is free."""
+    from contrast_core import projection
+
+    monkeypatch.setattr(projection, "warm_up", lambda: None)
+
+    def make(fake: ScriptedProject):
+        monkeypatch.setattr(projection, "project", fake)
+        return projection.LiveProjector()
+
+    return make
+
+
+def test_live_projector_computes_a_step_once_while_pages_keep_asking(scripted):
+    fake = ScriptedProject()
+    projector = scripted(fake)
+    assert projector.waiting("run", "tsne") is None
+    for _ in range(3):
+        projector.get("run", 7, tagged(7), "tsne")
+    wait_until(lambda: fake.calls)
+    for _ in range(3):  # a page polling while it computes (every 0.5 s) must not queue it again
+        assert projector.get("run", 7, tagged(7), "tsne") is None
+    assert projector.waiting("run", "tsne") >= 0
+    fake.release.release(5)
+    wait_until(lambda: projector.get("run", 7, tagged(7), "tsne") is not None)
+    time.sleep(0.2)
+    assert fake.calls == [("tsne", 7)]
+    assert projector.waiting("run", "tsne") is None and projector.error("run", "tsne") is None
+
+
+def test_live_projector_serves_the_oldest_ask_first(scripted):
+    fake = ScriptedProject()
+    projector = scripted(fake)
+    projector.get("a", 1, tagged(11), "umap")
+    wait_until(lambda: fake.calls)  # a's step 1 is computing
+    projector.get("b", 1, tagged(21), "tsne")  # a finished run's t-SNE, asked once
+    projector.get("a", 2, tagged(12), "umap")  # a live run asks again at every snapshot
+    fake.release.release(3)
+    wait_until(lambda: len(fake.calls) == 3)
+    assert [tag for _, tag in fake.calls] == [11, 21, 12]
+
+
+def test_live_projector_does_not_hold_tsne_behind_the_umap_compilation(scripted, monkeypatch):
+    from contrast_core import projection
+
+    compiled = threading.Event()
+    monkeypatch.setattr(projection, "warm_up", lambda: compiled.wait(30))
+    fake = ScriptedProject(released=10)
+    projector = scripted(fake)
+    projector.get("run", 1, tagged(1), "umap")  # compiling (held here until `compiled` is set)
+    projector.get("run", 1, tagged(1), "tsne")
+    wait_until(lambda: projector.get("run", 1, tagged(1), "tsne") is not None)  # waited behind it before
+    assert projector.get("run", 1, tagged(1), "umap") is None and projector.waiting("run", "umap") > 0
+    compiled.set()
+    wait_until(lambda: projector.get("run", 1, tagged(1), "umap") is not None)
+    assert fake.calls == [("tsne", 1), ("umap", 1)]
+
+
+def test_live_projector_reports_a_failure_and_does_not_retry_the_same_step(scripted):
+    fake = ScriptedProject(fail=True, released=10)
+    projector = scripted(fake)
+    projector.get("run", 3, tagged(3), "tsne")
+    wait_until(lambda: projector.error("run", "tsne") is not None)
+    assert projector.error("run", "tsne") == "tsne: bad snapshot"
+    assert projector.waiting("run", "tsne") is None
+    for _ in range(3):
+        assert projector.get("run", 3, tagged(3), "tsne") is None
+    time.sleep(0.2)
+    assert fake.calls == [("tsne", 3)]
+    projector.get("run", 4, tagged(4), "tsne")  # a newer snapshot is tried afresh
+    wait_until(lambda: len(fake.calls) == 2)
+    assert fake.calls[-1] == ("tsne", 4)
+
+
+def test_tsne_runs_on_at_most_tsne_threads(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from contrast_core import projection
+
+    seen = []
+    real = projection.TSNE.fit_transform
+
+    def spy(self, x):
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp")
+        return real(self, x)
+
+    monkeypatch.setattr(projection.TSNE, "fit_transform", spy)
+    monkeypatch.setattr(projection, "TSNE_THREADS", 1)
+    project(blobs(40), "tsne")
+    assert seen and max(seen) == 1

@@ -56,6 +56,14 @@ def test_events_cover_snapshots_checkpoints_and_final():
     assert {"loss", "pos_distance", "neg_distance", "violation_fraction", "lr", "pairs_per_second"} <= step_row.keys()
 
 
+def test_the_step_0_snapshot_comes_before_the_first_step_row():
+    """The live page draws a new run as soon as its first step is stored (ui.live), and counts
+    on the step-0 embedding being stored already."""
+    _, events = collect(RunConfig(steps=3, batch_size=16, eval_size=30, device="cpu"))
+    order = [(e.kind, e.step) for e in events if e.kind in ("snapshot", "step")]
+    assert order.index(("snapshot", 0)) < order.index(("step", 1))
+
+
 def test_classic_recipe_clusters_digits():
     """A broken loss, sampler or distance cannot separate the 10 digit classes this well."""
     config = RunConfig(steps=1500, embedding_dim=2, batch_size=100, margin=1.0, device="cpu", snapshot_every=1500)

@@ -47,5 +47,6 @@ def job_queue():
 
 
 def projector():
-    """Background UMAP / t-SNE of live snapshots: `get(run_id, step, embeddings, method) -> (step, (E, 2)) or None`."""
+    """Background UMAP / t-SNE of run snapshots (a `LiveProjector`): `get(run_id, step, embeddings, method)
+    -> (step, (E, 2)) or None` never blocks; `waiting` and `error` say how the newest ask is going."""
     return _projector()

@@ -14,15 +14,24 @@ import streamlit as st
 
 from contrast_core import distances
 from contrast_core.metrics import METRICS
-from contrast_core.projection import project
+from contrast_core.projection import project, umap_compiled
 from contrast_core.store import LIVE_STATUSES, StoreError
 from ui import backend, figures, items
 from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
 
 REFRESH_SECONDS = 1.0
+# A new run's first step (its step-0 snapshot is stored before it) is looked for this often and
+# drawn at once, not a whole refresh after the click ...
+FIRST_STEP_POLL_SECONDS = 0.1
+FIRST_STEP_WAIT_SECONDS = 10.0  # ... for this long at most after it was queued (a worker's cold start)
 VIEW = "live_view"  # session_state key of this tab's RunView
 # Computed off the page by the live projector; PCA comes with the snapshot.
 PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne"}
+# How often an ended run's panels look for the projection they wait for. No faster than the live refresh:
+# each poll reruns every panel plus Streamlit's full garbage collection, GIL time the projector needs.
+POLL_SECONDS = 1.0
+WAITING = "live.waiting"  # session_state: the run whose chosen projection was last seen computing
+POLLING = "live.polling"  # session_state: whether live_panels made the panels poll for it (None: a live run)
 # Drawn over time; the tiles show these and the retrieval and VAE metrics (labels, help: metrics.METRICS).
 HISTORY_METRICS = ("rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette", "knn_accuracy")
 TILE_METRICS = (*HISTORY_METRICS, "precision_at_1", "map_at_r", "linear_probe_accuracy", "recon_mse", "kl")
@@ -43,7 +52,7 @@ NOTES = {
 
 
 def live_panels(run_id: str) -> None:
-    """Every panel of the run, refreshing while it is live."""
+    """Every panel of the run, refreshing while it is live or while a chosen projection computes."""
     try:
         run = backend.run_store().get_run(run_id)
     except StoreError:
@@ -55,8 +64,23 @@ def live_panels(run_id: str) -> None:
     live = run.status in LIVE_STATUSES
     # The progress line keeps going while the charts are paused, and reruns the page when the run ends.
     st.fragment(run_every=REFRESH_SECONDS if live else None)(_progress)(run_id, live)
-    period = REFRESH_SECONDS if live and not paused else None
+    # An ended run's panels poll only while a projection the user chose is computing (see _scatter_panel).
+    waiting = not live and st.session_state.get(WAITING) == run_id
+    period = REFRESH_SECONDS if live and not paused else POLL_SECONDS if waiting else None
+    st.session_state[POLLING] = None if live else waiting
     st.fragment(run_every=period)(_panels)(run_id, refreshing=period is not None)
+    if live and run.step == 0 and time.time() - run.created_at < FIRST_STEP_WAIT_SECONDS:
+        st.fragment(run_every=FIRST_STEP_POLL_SECONDS)(_await_first_step)(run_id)
+
+
+def _await_first_step(run_id: str) -> None:
+    """Reruns the page once the run's first step is stored, it ended, or FIRST_STEP_WAIT_SECONDS passed."""
+    try:
+        run = backend.run_store().get_run(run_id)
+    except StoreError:
+        st.rerun()
+    if run.step > 0 or run.status not in LIVE_STATUSES or time.time() - run.created_at >= FIRST_STEP_WAIT_SECONDS:
+        st.rerun()
 
 
 def _view(run_id: str, config: dict) -> RunView:
@@ -99,12 +123,12 @@ def _progress(run_id: str, was_live: bool) -> None:
     store = backend.run_store()
     try:
         run = store.get_run(run_id)
-    except StoreError:
-        st.info("This run no longer exists.")
-        return
+    except StoreError:  # deleted while watched: the page says so
+        st.rerun()
     last = store.read_metrics(run_id, since=run.step - 1)  # the newest row only
     elapsed = (run.finished_at or time.time()) - run.started_at if run.started_at else None
-    parts = [f"**{run.status}**", f"step {run.step:,} / {run.config['steps']:,}"]
+    status = "stopping…" if run.status == "running" and run.cancel_requested else run.status
+    parts = [f"**{status}**", f"step {run.step:,} / {run.config['steps']:,}"]
     if elapsed and run.step:
         parts.append(rate_text(run.config, run.step, elapsed, last[-1].get("pairs_per_second") if last else None))
     if elapsed:
@@ -139,27 +163,49 @@ def _loss_panel(view: RunView) -> None:
     st.caption(NOTES["loss"])
 
 
-def _layout(view: RunView, method: str) -> tuple[np.ndarray, str]:
-    """(E, 2) points to draw and a title. UMAP / t-SNE come from the background projector: the
-    newest layout it has finished (maybe of an earlier snapshot), PCA until the first one."""
+def _layout(view: RunView, method: str) -> tuple[np.ndarray, str, str, str, bool]:
+    """(E, 2) points to draw, a title, the projection drawn (PCA until `method`'s first layout), a
+    status line ("" for PCA) and whether a newer layout is computing. UMAP / t-SNE come from the
+    background projector: the newest layout it has finished, maybe of an earlier snapshot."""
     step, cosine = view.snapshot_step, loss_distance(view.config) == "cosine"
     embeddings = as_measured(view.arrays["embeddings"], view.config)  # (E, D)
     dim, finite = embeddings.shape[1], np.isfinite(embeddings).all()
     unit = " on the unit sphere" if cosine else ""
     if dim == 2:
-        return embeddings, f"Embedding (2-D{', normalised' if cosine else ''}, step {step})"
+        return embeddings, f"Embedding (2-D{', normalised' if cosine else ''}, step {step})", "2-D", "", False
+    status, waiting = "", False
     if method in PROJECTIONS and finite:
-        done = backend.projector().get(view.run_id, step, embeddings, PROJECTIONS[method])
+        done, status, waiting = _projected(view.run_id, step, embeddings, method)
         if done is not None:
-            lag = "" if done[0] == step else f" (step {step} computing)"
-            return done[1], f"{method} of the {dim}-D embedding{unit}, step {done[0]}{lag}"
+            return done[1], f"{method} of the {dim}-D embedding{unit}, step {done[0]}", method, status, waiting
     pca = view.arrays.get("pca")  # of the embeddings as measured (unit length for the cosine)
     if pca is None and finite:  # a snapshot written before snapshots held their PCA
         pca = view.pca = project(embeddings, "pca", view.pca)
     if pca is None:
         pca = np.nan_to_num(embeddings[:, :2])
-    title = f"PCA of the {dim}-D embedding{unit}, step {step}"
-    return pca, title + (f" ({method} computing...)" if method in PROJECTIONS else "")
+    return pca, f"PCA of the {dim}-D embedding{unit}, step {step}", "PCA", status, waiting
+
+
+def _projected(run_id: str, step: int, embeddings: np.ndarray, method: str) -> tuple[tuple | None, str, bool]:
+    """(the projector's newest (step, (E, 2) layout) or None, a status line, whether `step` is computing).
+
+    The status goes under the projection control, not in the chart title: a narrow chart cuts
+    its title off, and this line is what says that work is going on."""
+    projector, name = backend.projector(), PROJECTIONS[method]
+    done = projector.get(run_id, step, embeddings, name)
+    if done is not None and done[0] == step:
+        return done, f":material/check_circle: {method} of step {step:,}, the newest snapshot", False
+    error = projector.error(run_id, name)
+    if error is not None:
+        return done, f":material/error: {method} of step {step:,} failed ({error})", False
+    seconds = projector.waiting(run_id, name) or 0.0
+    status = f":material/hourglass_top: {method} of {len(embeddings):,} points computing… {seconds:.0f} s"
+    if name == "umap" and not umap_compiled():
+        status += " (compiling UMAP first, about 20 s)"
+    status += "; PCA meanwhile" if done is None else f"; step {done[0]:,} meanwhile"
+    if st.session_state.get(POLLING) is None and st.session_state.get("live.paused"):
+        status += ". Resume the live view to see it."
+    return done, status, True
 
 
 def _scatter_panel(view: RunView, thumbnails: bool) -> None:
@@ -172,8 +218,10 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
     if arrays["embeddings"].shape[1] > 2:
         choices = ["PCA", *PROJECTIONS]
         method = st.segmented_control("Projection", choices, default="PCA", key="live.projection") or "PCA"
-    xy, title = _layout(view, method)
-    view.ranges[method] = ranges = figures.square_ranges(xy, view.ranges.get(method))
+    xy, title, drawn, status, waiting = _layout(view, method)
+    if status:
+        st.caption(status)
+    view.ranges[drawn] = ranges = figures.square_ranges(xy, view.ranges.get(drawn))
     circle = _margin_circle(xy, config) if arrays["embeddings"].shape[1] == 2 else None
     classes = class_names(arrays)
     hover = items.hover_texts(items.data_key(config), arrays["index"]) if thumbnails else None
@@ -181,6 +229,11 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
     st.plotly_chart(fig, key="live.scatter", config={"displayModeBar": False})
     notes = [NOTES["scatter"], NOTES["circle"] if circle else "", "" if thumbnails else NOTES["hover"]]
     st.caption(" ".join(note for note in notes if note))
+    # A fragment's period is set by the page around it: rerun that to start or stop polling an ended run.
+    polling = st.session_state.get(POLLING)
+    st.session_state[WAITING] = view.run_id if waiting else None
+    if polling is not None and polling != waiting:
+        st.rerun(scope="app")
 
 
 EUCLIDEAN_RADIUS = {"euclidean": lambda m: m, "squared-euclidean": np.sqrt}  # a margin as a circle's radius
