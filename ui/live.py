@@ -15,15 +15,17 @@ import streamlit as st
 from contrast_core import distances
 from contrast_core.metrics import METRICS
 from contrast_core.projection import project, umap_compiled
-from contrast_core.store import LIVE_STATUSES, StoreError
+from contrast_core.store import LIVE_STATUSES, Run, StoreError
 from ui import backend, figures, items
 from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
 
 REFRESH_SECONDS = 1.0
-# A new run's first step (its step-0 snapshot is stored before it) is looked for this often and
-# drawn at once, not a whole refresh after the click ...
-FIRST_STEP_POLL_SECONDS = 0.1
-FIRST_STEP_WAIT_SECONDS = 10.0  # ... for this long at most after it was queued (a worker's cold start)
+# A free worker stores a new run's first step (after its step-0 snapshot) 0.1-0.3 s after the click:
+# the click's own page run waits for it this long at most after queueing the run, and draws it ...
+FIRST_STEP_WAIT_SECONDS = 0.5
+# ... else (a worker still starting) the page looks for it this often, for this long after the click,
+# and redraws as soon as it is there, rather than a whole refresh later.
+FIRST_STEP_POLL_SECONDS, FIRST_STEP_WATCH_SECONDS = 0.1, 10.0
 VIEW = "live_view"  # session_state key of this tab's RunView
 # Computed off the page by the live projector; PCA comes with the snapshot.
 PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne"}
@@ -61,6 +63,7 @@ def live_panels(run_id: str) -> None:
     paused = st.toggle(
         "Pause live view", key="live.paused", help="Freeze the charts to look closely; training goes on."
     )
+    run = _first_step(run)
     live = run.status in LIVE_STATUSES
     # The progress line keeps going while the charts are paused, and reruns the page when the run ends.
     st.fragment(run_every=REFRESH_SECONDS if live else None)(_progress)(run_id, live)
@@ -69,17 +72,28 @@ def live_panels(run_id: str) -> None:
     period = REFRESH_SECONDS if live and not paused else POLL_SECONDS if waiting else None
     st.session_state[POLLING] = None if live else waiting
     st.fragment(run_every=period)(_panels)(run_id, refreshing=period is not None)
-    if live and run.step == 0 and time.time() - run.created_at < FIRST_STEP_WAIT_SECONDS:
-        st.fragment(run_every=FIRST_STEP_POLL_SECONDS)(_await_first_step)(run_id)
+    if live and run.step == 0 and time.time() - run.created_at < FIRST_STEP_WATCH_SECONDS:
+        st.fragment(run_every=FIRST_STEP_POLL_SECONDS)(_rerun_at_first_step)(run_id)
 
 
-def _await_first_step(run_id: str) -> None:
-    """Reruns the page once the run's first step is stored, it ended, or FIRST_STEP_WAIT_SECONDS passed."""
+def _first_step(run: Run) -> Run:
+    """The run once its first step is stored, or FIRST_STEP_WAIT_SECONDS after it was queued."""
+    while run.status in LIVE_STATUSES and run.step == 0 and time.time() < run.created_at + FIRST_STEP_WAIT_SECONDS:
+        time.sleep(0.02)
+        try:
+            run = backend.run_store().get_run(run.id)
+        except StoreError:  # deleted meanwhile: the panels say so
+            break
+    return run
+
+
+def _rerun_at_first_step(run_id: str) -> None:
+    """Reruns the page once the run's first step is stored, it ended, or FIRST_STEP_WATCH_SECONDS passed."""
     try:
         run = backend.run_store().get_run(run_id)
     except StoreError:
         st.rerun()
-    if run.step > 0 or run.status not in LIVE_STATUSES or time.time() - run.created_at >= FIRST_STEP_WAIT_SECONDS:
+    if run.step > 0 or run.status not in LIVE_STATUSES or time.time() - run.created_at >= FIRST_STEP_WATCH_SECONDS:
         st.rerun()
 
 
