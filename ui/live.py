@@ -20,11 +20,12 @@ from ui import backend, figures, items
 from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
 
 REFRESH_SECONDS = 1.0
-# A free worker stores a new run's first step (after its step-0 snapshot) 0.1-0.3 s after the click:
-# the click's own page run waits for it this long at most after queueing the run, and draws it ...
-FIRST_STEP_WAIT_SECONDS = 0.5
-# ... else (a worker still starting) the page looks for it this often, for this long after the click,
-# and redraws as soon as it is there, rather than a whole refresh later.
+# A free worker stores a new run's first step (after its step-0 snapshot) 0.1-0.3 s after the click.
+# The click's own page run waits for it and draws it: FIRST_CLAIM_SECONDS for a worker to take the
+# run (an idle one looks every jobs.POLL_SECONDS), FIRST_STEP_WAIT_SECONDS at most after queueing it.
+FIRST_CLAIM_SECONDS, FIRST_STEP_WAIT_SECONDS = 0.2, 0.5
+# Else (a worker still starting, or busy) the page looks for the first step this often, for this long
+# after the click, and redraws as soon as it is there, rather than a whole refresh later.
 FIRST_STEP_POLL_SECONDS, FIRST_STEP_WATCH_SECONDS = 0.1, 10.0
 VIEW = "live_view"  # session_state key of this tab's RunView
 # Computed off the page by the live projector; PCA comes with the snapshot.
@@ -77,8 +78,12 @@ def live_panels(run_id: str) -> None:
 
 
 def _first_step(run: Run) -> Run:
-    """The run once its first step is stored, or FIRST_STEP_WAIT_SECONDS after it was queued."""
-    while run.status in LIVE_STATUSES and run.step == 0 and time.time() < run.created_at + FIRST_STEP_WAIT_SECONDS:
+    """The run once its first step is stored; as it is once no worker took it in FIRST_CLAIM_SECONDS,
+    or FIRST_STEP_WAIT_SECONDS after it was queued."""
+    while run.status in LIVE_STATUSES and run.step == 0:
+        age = time.time() - run.created_at
+        if age > FIRST_STEP_WAIT_SECONDS or (run.status == "queued" and age > FIRST_CLAIM_SECONDS):
+            break
         time.sleep(0.02)
         try:
             run = backend.run_store().get_run(run.id)
