@@ -4,7 +4,7 @@ import streamlit as st
 
 from contrast_core.config import RunConfig
 from contrast_core.store import LIVE_STATUSES
-from ui import backend, live, tab
+from ui import backend, figures, live, tab
 from ui.config_form import config_form, load_config, reset_form
 
 LOADED = "playground.loaded"  # session_state: the run whose config the form was last set to
@@ -92,3 +92,7 @@ with panels:
             "*margin* apart. The charts here follow the run live: the loss, the embedding itself, the "
             "distances of positive and negative pairs against the margin, and cluster metrics."
         )
+        # Drawn now, the chart library is loaded before the click, not after it.
+        steps = config.steps if valid else 2000
+        note = "The loss appears here when you press Train" if valid else "Fix the form, then press Train"
+        st.plotly_chart(figures.empty_loss_figure(steps, note), key="intro.loss", config={"displayModeBar": False})

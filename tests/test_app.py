@@ -153,6 +153,13 @@ def test_playground_is_the_default_page_with_controls_from_the_registries(queue)
     assert not at.error
 
 
+def test_the_loss_chart_is_on_the_page_before_the_first_run(queue):
+    """Drawn before the click, the chart library is loaded by then: the first loss point shows sooner."""
+    spec = chart(open_app(), "Loss")
+    assert spec["layout"]["xaxis"]["range"] == [0, 2000]  # the default run's length
+    assert not spec["data"] and "press Train" in spec["layout"]["annotations"][0]["text"]
+
+
 def test_sidebar_shows_device_queue_and_docs_link(queue, store):
     add_run(store, 10)
     store.heartbeat(f"{os.getpid()}@{socket.gethostname()}", os.getpid(), device="test-device")
@@ -278,8 +285,10 @@ def test_live_panels_draw_what_the_run_wrote_and_follow_it(queue, store):
     pairs = chart(at, "Held-out pair distances")
     assert any(s["type"] == "line" and s["x0"] == 1.0 for s in pairs["layout"]["shapes"])
     assert any("of negative held-out pairs are closer than the margin" in c.value for c in at.caption)
-    knn = next(m for m in at.metric if m.label == "k-NN accuracy")
+    knn = next(m for m in at.metric if m.label == "k-NN acc.")
     assert (knn.value, knn.delta) == ("0.600", "+0.050")  # steps 50 -> 100: 0.55 -> 0.60
+    assert knn.help.startswith("k-NN accuracy: ")  # the whole name, where the tile has room for it
+    assert max(len(m.label) for m in at.metric) <= len("Precision@1")  # the longest that shows whole in a tile
     assert "step 100 / 500" in at.get("progress")[0].proto.text
 
     advance(store, run_id, 100, 250)
@@ -492,12 +501,15 @@ def test_recipe_reads_custom_once_a_control_differs(queue):
     assert at.selectbox(key="cfg.preset").value == next(iter(PRESETS))
 
 
-def test_steps_over_the_limit_are_refused_with_the_limit(queue):
+@pytest.mark.parametrize("field, limit", [("steps", "1,000,000"), ("seed", "2,147,483,647"), ("eval_size", "20,000")])
+def test_whole_numbers_over_the_limit_are_refused_with_the_limit(queue, field, limit):
     at = open_app()
-    at.number_input(key="cfg.steps").set_value(1e9).run()  # what the browser sends for "1e9" (a float input)
-    assert at.number_input(key="cfg.steps").value == 1e9  # kept as typed, not clamped or reset in silence
-    assert [e.value for e in at.error] == ["steps: at most 1,000,000"]  # under the Steps / Seed column pair
+    at.number_input(key=f"cfg.{field}").set_value(1e10).run()  # what the browser sends for "1e10" (a float input)
+    assert at.number_input(key=f"cfg.{field}").value == 1e10  # kept as typed, not clamped or reset in silence
+    assert [e.value for e in at.error] == [f"{field}: at most {limit}"]  # under its control
     assert button(at, "Train").disabled
+    at.number_input(key=f"cfg.{field}").set_value(12.5).run()
+    assert [e.value for e in at.error] == [f"{field}: a whole number"]
 
 
 def test_a_named_run_is_told_apart_in_the_pickers(queue, store):

@@ -105,11 +105,30 @@ def test_metrics_history_keeps_scores_in_zero_one_and_its_legend_off_the_step_la
     history = pd.DataFrame(
         {"step": [0, 10], "nmi": [0.1, 0.6], "silhouette": [-0.2, 0.4], "davies_bouldin": [9.0, 1.4]}
     )
-    fig = figures.metrics_history_figure(history, {"nmi": "NMI", "silhouette": "Silhouette",
-                                                   "davies_bouldin": "Davies-Bouldin"}, 10)  # fmt: skip
+    names = {"nmi": "NMI", "silhouette": "Silhouette", "davies_bouldin": "Davies-Bouldin", "ami": "AMI",
+             "adjusted_rand": "ARI", "rand_index": "Rand index", "knn_accuracy": "k-NN accuracy"}  # fmt: skip
+    history = history.assign(ami=0.5, adjusted_rand=0.5, rand_index=0.5, knn_accuracy=0.5)
+    fig = figures.metrics_history_figure(history, names, 10)
     assert list(fig.layout.yaxis.range) == [-0.2, 1.0]
-    assert fig.layout.yaxis2.rangemode == "tozero" and fig.layout.yaxis2.tickformat == ".1f"
+    assert list(fig.layout.yaxis2.tickvals) == [0, 5, 10] and list(fig.layout.yaxis2.range) == [0, 10]
     assert fig.layout.legend.y > 1  # above the plot, not over the x-axis title
+    assert fig.layout.legend.entrywidth == pytest.approx(1 / 4)  # four a row, not one a row over the title
+    assert fig.layout.margin.t >= 40 + 2 * 16  # room for the title and two legend rows (seven metrics)
+    assert fig.layout.title.yref == "container" and fig.layout.title.yanchor == "top"  # above the legend
+
+
+@pytest.mark.parametrize(
+    "high, expected",
+    [
+        (9.0, [0, 5, 10]),
+        (1.4, [0, 0.5, 1, 1.5]),
+        (11.8, [0, 5, 10, 15]),
+        (0.3, [0, 0.1, 0.2, 0.3]),
+        (4, [0, 1, 2, 3, 4]),
+    ],
+)
+def test_nice_ticks_are_round_and_cover_the_highest_value(high, expected):
+    assert figures.nice_ticks(high) == pytest.approx(expected)
 
 
 def test_mosaic_places_each_image_with_a_gap():

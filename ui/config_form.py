@@ -217,6 +217,11 @@ class _Form:
         """
         if widget in (st.number_input, st.slider):
             kwargs = field_bounds(field) | kwargs
+        if widget is st.number_input and RunConfig.model_fields[field].annotation is int:
+            # A float input without a max: Streamlit's int input reads a typed "1e9" as 1 and drops a
+            # value over its max without a word; this way RunConfig sees what was typed and says why not.
+            kwargs |= dict(min_value=float(kwargs["min_value"]), max_value=None,
+                           step=float(kwargs.get("step", 1)), format="%.0f")  # fmt: skip
         value = widget(label, key=_key(field), disabled=not used, **kwargs)
         if self._row is None:
             self.slots[field] = st.empty()
@@ -345,9 +350,7 @@ def _training_controls(form: _Form) -> None:
             form.control("lr", st.select_slider, "Learning rate", options=_with_current("lr", LEARNING_RATES),
                          format_func=lambda v: f"{v:g}")  # fmt: skip
         with right:
-            # A float input without a max: Streamlit's int input reads a typed "1e9" as 1 and drops a
-            # value over its max without a word; this way RunConfig sees what was typed and says why not.
-            form.control("steps", st.number_input, "Steps", min_value=1.0, max_value=None, step=100.0, format="%.0f")
+            form.control("steps", st.number_input, "Steps", step=100)
             form.control("seed", st.number_input, "Seed")
     with st.expander("Advanced"):
         form.control("eval_size", st.number_input, "Snapshot points", step=100,

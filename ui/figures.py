@@ -22,6 +22,7 @@ PALETTE = (  # Tableau 10, then a second set: classes keep their colour in every
 TERM_COLOURS = {"loss": "#4C78A8", "recon": "#F58518", "kl": "#54A24B", "contrastive": "#E45756"}
 POSITIVE, NEGATIVE = "#54A24B", "#E45756"
 _MARGINS = dict(l=10, r=10, t=40, b=10)
+LEGEND_COLUMNS = 4  # entries per legend row above the metrics-over-time chart
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
@@ -89,6 +90,14 @@ def loss_figure(rows: pd.DataFrame, steps: int, terms: list[str], smoothing: flo
         fig.update_yaxes(rangemode="tozero")
     fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return _layout(fig, "Loss", 320)
+
+
+def empty_loss_figure(steps: int, note: str) -> go.Figure:
+    """The loss chart before a run: the axes it will have, and `note` where the curve will be."""
+    fig = loss_figure(pd.DataFrame(), steps, [], 0.0)
+    fig.update_yaxes(range=[0, 1], showticklabels=False)
+    fig.add_annotation(text=note, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font_color="#7F7F7F")
+    return fig
 
 
 def steady_range(previous: tuple[float, float] | None, lo: float, hi: float, pad: float = 0.1) -> tuple[float, float]:
@@ -246,15 +255,28 @@ def metrics_history_figure(history: pd.DataFrame, names: dict[str, str], steps: 
         fig.add_scatter(x=history["step"], y=history[key], name=name, mode="lines+markers", marker_size=4,
                         line=dict(color=PALETTE[c], dash="dot" if right else "solid"),
                         yaxis="y2" if right else "y")  # fmt: skip
+    worst = history["davies_bouldin"].max() if "davies_bouldin" in history else np.nan
+    right_ticks = nice_ticks(float(worst) if np.isfinite(worst) else 1.0)
+    rows = -(-len(fig.data) // LEGEND_COLUMNS)  # the legend's rows
     fig.update_layout(
         yaxis=dict(range=[min(0.0, _lowest(history, names)), 1.0], title_text="score"),
-        yaxis2=dict(overlaying="y", side="right", showgrid=False, title_text="Davies-Bouldin", rangemode="tozero",
-                    tickformat=".1f", nticks=5),
-        legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font_size=10),
-        margin=_MARGINS | dict(t=70),  # the legend sits between the title and the plot
+        yaxis2=dict(overlaying="y", side="right", showgrid=False, title_text="Davies-Bouldin",
+                    range=[0, right_ticks[-1]], tickvals=right_ticks, tickformat="~g"),
+        legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font_size=10,
+                    entrywidth=1 / LEGEND_COLUMNS, entrywidthmode="fraction"),
+        margin=_MARGINS | dict(t=44 + 18 * rows),  # the legend sits between the title and the plot
     )  # fmt: skip
+    fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad_t=10))  # above the legend
     fig.update_xaxes(title_text="step", range=[0, steps])
-    return _layout(fig, "Metrics over time", 320)
+    return _layout(fig, "Metrics over time", 300)
+
+
+def nice_ticks(high: float, count: int = 4) -> list[float]:
+    """Ticks from 0 to at least `high` at a round step (1, 2 or 5 times a power of ten), about `count` of them."""
+    high = max(high, 1e-9)
+    power = 10 ** np.floor(np.log10(high / count))
+    step = next(power * m for m in (1, 2, 5, 10) if power * m * count >= high)
+    return [round(step * i, 10) for i in range(int(np.ceil(high / step - 1e-9)) + 1)]
 
 
 def _lowest(history: pd.DataFrame, names: dict[str, str]) -> float:

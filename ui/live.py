@@ -1,8 +1,10 @@
 """The live panels of a run: progress, warnings, loss, embedding, pair distances, metrics, VAE.
 
-They live in one `st.fragment` that reruns every REFRESH_SECONDS while the run is queued or
-running (and the view is not paused), and not at all otherwise; when the run ends, the page
-reruns once so that its buttons follow.
+Two fragments: the progress line reruns every REFRESH_SECONDS while the run is queued or running
+(paused or not), and reruns the page once when the run ends so that its buttons follow; the charts
+rerun as often while the run is live and the view is not paused, and after it ends only while a
+chosen UMAP / t-SNE is computing. A third, short-lived one redraws as soon as a new run's first
+step is stored.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ POLLING = "live.polling"  # session_state: whether live_panels made the panels p
 HISTORY_METRICS = ("rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette", "knn_accuracy")
 TILE_METRICS = (*HISTORY_METRICS, "precision_at_1", "map_at_r", "linear_probe_accuracy", "recon_mse", "kl")
 DELTA_COLOURS = {"higher": "normal", "lower": "inverse", "neither": "off"}  # by Metric.better
+TILE_LABELS = {"davies_bouldin": "DB index", "knn_accuracy": "k-NN acc."}  # whole in a third of the column
 NOTES = {
     "loss": "The training loss per step (faint) and smoothed (bold). It should fall quickly, then flatten; "
     "a curve that stays flat from the start, or rises, points at the margin or the learning rate.",
@@ -133,6 +136,8 @@ def _panels(run_id: str, refreshing: bool) -> None:
         _pairs_panel(view)
     with bottom_right:
         _metrics_panel(view)
+    if view.latest_metrics()[0]:
+        _metrics_history_panel(view)
     if view.arrays is not None and "reconstructions" in view.arrays:
         _reconstruction_panel(view)
 
@@ -323,12 +328,16 @@ def _metrics_panel(view: RunView) -> None:
     for i, key in enumerate(shown):
         value, before, metric = latest[key], previous.get(key), METRICS[key]
         delta = None if before is None or not np.isfinite(before) else f"{value - before:+.3f}"
-        columns[i % 3].metric(metric.label, f"{value:.3f}", delta, help=metric.help,
-                              delta_color=DELTA_COLOURS[metric.better])  # fmt: skip
+        label, about = TILE_LABELS.get(key, metric.label), f"{metric.label}: {metric.help}"
+        columns[i % 3].metric(label, f"{value:.3f}", delta, help=about, delta_color=DELTA_COLOURS[metric.better])
+    st.caption(NOTES["metrics"])
+
+
+def _metrics_history_panel(view: RunView) -> None:
+    """The cluster metrics over the run, the page's full width: seven curves and their legend need it."""
     history = {key: METRICS[key].label for key in HISTORY_METRICS}
     fig = figures.metrics_history_figure(view.history(), history, view.config["steps"])
     st.plotly_chart(fig, key="live.metrics", config={"displayModeBar": False})
-    st.caption(NOTES["metrics"])
 
 
 def _reconstruction_panel(view: RunView) -> None:
