@@ -32,7 +32,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                            help=f"default: {info.default}")  # fmt: skip
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_values(args: argparse.Namespace) -> dict:
+    """The --config file's fields, overridden by the flags given (values as typed)."""
     values: dict = {}
     if args.config is not None:
         try:
@@ -41,7 +42,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise CommandError(f"--config: cannot read {args.config} ({exc})") from None
         if not isinstance(values, dict):
             raise CommandError(f"--config: {args.config} must hold a JSON object of RunConfig fields")
-    values |= {name: getattr(args, name) for name in RunConfig.model_fields if hasattr(args, name)}
+    return values | {name: getattr(args, name) for name in RunConfig.model_fields if hasattr(args, name)}
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = config_values(args)
     try:
         return RunConfig.check(**values)
     except ConfigError as exc:
@@ -111,6 +116,73 @@ def _recorder(args: argparse.Namespace, config: RunConfig):
     return RunRecorder(store, run_id, lambda: store.heartbeat(worker, os.getpid(), device))
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from contrast_core import sweep
+    from contrast_core.store import RunStore
+
+    base = config_values(args)
+    axes = {name: sweep.parse_values(_flag(name), text) for name, text in base.items() if "," in str(text)}
+    if not axes:
+        raise CommandError("sweep: give at least one flag two or more values, e.g. --margin 0.5,1,2")
+    base = {name: value for name, value in base.items() if name not in axes}
+    store = RunStore(args.home)
+    try:
+        name, ids = sweep.queue(store, base, axes, args.name)
+    except sweep.SweepError as exc:
+        field, _, reason = str(exc).partition(": ")
+        flag = _flag(field) if field in RunConfig.model_fields or field == "name" else field
+        raise CommandError(f"{flag}: {reason}") from None
+    print(f"sweep {name!r}: {len(ids)} runs queued in {store.home}", file=sys.stderr)
+    if not args.wait:
+        for run_id in ids:
+            print(run_id)
+        return 0
+    return _wait_for_sweep(store, name, ids, args.json)
+
+
+def _wait_for_sweep(store, name: str, ids: list[str], as_json: bool) -> int:
+    """Trains the sweep's runs here, one after another, unless a live worker takes them; prints
+    each finished run (one JSON line with --json). Exit status 1 if any run did not finish."""
+    import os
+    import socket
+    import time
+
+    from contrast_core import jobs
+    from contrast_core.store import TERMINAL_STATUSES
+
+    worker = f"sweep-{os.getpid()}@{socket.gethostname()}"
+    device = None  # what this process trains on, once it has to train
+    beat = lambda: store.heartbeat(worker, os.getpid(), device)
+    reported: set[str] = set()
+    while len(reported) < len(ids):
+        workers = [w for w in store.workers() if w["id"] != worker and jobs.worker_alive(w)]
+        claimed = None
+        if not workers:  # nobody else trains: this process does
+            device = device or jobs.local_device()
+            beat()
+            claimed = store.claim_next(worker, device, sweep=name)
+            if claimed is not None:
+                jobs.execute(store, claimed.id, beat)
+        for run_id in ids:
+            run = store.get_run(run_id)
+            if run_id not in reported and run.status in TERMINAL_STATUSES:
+                reported.add(run_id)
+                _print_sweep_run(run, as_json)
+        if claimed is None and len(reported) < len(ids):
+            time.sleep(jobs.POLL_SECONDS)
+    return 0 if all(store.get_run(i).status == "finished" for i in ids) else 1
+
+
+def _print_sweep_run(run, as_json: bool) -> None:
+    metrics = run.final_metrics or {}
+    if as_json:
+        line = {"run": run.id, "sweep": run.sweep, "name": run.name, "status": run.status, "error": run.error}
+        print(json.dumps(line | {"config": run.config} | metrics, allow_nan=True), flush=True)
+    else:
+        shown = " ".join(f"{k}={metrics[k]:.3f}" for k in ("knn_accuracy", "silhouette") if k in metrics)
+        print(f"{run.id}  {run.name:<40} {run.status:<10} {shown}", flush=True)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from contrast_core.jobs import run_worker
 
@@ -178,6 +250,17 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
     train_parser.add_argument("--no-store", action="store_true", help="do not record the run in the store")
     train_parser.set_defaults(run=cmd_train)
+    sweep_parser = commands.add_parser(
+        "sweep", help="queue every combination of comma-separated flag values as runs of one sweep"
+    )
+    add_config_flags(sweep_parser)
+    sweep_parser.add_argument("--name", default="", help="the sweep's name (default: its knobs and the time)")
+    sweep_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
+    sweep_parser.add_argument(
+        "--wait", action="store_true", help="train the runs here (or wait for the workers that take them)"
+    )
+    sweep_parser.add_argument("--json", action="store_true", help="with --wait: one JSON line per finished run")
+    sweep_parser.set_defaults(run=cmd_sweep)
     worker_parser = commands.add_parser("worker", help="train queued runs from the store, one at a time")
     worker_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
     worker_parser.add_argument("--id", default=None, help="worker id (default: pid@host)")

@@ -203,9 +203,19 @@ class JobQueue:
         atexit.register(self.shutdown)
         return self
 
-    def submit(self, config, *, name: str = "", owner: str | None = None, parent_id: str | None = None) -> str:
+    def submit(
+        self,
+        config,
+        *,
+        name: str = "",
+        owner: str | None = None,
+        parent_id: str | None = None,
+        sweep: str | None = None,
+    ) -> str:
         """Queues a run (a RunConfig); a free worker starts it within POLL_SECONDS."""
-        return self.store.create_run(config.model_dump(mode="json"), name=name, owner=owner, parent_id=parent_id)
+        return self.store.create_run(
+            config.model_dump(mode="json"), name=name, owner=owner, parent_id=parent_id, sweep=sweep
+        )
 
     def cancel(self, run_id: str) -> None:
         """Stops a run within a step; a worker that does not stop in CANCEL_GRACE_SECONDS is killed."""

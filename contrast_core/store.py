@@ -42,7 +42,7 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 TERMINAL_STATUSES = ("finished", "failed", "cancelled", "interrupted")
 LIVE_STATUSES = ("queued", "running")  # a page showing such a run refreshes itself
 RESUMABLE_STATUSES = ("interrupted", "cancelled", "failed")  # queued again, from the last checkpoint
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHECKPOINT_KEYS = ("model", "step", "config")  # what makes a file a Contrast Lab checkpoint
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also keeps ids safe as folder names
@@ -75,6 +75,7 @@ class Run:
     worker: str | None  # worker id (pid@host) that claimed it; kept after it ends
     cancel_requested: bool
     final_metrics: dict | None = None
+    sweep: str | None = None  # the sweep this run belongs to (contrast_core.sweep), by name
 
 
 # The runs table has one column per Run field, of the same name. Fields not stored as they are
@@ -121,8 +122,13 @@ def _worker_device_v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE workers ADD COLUMN device TEXT")
 
 
+def _sweeps_v3(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE runs ADD COLUMN sweep TEXT")
+    conn.execute("CREATE INDEX runs_by_sweep ON runs (sweep, created_at)")
+
+
 # MIGRATIONS[n] takes a store at version n - 1 to version n (version 0 is an empty file).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _worker_device_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _worker_device_v2, 3: _sweeps_v3}
 
 
 def _json_dumps(value: Any, what: str) -> str:
@@ -251,6 +257,7 @@ class RunStore:
         status: str = "queued",
         worker: str | None = None,
         device: str | None = None,
+        sweep: str | None = None,
     ) -> str:
         """Adds a run and writes its config.json; returns its id.
 
@@ -269,7 +276,7 @@ class RunStore:
                 with self._write() as conn:
                     conn.execute(
                         "INSERT INTO runs (id, name, config, status, created_at, owner, parent_id,"
-                        " worker, device, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " worker, device, started_at, sweep) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             run_id,
                             name,
@@ -281,6 +288,7 @@ class RunStore:
                             worker,
                             device,
                             now if status == "running" else None,
+                            sweep,
                         ),
                     )
             except sqlite3.IntegrityError:
@@ -307,10 +315,14 @@ class RunStore:
         *,
         status: str | Iterable[str] | None = None,
         owner: str | None = None,
+        sweep: str | None = None,
         limit: int | None = None,
     ) -> list[Run]:
-        """Runs, newest first, optionally filtered by status (one or several) and owner."""
+        """Runs, newest first, optionally filtered by status (one or several), owner and sweep."""
         where, params = [], []
+        if sweep is not None:
+            where.append("sweep = ?")
+            params.append(sweep)
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             for s in statuses:
@@ -329,6 +341,11 @@ class RunStore:
             params.append(int(limit))
         return [_run_from_row(row) for row in self._read(sql, tuple(params))]
 
+    def sweeps(self) -> list[str]:
+        """The names of the sweeps that have runs, newest first."""
+        rows = self._read("SELECT sweep FROM runs WHERE sweep IS NOT NULL GROUP BY sweep ORDER BY max(created_at) DESC")
+        return [row[0] for row in rows]
+
     def queue_position(self, run_id: str) -> int | None:
         """1-based place among queued runs (oldest first), or None if the run is not queued."""
         rows = self._read(
@@ -341,14 +358,16 @@ class RunStore:
         status, position = rows[0]
         return position if status == "queued" else None
 
-    def claim_next(self, worker: str, device: str) -> Run | None:
-        """Atomically takes the oldest queued run and marks it running on this worker.
+    def claim_next(self, worker: str, device: str, *, sweep: str | None = None) -> Run | None:
+        """Atomically takes the oldest queued run (of `sweep`, if given) and marks it running on this worker.
 
         Two workers calling at once never get the same run. Returns None if none is queued.
         """
+        only = "" if sweep is None else " AND sweep = ?"
         with self._write() as conn:
             row = conn.execute(
-                "SELECT id FROM runs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1"
+                f"SELECT id FROM runs WHERE status = 'queued'{only} ORDER BY created_at, rowid LIMIT 1",
+                () if sweep is None else (sweep,),
             ).fetchone()
             if row is None:
                 return None

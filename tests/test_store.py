@@ -553,7 +553,20 @@ def test_a_version_1_store_migrates_and_keeps_its_rows(tmp_path):
     assert store.workers() == [{"id": "7@old", "pid": 7, "last_seen": 2.0, "device": None, "run_id": None}]
     store.heartbeat("7@old", 7, device="cpu")
     assert store.workers()[0]["device"] == "cpu"
+    assert store.get_run("old-run").sweep is None  # version 3: runs belong to a sweep or to none
     store.close()
+
+
+def test_a_sweep_s_runs_are_listed_and_claimed_by_its_name(store):
+    loose = store.create_run({"a": 0})
+    first = store.create_run({"a": 1}, sweep="margins")
+    second = store.create_run({"a": 2}, sweep="margins")
+    store.create_run({"a": 3}, sweep="seeds")
+    assert store.sweeps() == ["seeds", "margins"]  # newest first
+    assert [r.id for r in store.list_runs(sweep="margins")] == [second, first]
+    assert store.get_run(first).sweep == "margins" and store.get_run(loose).sweep is None
+    assert store.claim_next("w", "cpu", sweep="margins").id == first  # not the older loose run
+    assert store.claim_next("w", "cpu").id == loose
 
 
 def test_newer_schema_raises_store_error(tmp_path):

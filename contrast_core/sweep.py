@@ -1,0 +1,117 @@
+"""Sweeps: every combination of a few knobs' values, queued as runs under one name.
+
+A sweep is a base config (the Playground's settings, or the terminal's flags) and axes, e.g.
+``{"margin": [0.25, 0.5, 1], "distance": ["euclidean", "cosine"]}``: six runs, each the base with
+one combination. Every combination is checked by RunConfig before anything is queued, so a bad
+value refuses the whole sweep with the field's name, and the store never holds half a grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+
+from contrast_core.config import ConfigError, RunConfig
+from contrast_core.store import RunStore
+
+MAX_RUNS = 16  # default cap on one sweep's grid; CONTRAST_MAX_SWEEP overrides it
+# Knobs worth sweeping, in the order a picker offers them (any RunConfig field is accepted).
+KNOBS = (
+    "margin", "distance", "loss", "sampler", "reduction", "temperature", "lr", "batch_size",
+    "embedding_dim", "augment", "m_per_class", "beta", "contrastive_weight", "steps", "seed",
+)  # fmt: skip
+
+
+class SweepError(ValueError):
+    """A sweep refused before anything was queued; the message is one line naming the field."""
+
+
+def max_runs() -> int:
+    """The cap on a sweep's runs: CONTRAST_MAX_SWEEP, else MAX_RUNS."""
+    text = os.environ.get("CONTRAST_MAX_SWEEP", "")
+    try:
+        return int(text) if text.strip() else MAX_RUNS
+    except ValueError:
+        raise SweepError(f"CONTRAST_MAX_SWEEP: {text!r} is not a whole number") from None
+
+
+def parse_values(field: str, text: str) -> list[str]:
+    """ "0.25, 0.5,1" -> ["0.25", "0.5", "1"]: the values of one axis (RunConfig converts them)."""
+    values = [part.strip() for part in str(text).split(",")]
+    if not all(values):
+        raise SweepError(f"{field}: an empty value in {text!r} (separate values with commas)")
+    if len(set(values)) < len(values):
+        raise SweepError(f"{field}: a value is given twice in {text!r}")
+    return values
+
+
+def label(combination: dict) -> str:
+    """ "margin=0.5 distance=cosine": a run's place in its sweep, also its name."""
+    return " ".join(f"{field}={value}" for field, value in combination.items())
+
+
+def expand(base: dict, axes: dict[str, list], limit: int | None = None) -> list[tuple[dict, RunConfig]]:
+    """Every combination of the axes' values over `base`, checked: [(combination, config), ...].
+
+    Raises:
+        SweepError: no axis, an unknown field, more runs than the cap, or a combination RunConfig
+            refuses (naming the field, its reason and the combination).
+    """
+    axes = {field: list(values) for field, values in axes.items()}
+    if not axes or not all(axes.values()):
+        raise SweepError("sweep: choose at least one knob and its values")
+    for field in axes:
+        if field not in RunConfig.model_fields:
+            raise SweepError(f"{field}: not a run setting")
+    limit = max_runs() if limit is None else limit
+    size = math.prod(len(values) for values in axes.values())
+    if size > limit:
+        shape = " x ".join(f"{len(v)} {f}" for f, v in axes.items())
+        raise SweepError(f"sweep: {shape} makes {size} runs, over the cap of {limit} (CONTRAST_MAX_SWEEP)")
+    grid = []
+    for values in itertools.product(*axes.values()):
+        combination = dict(zip(axes, values, strict=True))
+        try:
+            config = RunConfig.check(**(base | combination))
+        except ConfigError as exc:
+            field, reason = next(iter(exc.errors.items()))
+            raise SweepError(f"{field}: {reason} (at {label(combination)})") from None
+        grid.append((combination, config))
+    return grid
+
+
+def queue(
+    store: RunStore, base: dict, axes: dict[str, list], name: str = "", limit: int | None = None
+) -> tuple[str, list[str]]:
+    """Checks the grid, then queues each combination as a run of the sweep; returns (name, run ids).
+
+    `name` defaults to the swept knobs and the time ("margin x distance 11-24 14:05"); a name
+    already used by another sweep is refused.
+    """
+    grid = expand(base, axes, limit)
+    name = name.strip() or f"{' x '.join(axes)} {time.strftime('%m-%d %H:%M:%S')}"
+    if name in store.sweeps():
+        raise SweepError(f"name: a sweep named {name!r} exists; choose another name")
+    ids = [
+        store.create_run(config.model_dump(mode="json"), name=label(combination), sweep=name)
+        for combination, config in grid
+    ]
+    return name, ids
+
+
+def axes_of(runs: list) -> dict[str, list]:
+    """The knobs on which a sweep's runs differ: numbers in order, other values as first seen
+    (pass the runs oldest first, and the values come in the order they were swept)."""
+    axes: dict[str, list] = {}
+    for field in RunConfig.model_fields:
+        values = []
+        for run in runs:
+            value = run.config.get(field)
+            if value not in values:
+                values.append(value)
+        if len(values) > 1:
+            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+            axes[field] = sorted(values) if numbers else values
+    return axes

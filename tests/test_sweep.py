@@ -1,0 +1,118 @@
+"""Sweeps: grid expansion, the cap, refusals before anything is queued, and the terminal command."""
+
+import json
+
+import pytest
+
+from contrast_core import sweep
+from contrast_core.__main__ import main
+from contrast_core.store import RunStore
+from contrast_core.sweep import SweepError
+
+
+def test_expand_makes_every_combination_over_the_base():
+    grid = sweep.expand({"steps": 50}, {"margin": [0.5, 1, 2], "distance": ["euclidean", "cosine"]})
+    assert [c for c, _ in grid] == [
+        {"margin": m, "distance": d} for m in (0.5, 1, 2) for d in ("euclidean", "cosine")
+    ]  # fmt: skip
+    assert all(config.steps == 50 for _, config in grid)
+    assert [(config.margin, config.distance) for _, config in grid][1] == (0.5, "cosine")
+
+
+def test_a_swept_loss_measures_with_its_own_distance_unless_one_is_given():
+    grid = sweep.expand({"sampler": "batch-all", "margin": 0.2}, {"loss": ["triplet", "supcon"]})
+    assert [config.distance for _, config in grid] == ["euclidean", "cosine"]
+
+
+@pytest.mark.parametrize(
+    "axes, words",
+    [
+        ({"margin": ["0.5", "x"]}, "margin: Input should be a valid number"),
+        ({"margin": [0.5, 3], "distance": ["cosine"]}, "(at margin=3 distance=cosine)"),
+        ({"colour": [1, 2]}, "colour: not a run setting"),
+        ({}, "choose at least one knob"),
+        ({"seed": list(range(5)), "lr": [0.1, 0.01, 0.001, 0.0001]}, "5 seed x 4 lr makes 20 runs, over the cap of 16"),
+    ],
+)
+def test_bad_sweeps_are_refused_naming_the_field(axes, words):
+    with pytest.raises(SweepError) as caught:
+        sweep.expand({}, axes)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_cap_is_a_setting(monkeypatch):
+    monkeypatch.setenv("CONTRAST_MAX_SWEEP", "2")
+    with pytest.raises(SweepError, match="over the cap of 2"):
+        sweep.expand({}, {"margin": [0.5, 1, 2]})
+    monkeypatch.setenv("CONTRAST_MAX_SWEEP", "lots")
+    with pytest.raises(SweepError, match="CONTRAST_MAX_SWEEP: 'lots' is not a whole number"):
+        sweep.max_runs()
+
+
+def test_parse_values_splits_on_commas_and_refuses_blanks_and_repeats():
+    assert sweep.parse_values("--margin", " 0.25, 0.5,1 ") == ["0.25", "0.5", "1"]
+    with pytest.raises(SweepError, match="--margin: an empty value"):
+        sweep.parse_values("--margin", "0.5,,1")
+    with pytest.raises(SweepError, match="given twice"):
+        sweep.parse_values("--margin", "1,1")
+
+
+def test_queue_names_the_sweep_and_its_runs_and_refuses_a_used_name(store):
+    name, ids = sweep.queue(store, {"steps": 5}, {"margin": [0.5, 1]}, name="margins")
+    runs = [store.get_run(i) for i in ids]
+    assert name == "margins" and [r.sweep for r in runs] == ["margins", "margins"]
+    assert [r.name for r in runs] == ["margin=0.5", "margin=1"]
+    assert [r.config["margin"] for r in runs] == [0.5, 1.0] and all(r.status == "queued" for r in runs)
+    with pytest.raises(SweepError, match="name: a sweep named 'margins' exists"):
+        sweep.queue(store, {}, {"margin": [2, 3]}, name="margins")
+    assert len(store.list_runs()) == 2  # the refused sweep queued nothing
+
+
+def test_a_bad_combination_queues_nothing(store):
+    with pytest.raises(SweepError):
+        sweep.queue(store, {}, {"margin": [0.5, 3], "distance": ["euclidean", "cosine"]})
+    assert store.list_runs() == []
+
+
+def test_axes_of_finds_the_swept_knobs_in_order(store):
+    _, ids = sweep.queue(store, {}, {"margin": [2, 0.5], "distance": ["euclidean", "cosine"]})
+    runs = [store.get_run(i) for i in ids]  # oldest first
+    assert sweep.axes_of(runs) == {"distance": ["euclidean", "cosine"], "margin": [0.5, 2.0]}
+
+
+def test_cli_sweep_queues_the_grid_and_prints_the_ids(tmp_path, capsys):
+    assert main(["sweep", "--margin", "0.5,1", "--distance", "euclidean,cosine", "--steps", "20",
+                 "--home", str(tmp_path), "--name", "grid"]) == 0  # fmt: skip
+    out = capsys.readouterr()
+    ids = out.out.split()
+    runs = RunStore(tmp_path).list_runs(sweep="grid")
+    assert sorted(ids) == sorted(r.id for r in runs) and len(ids) == 4
+    assert {(r.config["margin"], r.config["distance"], r.config["steps"]) for r in runs} == {
+        (m, d, 20) for m in (0.5, 1.0) for d in ("euclidean", "cosine")
+    }  # fmt: skip
+    assert "4 runs queued" in out.err
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--margin", "0.5,3", "--distance", "cosine"], "--margin: must be in [0, 2]"),
+        (["--margin", "0.5"], "give at least one flag two or more values"),
+        (["--lr", "0.1,-1"], "--lr: must be a finite number > 0 (at lr=-1)"),
+    ],
+)
+def test_cli_sweep_refuses_bad_values_before_queueing(tmp_path, capsys, args, words):
+    assert main(["sweep", *args, "--home", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+    assert RunStore(tmp_path).list_runs() == []
+
+
+def test_cli_sweep_wait_trains_the_runs_and_prints_a_json_line_each(tmp_path, capsys):
+    code = main(["sweep", "--margin", "0.5,1", "--steps", "4", "--eval-size", "20", "--snapshot-every", "2",
+                 "--home", str(tmp_path), "--name", "tiny", "--wait", "--json"])  # fmt: skip
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    assert sorted(line["config"]["margin"] for line in lines) == [0.5, 1.0]
+    assert all(line["status"] == "finished" and line["sweep"] == "tiny" and "knn_accuracy" in line for line in lines)
+    assert all(r.status == "finished" and r.step == 4 for r in RunStore(tmp_path).list_runs(sweep="tiny"))
