@@ -5,13 +5,13 @@ import streamlit as st
 from ui.sidebar import sidebar
 
 st.set_page_config(page_title="Contrast Lab", page_icon=":material/scatter_plot:", layout="wide")
-docs = st.Page("pages/docs.py", title="Docs", icon=":material/menu_book:", visibility="hidden")
+docs = st.Page("views/docs.py", title="Docs", icon=":material/menu_book:", visibility="hidden")
 page = st.navigation(
     [
-        st.Page("pages/playground.py", title="Playground", icon=":material/play_circle:", default=True),
-        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-        st.Page("pages/explore.py", title="Explore", icon=":material/travel_explore:"),
-        st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
+        st.Page("views/playground.py", title="Playground", icon=":material/play_circle:", default=True),
+        st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("views/explore.py", title="Explore", icon=":material/travel_explore:"),
+        st.Page("views/runs.py", title="Runs", icon=":material/list:"),
         docs,
     ]
 )

@@ -48,7 +48,7 @@ def queue(store, monkeypatch):
 def open_app(page: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60).run()
     if page is not None:
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -168,7 +168,7 @@ def test_sidebar_shows_device_queue_and_docs_link(queue, store):
     assert any("test-device" in text for text in sidebar)  # what the workers' heartbeats report
     assert any("1 running · 0 queued" in text for text in sidebar)
     assert [link.proto.label for link in at.sidebar.get("page_link")] == ["Docs"]
-    at.switch_page("pages/docs.py").run()
+    at.switch_page("views/docs.py").run()
     assert not at.exception
     readme = (Path(APP).parent / "README.md").read_text()
     shown = "".join(m.value for m in at.main.markdown)
@@ -251,7 +251,7 @@ def test_the_tab_keeps_its_run_and_form_across_page_switches(queue, store):
     button(at, "Train").click().run()
     run_id = at.session_state["playground_run"]
     for page in ("runs", "compare", "explore", "playground"):
-        at.switch_page(f"pages/{page}.py").run()
+        at.switch_page(f"views/{page}.py").run()
         assert not at.exception, page
     assert at.session_state["playground_run"] == run_id
     assert at.number_input(key="cfg.steps").value == 700
@@ -448,7 +448,7 @@ def test_a_link_with_a_run_id_opens_that_run(queue, store):
 def switch_as_the_sidebar_does(at: AppTest, page: str) -> AppTest:
     """A click in the page menu: st.navigation drops the URL's query parameters on a page switch."""
     at.query_params.clear()
-    at.switch_page(f"pages/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -291,6 +291,10 @@ def test_the_tab_s_run_is_in_the_url_and_survives_f5_and_page_switches(page, ser
     nav.filter(has_text="Runs").click()
     page.get_by_test_id("stDataFrame").wait_for()
     _wait_for_url_run(page, run_id)
+    page.reload()  # F5 on another page: the app's router draws it, not the page file on its own
+    page.get_by_test_id("stDataFrame").wait_for()
+    expect(nav.filter(has_text="Playground")).to_be_visible()
+    _wait_for_url_run(page, run_id)
     nav.filter(has_text="Playground").click()
     page.get_by_test_id("stProgress").filter(has_text="running").wait_for(timeout=60_000)
     _wait_for_url_run(page, run_id)

@@ -54,7 +54,7 @@ def periods(monkeypatch) -> list:
 
 def runs_page() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/runs.py").run()
+    at.switch_page("views/runs.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -319,3 +319,101 @@ def mosaic(rows: list[np.ndarray], scale: int = 4) -> np.ndarray:
     grid = np.concatenate(lines, axis=0)
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     return grid[..., 0] if grid.shape[-1] == 1 else grid
+
+
+def small_multiples(
+    panels: dict[tuple[int, int], dict],
+    rows: list[str],
+    cols: list[str],
+    classes: list[str],
+    ranges: dict[tuple[int, int], tuple] | None = None,
+    panel_px: int = 230,
+) -> go.Figure:
+    """One embedding scatter per run, on a grid: rows and columns are the swept knobs' values.
+
+    Args:
+        panels: (row, col) -> {"xy": (E, 2), "labels": (E,), "title": badge line}; a missing
+            cell stays empty (a run with no snapshot yet).
+        rows, cols: the grid's row and column headings.
+        classes: class names; a class keeps its colour in every panel, one legend entry each.
+        ranges: (row, col) -> ((x0, x1), (y0, y1)); panels that measure alike share a range.
+    """
+    titles = [panels[(r, c)]["title"] if (r, c) in panels else "" for r in range(len(rows)) for c in range(len(cols))]
+    fig = make_subplots(rows=len(rows), cols=len(cols), subplot_titles=titles, row_titles=rows,
+                        column_titles=None, horizontal_spacing=0.03, vertical_spacing=0.09)  # fmt: skip
+    seen = set()
+    for (r, c), panel in panels.items():
+        xy, labels = panel["xy"], panel["labels"]
+        keep = thin(len(xy), MAX_POINTS // max(len(panels), 1) + 1)
+        xy, labels = xy[keep], labels[keep]
+        for k, name in enumerate(classes):
+            mask = labels == k
+            if not mask.any():
+                continue
+            fig.add_scattergl(x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, legendgroup=name,
+                              showlegend=name not in seen, marker=dict(size=4, color=PALETTE[k % len(PALETTE)]),
+                              hovertemplate=f"<b>{name}</b><extra></extra>", row=r + 1, col=c + 1)  # fmt: skip
+            seen.add(name)
+        if ranges and (r, c) in ranges:
+            (x0, x1), (y0, y1) = ranges[(r, c)]
+            fig.update_xaxes(range=[x0, x1], autorange=False, row=r + 1, col=c + 1)
+            fig.update_yaxes(range=[y0, y1], autorange=False, row=r + 1, col=c + 1)
+    fig.update_xaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False)
+    for i in range(1, len(rows) * len(cols) + 1):  # equal units in every panel: distances read true
+        fig.update_yaxes(scaleanchor=f"x{i if i > 1 else ''}", scaleratio=1, row=(i - 1) // len(cols) + 1,
+                         col=(i - 1) % len(cols) + 1)  # fmt: skip
+    fig.update_annotations(font_size=11)
+    fig.update_layout(legend=dict(itemsizing="constant", orientation="h", y=-0.02, yanchor="top"),
+                      margin=dict(l=10, r=30, t=90, b=10))  # fmt: skip
+    for c, heading in enumerate(cols):  # column headings above the panels' own titles
+        fig.add_annotation(text=f"<b>{heading}</b>", x=(c + 0.5) / len(cols), y=1.0, xref="paper", yref="paper",
+                           yshift=34, showarrow=False, font_size=12)  # fmt: skip
+    return _layout(fig, "Embeddings of every run at this step", panel_px * len(rows) + 120)
+
+
+def histogram_multiples(
+    panels: dict[tuple[int, int], dict], rows: list[str], cols: list[str], bins: int = 40, panel_px: int = 170
+) -> go.Figure:
+    """Positive / negative pair-distance densities per run on the same grid, each with its margin.
+
+    panels: (row, col) -> {"positive", "negative": distances, "margin": float | None, "title": str}.
+    """
+    titles = [panels[(r, c)]["title"] if (r, c) in panels else "" for r in range(len(rows)) for c in range(len(cols))]
+    fig = make_subplots(rows=len(rows), cols=len(cols), subplot_titles=titles, row_titles=rows,
+                        horizontal_spacing=0.04, vertical_spacing=0.12)  # fmt: skip
+    for (r, c), panel in panels.items():
+        pos, neg, margin = panel["positive"], panel["negative"], panel["margin"]
+        both = np.concatenate([pos, neg])
+        both = both[np.isfinite(both)]
+        hi = max(float(np.quantile(both, 0.99)) if len(both) else 1.0, 1.2 * (margin or 0), 1e-6)
+        edges = np.linspace(0, hi, bins + 1)
+        centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        for name, values, colour in (("positive pairs", pos, POSITIVE), ("negative pairs", neg, NEGATIVE)):
+            values = values[np.isfinite(values)]
+            counts, _ = np.histogram(np.clip(values, 0, hi), bins=edges)
+            fig.add_bar(x=centres, y=counts / max(len(values), 1) / width, width=width, name=name, legendgroup=name,
+                        marker_color=colour, opacity=0.6, showlegend=(r, c) == min(panels),
+                        row=r + 1, col=c + 1)  # fmt: skip
+        if margin is not None:
+            fig.add_vline(x=margin, line=dict(color="#333", dash="dash"), row=r + 1, col=c + 1)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_xaxes(tickfont_size=9)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(barmode="overlay", bargap=0, legend=dict(orientation="h", y=-0.04, yanchor="top", x=0),
+                      margin=dict(l=10, r=30, t=60, b=40))  # fmt: skip
+    return _layout(fig, "Pair distances at this step (dashed: each run's margin)", panel_px * len(rows) + 80)
+
+
+def metric_by_knob(table: pd.DataFrame, knob: str, metric: str, line_knob: str | None) -> go.Figure:
+    """A metric against a swept knob, one line per value of a second knob (a numeric knob on a numeric axis)."""
+    fig = go.Figure()
+    groups = table.groupby(line_knob, sort=False) if line_knob else [(None, table)]
+    for c, (value, rows) in enumerate(groups):
+        fig.add_scatter(x=rows[knob], y=rows[metric], mode="lines+markers", name=f"{line_knob}={value}" if line_knob
+                        else metric, line=dict(color=PALETTE[c % len(PALETTE)]), showlegend=line_knob is not None)  # fmt: skip
+    numeric = pd.api.types.is_numeric_dtype(table[knob])
+    fig.update_xaxes(title_text=knob, type="log" if numeric and knob in ("lr",) else "-" if numeric else "category")
+    fig.update_yaxes(title_text=metric)
+    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    return _layout(fig, f"{metric} against {knob}", 300)

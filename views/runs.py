@@ -34,7 +34,7 @@ def _table(runs: list[Run]) -> None:
     watch, stop, resume, delete = st.columns(4)
     if watch.button("Watch in Playground", icon=":material/monitoring:", disabled=len(chosen) != 1, width="stretch"):
         st.session_state[tab.WATCHED] = chosen[0].id
-        st.switch_page("pages/playground.py", query_params={"run": chosen[0].id})
+        st.switch_page("views/playground.py", query_params={"run": chosen[0].id})
     if stop.button("Stop", icon=":material/stop:", disabled=not stoppable, width="stretch",
                    help="Queued or running runs: a queued run is cancelled at once, a running one at its next step."):  # fmt: skip
         _act(stoppable, lambda run: backend.job_queue().cancel(run.id), "Stopping")

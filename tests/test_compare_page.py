@@ -1,0 +1,141 @@
+"""The Compare page's sweeps: queued from the page, drawn as small multiples with one step slider."""
+# ruff: noqa: F811 (the store and queue fixtures of test_app are imported and then requested by name)
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_app import APP, add_run, button, chart, open_app, queue, store, values  # noqa: F401
+
+from contrast_core import sweep
+
+
+def sweep_runs(store, name="grid", upto=250, **base):
+    """A finished 2 x 2 sweep (margin x distance) with snapshots every 50 steps, as workers leave one."""
+    ids = []
+    for margin in (0.5, 1.0):
+        for distance in ("euclidean", "cosine"):
+            run_id, _ = add_run(store, upto, status="finished", margin=margin, distance=distance, **base)
+            ids.append(run_id)
+    with store._write() as conn:  # made by add_run, which knows nothing of sweeps
+        conn.executemany("UPDATE runs SET sweep = ? WHERE id = ?", [(name, i) for i in ids])
+    return ids
+
+
+def titles(spec) -> list[str]:
+    """The panels' own titles (the step and badges), not the row and column headings."""
+    return [a["text"] for a in spec["layout"]["annotations"] if a["text"].startswith("step ")]
+
+
+def test_a_sweep_is_queued_from_the_playground_s_settings(queue, store):
+    at = open_app()
+    at.number_input(key="cfg.steps").set_value(300).run()  # the Playground's current settings
+    at.switch_page("views/compare.py").run()
+    at.selectbox(key="sweep.knob1").set_value("margin").run()
+    at.text_input(key="sweep.values1").set_value("0.5, 1").run()
+    at.selectbox(key="sweep.knob2").set_value("distance").run()
+    assert at.text_input(key="sweep.values2").value == "euclidean, cosine"  # the knob's example values
+    at.text_input(key="sweep.name").set_value("margins").run()
+    button(at, "Queue sweep").click().run()
+    assert not at.exception and not at.error
+    runs = store.list_runs(sweep="margins")
+    assert {(r.config["margin"], r.config["distance"]) for r in runs} == {
+        (m, d) for m in (0.5, 1.0) for d in ("euclidean", "cosine")
+    }  # fmt: skip
+    assert all(r.config["steps"] == 300 and r.status == "queued" for r in runs)
+    assert at.query_params["sweep"] == ["margins"] if isinstance(at.query_params["sweep"], list) else "margins"
+    assert any("no snapshot yet" in i.value for i in at.info)  # the panels appear with the first snapshots
+
+
+@pytest.mark.parametrize(
+    "values1, knob2, error",
+    [
+        ("0.5, 3", "distance", "margin: must be in [0, 2]"),
+        ("0.5,,1", None, "margin: an empty value"),
+        ("0.5, 1", "margin", "second knob: choose a different knob from the first"),
+    ],
+)
+def test_a_bad_sweep_is_refused_in_one_line_and_queues_nothing(queue, store, values1, knob2, error):
+    at = open_app("compare")
+    at.text_input(key="sweep.values1").set_value(values1).run()
+    at.selectbox(key="sweep.knob2").set_value(knob2).run()
+    if knob2 == "distance":
+        at.text_input(key="sweep.values2").set_value("cosine").run()
+    button(at, "Queue sweep").click().run()
+    assert [e.value for e in at.error if error in e.value], [e.value for e in at.error]
+    assert store.list_runs() == []
+
+
+def test_the_cap_is_named_when_a_grid_is_too_big(queue, store, monkeypatch):
+    monkeypatch.setenv("CONTRAST_MAX_SWEEP", "3")
+    at = open_app("compare")
+    at.selectbox(key="sweep.knob2").set_value("distance").run()
+    button(at, "Queue sweep").click().run()  # 4 margins x 2 distances
+    assert any("makes 8 runs, over the cap of 3" in e.value for e in at.error)
+    assert store.list_runs() == []
+
+
+def test_small_multiples_move_together_with_one_step(queue, store):
+    sweep_runs(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["sweep"], at.query_params["step"] = "grid", "100"  # a permalink
+    at.run().switch_page("views/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    grid = chart(at, "Embeddings of every run")
+    assert len(titles(grid)) == 4 and all(t.startswith("step 100 · k-NN accuracy 0.60") for t in titles(grid))
+    assert {a["text"] for a in grid["layout"]["annotations"] if a["text"].startswith("margin=")} == {
+        "margin=0.5", "margin=1.0"
+    }  # fmt: skip
+    assert {a["text"] for a in grid["layout"]["annotations"] if a["text"].startswith("<b>")} == {
+        "<b>distance=euclidean</b>", "<b>distance=cosine</b>"
+    }  # fmt: skip
+    cosine_x = [grid["layout"][k]["range"] for k in grid["layout"] if k.startswith("xaxis")]
+    assert [-1.15, 1.15] in cosine_x  # the cosine panels show the unit circle
+    hist = chart(at, "Pair distances at this step")
+    margins = sorted(s["x0"] for s in hist["layout"]["shapes"] if s["type"] == "line")
+    assert margins == [0.5, 0.5, 1.0, 1.0]  # each run against its own margin
+    knob = chart(at, "k-NN accuracy against margin")
+    assert {t["name"] for t in knob["data"]} == {"distance=euclidean", "distance=cosine"}
+    assert [list(values(t["y"])) for t in knob["data"]] == [[0.6, 0.6], [0.6, 0.6]]  # knn 0.5 + step / 1000 at step 100
+
+    at.select_slider(key="compare.step").set_value(250).run()
+    assert [t[:8] for t in titles(chart(at, "Embeddings of every run"))] == ["step 250"] * 4
+    assert at.query_params["step"] in ("250", ["250"])  # the link follows the view
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [({"sweep": "nope"}, "sweep: no sweep named 'nope'"), ({"sweep": "grid", "step": "abc"}, "step: 'abc' is not")],
+)
+def test_bad_links_get_a_one_line_reason(queue, store, params, words):
+    sweep_runs(store)
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run().switch_page("views/compare.py").run()
+    assert not at.exception
+    assert any(words in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_chosen_runs_keep_the_overlay_and_offer_the_table_as_csv(queue, store):
+    add_run(store, 80, status="finished", margin=0.5)
+    add_run(store, 80, status="finished", margin=2.0)
+    at = open_app("compare")
+    assert at.radio(key="compare.mode").value == "Chosen runs"  # no sweep yet
+    assert len(chart(at, "Loss")["data"]) == 2
+    assert at.get("download_button")
+
+
+def test_grid_of_puts_a_numeric_knob_on_the_rows(store):
+    _, ids = sweep.queue(store, {}, {"distance": ["euclidean", "cosine"], "margin": [0.5, 1, 2]})
+    from ui.sweep_view import grid_of
+
+    grid = grid_of([store.get_run(i) for i in ids])
+    assert grid.rows == ["margin=0.5", "margin=1.0", "margin=2.0"]
+    assert grid.cols == ["distance=euclidean", "distance=cosine"]
+    run = next(r for r in grid.runs if r.config["margin"] == 2.0 and r.config["distance"] == "cosine")
+    assert grid.cells[run.id] == (2, 1)
+
+
+def test_step_at_or_before():
+    from ui.sweep_view import step_at_or_before
+
+    assert [step_at_or_before([0, 50, 100], s) for s in (-1, 0, 49, 50, 1000)] == [None, 0, 0, 50, 100]

@@ -1,0 +1,117 @@
+"""A sweep's runs on a grid at one training step: what the Compare page's small multiples draw.
+
+Rows are the first swept knob's values, columns the other knobs' combinations. Every panel shows
+its run's newest snapshot at or before the chosen step, so one slider moves them all together.
+Panels that measure alike share their axes: cosine runs the unit circle, the others one range.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from contrast_core.metrics import METRICS
+from contrast_core.store import Run, RunStore
+from contrast_core.sweep import axes_of, label
+from ui.run_view import as_measured, class_names, loss_distance, margin_distance, pair_distances
+
+BADGES = ("knn_accuracy", "silhouette")  # the metrics shown in each panel's title
+UNIT = ((-1.15, 1.15), (-1.15, 1.15))  # the cosine panels' range: the unit circle, a margin around it
+
+
+@dataclass
+class Grid:
+    """Where each run of a sweep sits: `cells[run_id] = (row, col)`."""
+
+    runs: list[Run]  # oldest first: the order they were swept
+    axes: dict[str, list]
+    rows: list[str]
+    cols: list[str]
+    cells: dict[str, tuple[int, int]]
+
+
+def grid_of(runs: list[Run]) -> Grid:
+    """Rows: one swept knob's values; columns: the other knobs' combinations (one column if none)."""
+    runs = sorted(runs, key=lambda run: run.created_at)
+    found = axes_of(runs)
+    # Rows (and the x-axis of "metric against knob"): a numeric knob before a named one, then the one with more values.
+    numeric = lambda k: all(isinstance(v, int | float) and not isinstance(v, bool) for v in found[k])
+    axes = {k: found[k] for k in sorted(found, key=lambda k: (not numeric(k), -len(found[k])))}
+    if not axes:  # one run, or runs that differ in nothing
+        return Grid(runs, {}, [""], [r.name or r.id for r in runs], {r.id: (0, i) for i, r in enumerate(runs)})
+    first, *rest = axes
+    combos = list(itertools.product(*(axes[k] for k in rest)))
+    cells = {}
+    for run in runs:
+        combo = tuple(run.config.get(k) for k in rest)
+        cells[run.id] = (axes[first].index(run.config.get(first)), combos.index(combo))
+    rows = [label({first: value}) for value in axes[first]]
+    cols = [label(dict(zip(rest, combo, strict=True))) for combo in combos] if rest else [""]
+    return Grid(runs, axes, rows, cols, cells)
+
+
+def snapshot_steps(store: RunStore, runs: list[Run]) -> list[int]:
+    """Every step at which any of the runs has a snapshot, ascending."""
+    return sorted({snap["step"] for run in runs for snap in store.list_snapshots(run.id)})
+
+
+def step_at_or_before(steps: list[int], step: int) -> int | None:
+    """The newest of `steps` (ascending) at or before `step`; None if all are later."""
+    index = int(np.searchsorted(steps, step, side="right")) - 1
+    return steps[index] if index >= 0 else None
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _panel(home: str, run_id: str, step: int, config: dict) -> dict:
+    """A run's snapshot at `step`, reduced to what a panel draws (snapshots do not change once written)."""
+    arrays = RunStore(home).load_snapshot(run_id, step)
+    measured = as_measured(arrays["embeddings"], config)
+    xy = measured if measured.shape[1] == 2 else arrays.get("pca", measured[:, :2])
+    pairs = pair_distances(arrays, config)
+    return {
+        "xy": np.asarray(xy, dtype=np.float32),
+        "labels": arrays["labels"],
+        "classes": class_names(arrays),
+        "positive": pairs["pos_distances"] if pairs else np.array([]),
+        "negative": pairs["neg_distances"] if pairs else np.array([]),
+    }
+
+
+def panels_at(store: RunStore, grid: Grid, step: int) -> tuple[dict, dict, pd.DataFrame]:
+    """(scatter panels, histogram panels, metrics table) of every run at `step`, by grid cell."""
+    scatter, hist, rows = {}, {}, []
+    for run in grid.runs:
+        snaps = {snap["step"]: snap["metrics"] for snap in store.list_snapshots(run.id)}
+        shown = step_at_or_before(sorted(snaps), step)
+        if shown is None:
+            continue
+        panel = _panel(str(store.home), run.id, shown, run.config)
+        metrics = snaps[shown]
+        badges = " · ".join(f"{METRICS[k].label} {metrics[k]:.2f}" for k in BADGES if k in metrics)
+        title = f"step {shown}" + (f" · {badges}" if badges else "")
+        cell = grid.cells[run.id]
+        scatter[cell] = {"xy": panel["xy"], "labels": panel["labels"], "classes": panel["classes"], "title": title}
+        hist[cell] = {"positive": panel["positive"], "negative": panel["negative"],
+                      "margin": margin_distance(run.config), "title": run.name or run.id}  # fmt: skip
+        rows.append({"run": run.id, "step": shown, **{k: run.config.get(k) for k in grid.axes}, **metrics})
+    return scatter, hist, pd.DataFrame(rows)
+
+
+def shared_ranges(grid: Grid, scatter: dict) -> dict:
+    """Axis ranges per cell: the unit circle for cosine runs, one square range over all the others."""
+    by_cell = {grid.cells[run.id]: run for run in grid.runs}
+    cosine = {cell for cell, run in by_cell.items() if loss_distance(run.config) == "cosine"}
+    others = [scatter[cell]["xy"] for cell in scatter if cell not in cosine]
+    others = [xy[np.isfinite(xy).all(axis=1)] for xy in others]
+    ranges = {cell: UNIT for cell in scatter if cell in cosine}
+    points = np.concatenate([xy for xy in others if len(xy)]) if any(len(xy) for xy in others) else None
+    if points is not None:
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2 * 1.08, 1e-6)
+        square = ((centre[0] - half, centre[0] + half), (centre[1] - half, centre[1] + half))
+        ranges |= {cell: square for cell in scatter if cell not in cosine}
+    return ranges
