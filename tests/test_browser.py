@@ -354,3 +354,43 @@ def test_compare_shows_five_runs_whole(page, server):
         assert height <= shown + 1, (height, shown)  # no chip scrolled out of the box
     finally:
         page.set_viewport_size(VIEWPORT)
+
+
+def test_a_sweep_from_compare_moves_on_one_clock_and_its_link_reopens_it(page, server):
+    page.goto(server["url"])
+    steps = page.get_by_label("Steps", exact=True)
+    steps.fill("200")  # the sweep's runs take the Playground's settings
+    steps.press("Enter")
+    expect(main_button(page, "Train")).to_be_enabled()
+    page.get_by_test_id("stSidebarNavLink").filter(has_text="Compare").click()
+    page.get_by_text("New sweep").first.wait_for()
+    if not main_button(page, "Queue sweep").is_visible():
+        page.get_by_text("New sweep").first.click()
+    values = page.get_by_label("Values", exact=True).first
+    values.fill("0.5, 1")
+    values.press("Enter")
+    page.get_by_test_id("stSelectbox").filter(has_text="Second knob").click()
+    page.get_by_role("option", name="distance", exact=True).click()
+    expect(page.get_by_label("Values", exact=True).nth(1)).to_have_value("euclidean, cosine")
+    main_button(page, "Queue sweep").click()
+    page.get_by_text("4 finished").wait_for(timeout=240_000)  # 2 margins x 2 distances, 200 steps each
+    wait_for_chart(page, "Embeddings of every run", lambda c: sum(c["points"]) > 0)
+    slider = page.get_by_test_id("stSlider").filter(has_text="Training step").get_by_role("slider")
+    slider.focus()
+    slider.press("Home")  # every panel back to the first snapshot
+    page.wait_for_function("() => new URLSearchParams(location.search).get('step') === '0'")
+    shoot(page, "compare-sweep")
+    link = page.url
+    assert "sweep=" in link
+
+    fresh = page.context.browser.new_context(viewport=VIEWPORT)  # nothing of this session: the link alone
+    try:
+        other = fresh.new_page()
+        other.set_default_timeout(60_000)
+        other.goto(link)
+        wait_for_chart(other, "Embeddings of every run", lambda c: sum(c["points"]) > 0)
+        expect(other.get_by_test_id("stSlider").filter(has_text="Training step")).to_contain_text("0")
+        assert urllib.parse.parse_qs(urllib.parse.urlparse(other.url).query)["step"] == ["0"]
+        shoot(other, "compare-sweep-from-link")
+    finally:
+        fresh.close()
