@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from contrast_core import data, distances, losses, metrics, models, samplers
+from contrast_core import data, distances, forces, losses, metrics, models, samplers
 from contrast_core.augment import augment
 from contrast_core.config import RunConfig
 from contrast_core.projection import project
@@ -230,7 +230,28 @@ class Trainer:
             )  # fmt: skip
         if self.is_vae:
             found.update(self._vae_metrics(x_eval))
+        arrays.update(self.forces())
         return arrays, found
+
+    def forces(self) -> dict[str, np.ndarray]:
+        """The loss's force on each evaluation item (see forces.py), for one batch of evaluation items
+        drawn by the run's own sampler with a generator seeded by the run's seed: "forces" (E, D) and
+        "force_drawn" (E,), whether the item was in that batch."""
+        c, ds = self.config, self.data
+        sampler = samplers.build(
+            c.sampler, ds.eval_index, ds.y, c.batch_size, c.m_per_class,
+            distance=self.loss.distance, margin=c.margin_distance or 0.0,
+        )  # fmt: skip
+        g = torch.Generator(self.device).manual_seed(c.seed)
+        batch = sampler.draw(g)
+        x = ds.x.index_select(0, batch.index)
+        if batch.views or c.augment > 0:
+            x = augment(x, max(c.augment, 0.0), g)
+        force = forces.row_forces(self.loss, sampler, batch, models.embed(self.model, x))
+        if self.is_vae:
+            force = force * c.contrastive_weight  # the contrastive term's share of the VAE's loss
+        total, drawn = forces.item_forces(force, batch.index, ds.eval_index)
+        return {"forces": total, "force_drawn": drawn}
 
     def _reconstructions(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         self.model.eval()

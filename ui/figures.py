@@ -417,3 +417,28 @@ def metric_by_knob(table: pd.DataFrame, knob: str, metric: str, line_knob: str |
     fig.update_yaxes(title_text=metric)
     fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
     return _layout(fig, f"{metric} against {knob}", 300)
+
+
+FORCE_COLOUR = "#222"
+ARROW_SHARE = 0.12  # the longest force arrow, as a share of the plot's span
+
+
+def add_forces(fig: go.Figure, xy: np.ndarray, force: np.ndarray, drawn: np.ndarray) -> float:
+    """Draws each item's force as a segment from its point (one trace, segments split by gaps) with a
+    dot at its head; items of the batch that no term touches get a hollow ring. Returns the scale:
+    plot units per unit of force (the longest arrow is ARROW_SHARE of the plot's span)."""
+    length = np.linalg.norm(force, axis=1)
+    moving = drawn & (length > 1e-12) & np.isfinite(xy).all(axis=1)
+    span = float(np.ptp(xy[np.isfinite(xy).all(axis=1)], axis=0).max()) if np.isfinite(xy).any() else 1.0
+    scale = ARROW_SHARE * span / float(length[moving].max()) if moving.any() else 0.0
+    start, end = xy[moving], xy[moving] + scale * force[moving]
+    gaps = np.full((len(start), 1), np.nan)
+    segments = np.hstack([start, end, gaps, gaps]).reshape(-1, 2) if len(start) else np.empty((0, 2))
+    fig.add_scatter(x=segments[:, 0], y=segments[:, 1], mode="lines", name="force", hoverinfo="skip",
+                    line=dict(color=FORCE_COLOUR, width=1))  # fmt: skip
+    fig.add_scatter(x=end[:, 0], y=end[:, 1], mode="markers", name="force", showlegend=False, hoverinfo="skip",
+                    marker=dict(color=FORCE_COLOUR, size=3))  # fmt: skip
+    idle = drawn & ~(length > 1e-12)
+    fig.add_scatter(x=xy[idle, 0], y=xy[idle, 1], mode="markers", name="in the batch, no force", hoverinfo="skip",
+                    marker=dict(symbol="circle-open", size=10, color=FORCE_COLOUR, line_width=1))  # fmt: skip
+    return scale

@@ -1,15 +1,97 @@
-"""Explore: one frozen snapshot of a run; box- or lasso-select points to see the items behind them."""
+"""Explore: one run in depth. A timeline over its snapshots (slider and play), the forces the loss
+puts on each item, and box- or lasso-selected points with the items behind them.
+
+The view is in the URL (`?run=ID&step=N`), so a link opens it again.
+"""
 
 import numpy as np
 import streamlit as st
 
+from contrast_core.forces import in_plane
 from ui import backend, figures, items, layouts, tab
 from ui.run_table import run_label
-from ui.run_view import class_names
+from ui.run_view import as_measured, class_names
 
 SHOWN_ITEMS = 60  # images shown for a selection
+PLAY_SECONDS = 0.8  # a snapshot a tick while playing
+STEP = "explore.step"  # session_state: the snapshot shown
+NOTES = {
+    "forces": "Arrows: where the loss pushes each item of one fixed batch of held-out items, drawn by the "
+    "run's own sampler (the negative gradient of the loss with respect to the item's embedding; the "
+    "longest arrow is drawn at an eighth of the plot). Same-class items are pulled together, other "
+    "classes inside the margin pushed apart. Rings: items in the batch that no term of the loss touches. "
+    "Points without either were not in the batch.",
+}
 
-st.title("Explore a snapshot")
+
+def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool) -> None:
+    """The timeline, the scatter (with the forces) and the selection, for the step chosen."""
+    store = backend.run_store()
+    if st.session_state.get("explore.play"):
+        later = [s for s in steps if s > st.session_state.get(STEP, steps[0])]
+        st.session_state[STEP] = later[0] if later else steps[0]
+    elif st.session_state.get(STEP) not in steps:
+        st.session_state[STEP] = steps[-1]
+    if len(steps) > 1:
+        slider, play = st.columns([5, 1], vertical_alignment="bottom")
+        step = slider.select_slider("Snapshot at step", steps, key=STEP)
+        if play.toggle("Play", key="explore.play", help="Step through the run's snapshots.") != was_playing:
+            st.rerun()  # the whole page: the timeline's tick follows the button
+    else:
+        step = steps[0]
+    st.query_params["step"] = str(step)
+    arrays = store.load_snapshot(run_id, step)
+    dim = arrays["embeddings"].shape[1]
+    method = "PCA"
+    if dim > 2:
+        method = st.segmented_control("Projection", list(layouts.METHODS), default="PCA", key="explore.method") or "PCA"
+    with st.spinner(f"{method} of {len(arrays['embeddings'])} points (UMAP compiles on first use)..."):
+        xy = layouts.layout(run_id, step, method, arrays, config)
+    classes = class_names(arrays)
+    hover = items.hover_texts(items.data_key(config), arrays["index"])
+    title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")
+    fig = figures.scatter_figure(xy, arrays["labels"], classes, hover=hover, title=title, height=560)
+    can_draw_forces = "forces" in arrays and method == "PCA"  # UMAP and t-SNE are not linear: no arrows
+    show_forces = st.toggle("Forces", key="explore.forces", disabled=not can_draw_forces,
+                            help=NOTES["forces"] if can_draw_forces else "Forces are drawn on the 2-D embedding "
+                            "or its PCA, for snapshots that recorded them.")  # fmt: skip
+    if show_forces and can_draw_forces:
+        measured = as_measured(arrays["embeddings"], config)
+        force = in_plane(arrays["forces"], measured, xy)
+        figures.add_forces(fig, xy, force, arrays["force_drawn"])
+    fig.update_layout(dragmode="select")
+    event = st.plotly_chart(fig, key="explore.scatter", on_select="rerun", selection_mode=("box", "lasso"))
+    if show_forces and can_draw_forces:
+        drawn = arrays["force_drawn"]
+        idle = drawn & ~(np.linalg.norm(arrays["forces"], axis=1) > 1e-12)
+        st.caption(f"{int(drawn.sum())} items in the batch, {int(idle.sum())} of them untouched by the loss. "
+                   + NOTES["forces"])  # fmt: skip
+    selection(arrays, classes, config, event)
+
+
+def selection(arrays: dict, classes: list[str], config: dict, event) -> None:
+    points = event.selection.points if event is not None else []
+    positions = np.array(sorted({int(p["customdata"]) for p in points if "customdata" in p}), dtype=int)
+    if len(positions) == 0:
+        st.caption("Drag a box or lasso around points to see the items behind them.")
+        return
+    labels = arrays["labels"][positions]
+    counts = ", ".join(f"{classes[c]}: {n}" for c, n in zip(*np.unique(labels, return_counts=True), strict=True))
+    st.markdown(f"**{len(positions)} selected** ({counts})")
+    x = items.items(items.data_key(config), arrays["index"][positions])
+    if x is None:
+        st.info("The dataset's items cannot be loaded here, so only their classes are shown.")
+    elif x.ndim == 4:
+        shown = x[:SHOWN_ITEMS]
+        rows = [shown[i : i + 15] for i in range(0, len(shown), 15)]
+        rows[-1] = np.concatenate([rows[-1], np.ones((15 - len(rows[-1]), *shown.shape[1:]), dtype=shown.dtype)])
+        scale = max(1, 48 // shown.shape[-1])  # about 48 pixels a side
+        st.image(figures.mosaic(rows, scale=scale), caption=f"The first {len(shown)} selected items", clamp=True)
+    else:
+        st.dataframe({"class": [classes[c] for c in labels], **{f"x{j}": x[:, j] for j in range(x.shape[1])}})
+
+
+st.title("Explore a run")
 watched = tab.watched_run()  # the tab's run, or the link's
 store = backend.run_store()
 runs = {run.id: run for run in store.list_runs()}
@@ -25,38 +107,11 @@ tab.show_in_url(run_id)  # the run shown: F5 or the link opens it again
 if watched and watched not in with_snapshots:
     st.caption(f"Run {watched} " + ("has no snapshot yet." if watched in runs else "was not found."))
 steps = [s["step"] for s in store.list_snapshots(run_id)]
-step = st.select_slider("Snapshot at step", steps, value=steps[-1]) if len(steps) > 1 else steps[0]
-arrays = store.load_snapshot(run_id, step)
-config = runs[run_id].config
-
-method = "PCA"
-if arrays["embeddings"].shape[1] > 2:
-    method = st.segmented_control("Projection", list(layouts.METHODS), default="PCA") or "PCA"
-with st.spinner(f"{method} of {len(arrays['embeddings'])} points (UMAP compiles on first use)..."):
-    xy = layouts.layout(run_id, step, method, arrays, config)
-classes = class_names(arrays)
-hover = items.hover_texts(items.data_key(config), arrays["index"])
-dim = arrays["embeddings"].shape[1]
-title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")
-fig = figures.scatter_figure(xy, arrays["labels"], classes, hover=hover, title=title, height=560)
-fig.update_layout(dragmode="select")
-event = st.plotly_chart(fig, key="explore.scatter", on_select="rerun", selection_mode=("box", "lasso"))
-
-positions = np.array(sorted({int(p["customdata"]) for p in event.selection.points if "customdata" in p}), dtype=int)
-if len(positions) == 0:
-    st.caption("Drag a box or lasso around points to see the items behind them.")
-    st.stop()
-labels = arrays["labels"][positions]
-counts = ", ".join(f"{classes[c]}: {n}" for c, n in zip(*np.unique(labels, return_counts=True), strict=True))
-st.markdown(f"**{len(positions)} selected** ({counts})")
-x = items.items(items.data_key(config), arrays["index"][positions])
-if x is None:
-    st.info("The dataset's items cannot be loaded here, so only their classes are shown.")
-elif x.ndim == 4:
-    shown = x[:SHOWN_ITEMS]
-    rows = [shown[i : i + 15] for i in range(0, len(shown), 15)]
-    rows[-1] = np.concatenate([rows[-1], np.ones((15 - len(rows[-1]), *shown.shape[1:]), dtype=shown.dtype)])
-    scale = max(1, 48 // shown.shape[-1])  # about 48 pixels a side
-    st.image(figures.mosaic(rows, scale=scale), caption=f"The first {len(shown)} selected items", clamp=True)
-else:
-    st.dataframe({"class": [classes[c] for c in labels], **{f"x{j}": x[:, j] for j in range(x.shape[1])}})
+if st.session_state.get("explore.run") != run_id:  # another run: its last snapshot, or the link's step
+    asked = st.query_params.get("step", "") if "explore.run" not in st.session_state else ""
+    st.session_state["explore.run"] = run_id
+    if asked and (not asked.isdigit() or int(asked) not in steps):
+        st.warning(f"step: run {run_id} has no snapshot at step {asked!r}; showing its last one.")
+    st.session_state[STEP] = int(asked) if asked.isdigit() and int(asked) in steps else steps[-1]
+playing = st.session_state.get("explore.play", False)
+st.fragment(run_every=PLAY_SECONDS if playing else None)(snapshot_view)(run_id, steps, runs[run_id].config, playing)

@@ -1,0 +1,89 @@
+"""The Explore page: the timeline over a run's snapshots, its link, and the forces drawn on the embedding."""
+# ruff: noqa: F811 (the store and queue fixtures of test_app are imported and then requested by name)
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_app import APP, E, add_run, chart, open_app, queue, store, values  # noqa: F401
+
+from contrast_core.forces import in_plane
+from ui import figures
+
+
+def open_link(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run().switch_page("views/explore.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def with_forces(store, run_id, step):
+    """Rewrites a snapshot with forces: item 0 pushed along +x by 2, item 1 in the batch but untouched."""
+    arrays = dict(store.load_snapshot(run_id, step))
+    force = np.zeros_like(arrays["embeddings"])
+    force[0] = [2.0, 0.0]
+    force[2] = [0.0, -1.0]
+    drawn = np.zeros(len(force), dtype=bool)
+    drawn[:3] = True
+    store.add_snapshot(run_id, step, arrays | {"forces": force, "force_drawn": drawn}, {})
+    return arrays["embeddings"]
+
+
+def test_a_link_opens_the_run_at_its_step_and_a_bad_step_is_named(queue, store):
+    run_id, _ = add_run(store, 100, status="finished")
+    assert chart(open_link(run=run_id, step="50"), "Step 50: the 2-D embedding")
+    at = open_link(run=run_id, step="70")
+    assert any("step: run" in w.value and "no snapshot at step '70'" in w.value for w in at.warning)
+    assert chart(at, "Step 100")  # the last one instead
+    assert at.query_params["step"] in ("100", ["100"])  # the link follows the view
+
+
+def test_play_steps_through_the_snapshots(queue, store):
+    add_run(store, 100, status="finished")
+    at = open_app("explore")
+    assert chart(at, "Step 100")
+    at.toggle(key="explore.play").set_value(True).run()  # from the last snapshot it starts over
+    assert chart(at, "Step 0")
+    at.run()  # a tick
+    assert chart(at, "Step 50")
+    at.run()
+    assert chart(at, "Step 100")
+    at.toggle(key="explore.play").set_value(False).run()  # stopped: the step stays
+    at.run()
+    assert chart(at, "Step 100")
+
+
+def test_forces_are_arrows_from_each_point_scaled_together(queue, store):
+    run_id, _ = add_run(store, 100, status="finished")
+    embeddings = with_forces(store, run_id, 100)
+    at = open_app("explore")
+    assert at.toggle(key="explore.forces").value is False
+    at.toggle(key="explore.forces").set_value(True).run()
+    spec = chart(at, "Step 100")
+    arrows = next(t for t in spec["data"] if t["name"] == "force" and t["mode"] == "lines")
+    x, y = values(arrows["x"]).astype(float), values(arrows["y"]).astype(float)
+    segments = np.stack([x, y], 1).reshape(-1, 3, 2)[:, :2]  # (start, end) per arrow; then a gap
+    assert len(segments) == 2  # items 0 and 2 move; item 1 is a ring
+    span = np.ptp(embeddings, axis=0).max()
+    start, end = segments[0]
+    assert start == pytest.approx(embeddings[0], abs=1e-5)
+    assert end - start == pytest.approx([figures.ARROW_SHARE * span, 0.0], abs=1e-5)  # the longest: +x
+    assert segments[1][1] - segments[1][0] == pytest.approx([0.0, -figures.ARROW_SHARE * span / 2], abs=1e-5)
+    ring = next(t for t in spec["data"] if t["name"] == "in the batch, no force")
+    assert values(ring["x"]) == pytest.approx([embeddings[1, 0]])
+    assert any("3 items in the batch, 1 of them untouched" in c.value for c in at.caption)
+
+
+def test_snapshots_without_forces_say_so_and_draw_none(queue, store):
+    add_run(store, 100, status="finished")
+    at = open_app("explore")
+    assert at.toggle(key="explore.forces").disabled
+    assert not [t for t in chart(at, "Step 100")["data"] if t.get("name") == "force"]
+
+
+def test_in_plane_keeps_a_2d_embedding_s_forces():
+    xy = np.random.default_rng(0).normal(size=(E, 2))
+    f = np.ones((E, 2))
+    assert in_plane(f, xy, xy) is f
