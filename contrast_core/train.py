@@ -163,22 +163,26 @@ class Trainer:
             mu, logvar, z, reconstruction = (t.float() for t in (out.mu, out.logvar, out.z, out.recon))
             recon, kl = losses.vae_terms(x, reconstruction, mu, logvar)
             embeddings = mu if c.contrast_on == "mu" else z  # (B, D)
-            contrastive = self.loss(*self.sampler.mine(embeddings, batch, self.loss.kind))
+            mined = self.sampler.mine(embeddings, batch, self.loss.kind)
+            contrastive = self.loss(*mined)
             total = recon + c.beta * kl + c.contrastive_weight * contrastive
             terms = {"loss": total, "recon": recon, "kl": kl, "contrastive": contrastive}
         else:
             with self.autocast:
                 embeddings = self.model(x).float()  # (B, D); the loss is always float32
-            total = self.loss(*self.sampler.mine(embeddings, batch, self.loss.kind))
+            mined = self.sampler.mine(embeddings, batch, self.loss.kind)
+            total = self.loss(*mined)
             terms = {"loss": total}
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
         self.last_batch = embeddings.detach(), batch.labels  # (B, D), (B,)
+        self.last_mined = mined._make(t.detach() for t in mined)  # what the loss saw, for the mining statistics
         return terms
 
     def batch_distance_stats(self) -> dict[str, float]:
-        """Mean positive / negative distance in the last batch and the share of negatives inside the margin.
+        """Mean positive / negative distance in the last batch, the share of negatives inside the margin,
+        and what the miner found (see `mining_shares`).
 
         Masked sums rather than boolean indexing, and one transfer to the host: it runs every step.
         """
@@ -190,12 +194,14 @@ class Trainer:
         sums = [(d * positive).sum(), positive.sum(), (d * negative).sum(), negative.sum()]
         if margin is not None:
             sums.append(((d < margin).to(d.dtype) * negative).sum())
-        pos_sum, n_pos, neg_sum, n_neg, *inside = torch.stack(sums).tolist()
+        mining = mining_counts(self.last_mined, self.loss.distance, margin)
+        values = torch.stack(sums + list(mining.values())).tolist()  # one transfer to the host
+        pos_sum, n_pos, neg_sum, n_neg, *inside = values[: len(sums)]
         nan = float("nan")
         stats = {"pos_distance": pos_sum / n_pos if n_pos else nan, "neg_distance": neg_sum / n_neg if n_neg else nan}
         if inside and n_neg:
             stats["violation_fraction"] = inside[0] / n_neg
-        return stats
+        return stats | mining_shares(dict(zip(mining, values[len(sums) :], strict=True)))
 
     # --- snapshots and state --------------------------------------------------------------
     def snapshot(self, final: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -296,6 +302,46 @@ class Trainer:
         else:  # saved on another kind of device (CPU and CUDA generators differ): a fresh stream
             self.generator.manual_seed(self.config.seed + self.step)
         torch.set_rng_state(state["rng"]["torch"].cpu())
+
+
+def mining_counts(mined, distance: distances.Distance, margin: float | None) -> dict[str, torch.Tensor]:
+    """Counts (0-d tensors, not synced) of what a step's miner handed the loss.
+
+    Pairs: how many, and how many cost loss (a positive apart, a negative inside the margin).
+    Triplets: how many, and how many are hard (d(a, n) <= d(a, p)), semi-hard (d(a, p) < d(a, n) <
+    d(a, p) + margin: both cost loss) or easy (the rest, which cost nothing). Views and labelled
+    batches: how many items; every term of NT-Xent and SupCon costs loss.
+    """
+    if isinstance(mined, samplers.Pairs):
+        d = distance.paired(mined.x1.detach(), mined.x2.detach())  # (P,)
+        same = mined.same.bool()
+        active = torch.where(same, d > 0, d < (margin if margin is not None else 0.0))
+        return {"mined": torch.tensor(float(len(d)), device=d.device), "active": active.float().sum()}
+    if isinstance(mined, samplers.Triplets):
+        a, p, n = (t.detach() for t in mined)
+        d_ap, d_an = distance.paired(a, p), distance.paired(a, n)  # (T,) each
+        hard = d_an <= d_ap
+        semi_hard = ~hard & (d_an < d_ap + (margin or 0.0))
+        return {"mined": torch.tensor(float(len(a)), device=a.device), "hard": hard.float().sum(),
+                "semi_hard": semi_hard.float().sum()}  # fmt: skip
+    items = mined.z_a if isinstance(mined, samplers.Views) else mined.z
+    return {"mined": torch.tensor(float(len(items)), device=items.device)}
+
+
+def mining_shares(counts: dict[str, float]) -> dict[str, float]:
+    """The metric row's mining columns from `mining_counts`: "mined" (pairs, triplets or items the loss
+    saw), "active_share" (share of those terms with a non-zero loss) and, for triplets, the shares of
+    hard, semi-hard and easy negatives."""
+    n, nan = counts["mined"], float("nan")
+    row = {"mined": n}
+    if "active" in counts:
+        row["active_share"] = counts["active"] / n if n else nan
+    if "hard" in counts:
+        hard, semi = (counts["hard"] / n, counts["semi_hard"] / n) if n else (nan, nan)
+        row |= {"active_share": hard + semi, "hard_share": hard, "semi_hard_share": semi, "easy_share": 1 - hard - semi}
+    if "active" not in counts and "hard" not in counts:
+        row["active_share"] = 1.0 if n else nan
+    return row
 
 
 def train(

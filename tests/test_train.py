@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from contrast_core import distances
 from contrast_core.config import RunConfig
 from contrast_core.losses import LOSSES
 from contrast_core.samplers import SAMPLERS
@@ -156,6 +157,7 @@ def test_bfloat16_runs_learn_digits(model):
 def test_batch_distance_stats_hand_case():
     """Points 0, 1 (class 0) and 3, 6 (class 1) on a line, Euclidean, margin 2.5."""
     trainer = Trainer(RunConfig(device="cpu", margin=2.5, batch_size=4, eval_size=40))
+    trainer.train_step()  # sets what the miner found, too
     trainer.last_batch = torch.tensor([[0.0, 0], [1, 0], [3, 0], [6, 0]]), torch.tensor([0, 0, 1, 1])
     stats = trainer.batch_distance_stats()
     assert stats["pos_distance"] == pytest.approx((1 + 3) / 2)  # |0-1|, |3-6|
@@ -186,3 +188,45 @@ def test_snapshot_metrics_run_on_one_thread_and_training_gets_its_threads_back(m
     trainer.snapshot()
     assert seen == [{1}]
     assert torch.get_num_threads() == threads
+
+
+def test_mining_counts_pairs_that_cost_loss():
+    from contrast_core.samplers import Pairs
+    from contrast_core.train import mining_counts, mining_shares
+
+    x1 = torch.zeros(4, 2)
+    x2 = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.5, 0.0], [2.0, 0.0]])
+    same = torch.tensor([1, 1, 0, 0])  # a positive at 0 (free), one apart (costs), negatives at 0.5 (costs), 2 (free)
+    counts = mining_counts(Pairs(x1, x2, same), distances.build("euclidean"), margin=1.0)
+    row = mining_shares({k: v.item() for k, v in counts.items()})
+    assert row == {"mined": 4, "active_share": 0.5}
+
+
+def test_mining_sorts_triplets_into_hard_semi_hard_and_easy():
+    from contrast_core.samplers import Triplets
+    from contrast_core.train import mining_counts, mining_shares
+
+    a = torch.zeros(4, 1)
+    p = torch.tensor([[1.0], [1.0], [1.0], [1.0]])
+    n = torch.tensor([[0.5], [1.0], [1.2], [3.0]])  # d_an 0.5, 1 (hard: <= d_ap), 1.2 (semi-hard, margin 0.5), 3 (easy)
+    counts = mining_counts(Triplets(a, p, n), distances.build("euclidean"), margin=0.5)
+    row = mining_shares({k: v.item() for k, v in counts.items()})
+    assert row == pytest.approx(
+        {"mined": 4, "active_share": 0.75, "hard_share": 0.5, "semi_hard_share": 0.25, "easy_share": 0.25}
+    )
+
+
+@pytest.mark.parametrize(
+    "config, columns",
+    [
+        (dict(), {"mined", "active_share"}),
+        (dict(loss="triplet", sampler="semi-hard", margin=0.5), {"hard_share", "semi_hard_share", "easy_share"}),
+        (dict(loss="nt-xent", sampler="augmented-views", augment=0.5), {"mined", "active_share"}),
+    ],
+)
+def test_every_step_row_says_what_the_miner_found(config, columns):
+    rows = []
+    train(RunConfig(steps=3, eval_size=30, batch_size=32, **config),
+          lambda e: rows.append(e.data) if e.kind == "step" else None)  # fmt: skip
+    assert all(columns <= set(row) for row in rows)
+    assert all(0 <= row["active_share"] <= 1 and row["mined"] > 0 for row in rows)
