@@ -87,3 +87,35 @@ def test_in_plane_keeps_a_2d_embedding_s_forces():
     xy = np.random.default_rng(0).normal(size=(E, 2))
     f = np.ones((E, 2))
     assert in_plane(f, xy, xy) is f
+
+
+def mined_run(store):
+    from test_app import snapshot
+
+    from contrast_core.config import RunConfig
+
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="finished")
+    store.add_metrics(
+        run_id, [{"step": s, "loss": 1 / s, "mined": 100.0, "active_share": 1 - s / 100} for s in range(1, 101)]
+    )
+    for step in (0, 50, 100):
+        store.add_snapshot(run_id, step, snapshot(step), {"knn_accuracy": 0.5})
+    return run_id
+
+
+def test_the_miner_s_findings_are_drawn_on_explore_at_the_step_shown(queue, store):
+    run_id = mined_run(store)
+    at = open_link(run=run_id, step="50")
+    spec = chart(at, "What the miner found")
+    names = [t["name"] for t in spec["data"]]
+    assert names == ["terms that cost loss", "mined (right axis)"]
+    assert values(spec["data"][1]["y"]).tolist() == [100.0] * 100
+    assert [s["x0"] for s in spec["layout"]["shapes"]] == [50]  # the snapshot shown
+
+
+def test_the_miner_s_findings_are_drawn_live_on_the_playground(queue, store):
+    from test_app import watch
+
+    spec = chart(watch(store, mined_run(store)), "What the miner found")
+    active = values(spec["data"][0]["y"])
+    assert active[0] == pytest.approx(0.99) and active[-1] < active[0]  # smoothed, falling as the rows do

@@ -139,3 +139,13 @@ def test_mosaic_places_each_image_with_a_gap():
     assert grid[0, 0] == 0 and grid[3, 0] == 0.5 and grid[2, 0] == 1 and grid[0, 2] == 1
     rgb = figures.mosaic([np.zeros((3, 3, 4, 4))], scale=2)
     assert rgb.shape == (10, 30, 3)
+
+
+def test_mining_figure_draws_the_triplet_shares_and_the_count_on_its_own_axis():
+    rows = pd.DataFrame({"step": [1, 2], "mined": [40.0, 10.0], "active_share": [0.5, 0.2], "hard_share": [0.1, 0.0],
+                         "semi_hard_share": [0.4, 0.2], "easy_share": [0.5, 0.8]})  # fmt: skip
+    fig = figures.mining_figure(rows, steps=10, smoothing=0.0)
+    assert [t.name for t in fig.data] == ["terms that cost loss", "hard negatives", "semi-hard negatives",
+                                          "easy negatives (no loss)", "mined (right axis)"]  # fmt: skip
+    assert list(fig.data[3].y) == [0.5, 0.8] and fig.data[4].yaxis == "y2"
+    assert list(fig.layout.xaxis.range) == [0, 10]

@@ -442,3 +442,40 @@ def add_forces(fig: go.Figure, xy: np.ndarray, force: np.ndarray, drawn: np.ndar
     fig.add_scatter(x=xy[idle, 0], y=xy[idle, 1], mode="markers", name="in the batch, no force", hoverinfo="skip",
                     marker=dict(symbol="circle-open", size=10, color=FORCE_COLOUR, line_width=1))  # fmt: skip
     return scale
+
+
+MINING = {  # mining columns of a step row: (legend name, colour)
+    "active_share": ("terms that cost loss", "#E45756"),
+    "hard_share": ("hard negatives", "#B279A2"),
+    "semi_hard_share": ("semi-hard negatives", "#F58518"),
+    "easy_share": ("easy negatives (no loss)", "#BAB0AC"),
+}
+
+
+def mining_figure(rows: pd.DataFrame, steps: int, smoothing: float, at_step: int | None = None) -> go.Figure:
+    """What the miner handed the loss each step: shares (left axis, smoothed) and how many (right axis).
+
+    A share of terms that cost loss near 0 is why a run stalls: the miner finds nothing to learn from.
+    """
+    fig = go.Figure()
+    keep = thin(len(rows), CURVE_POINTS)
+    step = rows["step"].to_numpy()[keep] if len(rows) else np.array([])
+    for column, (name, colour) in MINING.items():
+        if column in rows and rows[column].notna().any():
+            values = ema(rows[column].to_numpy(dtype=np.float64), smoothing)[keep]
+            dash = "solid" if column == "active_share" else "dot"
+            fig.add_scatter(x=step, y=values, name=name, mode="lines", line=dict(color=colour, width=2, dash=dash))
+    if "mined" in rows:
+        fig.add_scatter(x=step, y=rows["mined"].to_numpy(dtype=np.float64)[keep], name="mined (right axis)",
+                        mode="lines", yaxis="y2", line=dict(color="#4C78A8", width=1), opacity=0.6)  # fmt: skip
+    if at_step is not None:
+        fig.add_vline(x=at_step, line=dict(color="#333", dash="dash"))
+    fig.update_xaxes(range=[0, steps], title_text="step")
+    fig.update_layout(
+        yaxis=dict(range=[0, 1.02], title_text="share"),
+        yaxis2=dict(overlaying="y", side="right", showgrid=False, rangemode="tozero", title_text="mined"),
+        legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font_size=10),
+        margin=_MARGINS | dict(t=70),
+    )  # fmt: skip
+    fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad_t=10))
+    return _layout(fig, "What the miner found", 280)

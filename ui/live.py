@@ -52,6 +52,9 @@ NOTES = {
     "metrics": "Clustering and retrieval quality of the held-out embedding, with the change since the last "
     "snapshot. Rand, ARI, NMI, silhouette and k-NN accuracy: higher is better (1 at best); "
     "Davies-Bouldin: lower is better (below 1 is well separated).",
+    "mining": "Per training step: how many pairs, triplets or items the sampler handed the loss, and the share "
+    "of their terms that cost loss (smoothed as the loss curve). When that share falls towards 0 the loss has "
+    "little left to learn from: the margin is met, or the miner finds only easy negatives.",
     "vae": "Top: held-out inputs; bottom: the VAE's reconstructions of them. Blurry but recognisable is normal; "
     "identical grey blobs mean the KL term (beta) is winning.",
 }
@@ -138,6 +141,7 @@ def _panels(run_id: str, refreshing: bool) -> None:
         _metrics_panel(view)
     if view.latest_metrics()[0]:
         _metrics_history_panel(view)
+    _mining_panel(view)
     if view.arrays is not None and "reconstructions" in view.arrays:
         _reconstruction_panel(view)
 
@@ -338,6 +342,16 @@ def _metrics_history_panel(view: RunView) -> None:
     history = {key: METRICS[key].label for key in HISTORY_METRICS}
     fig = figures.metrics_history_figure(view.history(), history, view.config["steps"])
     st.plotly_chart(fig, key="live.metrics", config={"displayModeBar": False})
+
+
+def _mining_panel(view: RunView) -> None:
+    """What the miner handed the loss, per step (runs from before mining was recorded have none)."""
+    if "mined" not in view.rows:
+        return
+    smoothing = st.session_state.get("live.smoothing", 0.6)
+    st.plotly_chart(figures.mining_figure(view.rows, view.config["steps"], smoothing), key="live.mining",
+                    config={"displayModeBar": False})  # fmt: skip
+    st.caption(NOTES["mining"])
 
 
 def _reconstruction_panel(view: RunView) -> None:

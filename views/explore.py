@@ -5,6 +5,7 @@ The view is in the URL (`?run=ID&step=N`), so a link opens it again.
 """
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from contrast_core.forces import in_plane
@@ -67,6 +68,10 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         st.caption(f"{int(drawn.sum())} items in the batch, {int(idle.sum())} of them untouched by the loss. "
                    + NOTES["forces"])  # fmt: skip
     selection(arrays, classes, config, event)
+    rows = pd.DataFrame(store.read_metrics(run_id))
+    if "mined" in rows:
+        st.plotly_chart(figures.mining_figure(rows, config["steps"], 0.6, at_step=step), key="explore.mining")
+        st.caption("What the miner handed the loss at each training step; the dashed line is the snapshot shown.")
 
 
 def selection(arrays: dict, classes: list[str], config: dict, event) -> None:
