@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.spatial.distance import pdist, squareform
+from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -221,6 +221,45 @@ def pair_distance_stats(
         stats["violation_fraction"] = _fraction(negative < margin, negative)
         stats["pos_violation_fraction"] = _fraction(positive > margin, positive)
     return stats
+
+
+def neighbours(
+    embeddings: np.ndarray, labels: np.ndarray, query: int, distance: str, margin: float | None, k: int = 8
+) -> dict[str, np.ndarray | int]:
+    """One item's retrieval: its k nearest items, its hardest negatives and the positives beyond the margin.
+
+    Args:
+        embeddings: (E, D) embeddings as the loss measures them; `query` is a row of them.
+        distance: a PAIR_METRICS name; margin: the loss's margin in that distance, or None.
+    Returns:
+        "nearest", "hardest_negatives", "far_positives": (rows, distances) pairs of arrays, nearest
+        first (the far positives farthest first; none without a margin); "negatives_inside" and
+        "positives_beyond": how many of each there are in all.
+    """
+    embeddings, labels = _checked(embeddings, labels, "embeddings", "labels")
+    if distance not in PAIR_METRICS:
+        raise ValueError(f"distance: unknown {distance!r} (choose from {', '.join(PAIR_METRICS)})")
+    if not 0 <= query < len(embeddings):
+        raise ValueError(f"item: {query} is not one of the {len(embeddings)} items")
+    d = cdist(embeddings[query : query + 1].astype(np.float64), embeddings.astype(np.float64),
+              metric=PAIR_METRICS[distance])[0]  # fmt: skip
+    others = np.arange(len(d)) != query
+    negative, positive = others & (labels != labels[query]), others & (labels == labels[query])
+    order = np.argsort(d, kind="stable")
+    order = order[others[order]]
+
+    def take(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return rows[:k], d[rows[:k]]
+
+    far = order[::-1][positive[order[::-1]]]
+    beyond = far[d[far] > margin] if margin is not None else far[:0]
+    return {
+        "nearest": take(order),
+        "hardest_negatives": take(order[negative[order]]),
+        "far_positives": take(beyond),
+        "negatives_inside": int((d[negative] < margin).sum()) if margin is not None else 0,
+        "positives_beyond": len(beyond),
+    }
 
 
 def triplet_violation_fraction(

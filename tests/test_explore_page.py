@@ -119,3 +119,22 @@ def test_the_miner_s_findings_are_drawn_live_on_the_playground(queue, store):
     spec = chart(watch(store, mined_run(store)), "What the miner found")
     active = values(spec["data"][0]["y"])
     assert active[0] == pytest.approx(0.99) and active[-1] < active[0]  # smoothed, falling as the rows do
+
+
+def test_an_item_s_neighbours_hardest_negatives_and_far_positives(queue, store):
+    run_id, _ = add_run(store, 100, status="finished")
+    at = open_app("explore")
+    at.number_input(key="explore.item").set_value(3).run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert "Nearest items" in captions and "Hardest negatives: the closest items of another class" in captions
+    assert any(c.startswith("Positives beyond the margin (") for c in captions)
+    assert any("items of other classes lie inside the margin (1)" in c for c in captions)
+    assert "Positives beyond the margin (0 in all), farthest first" in captions  # tight spots of radius ~0.3
+    images = at.get("image")
+    assert len(images) == 3  # the item, the nearest, the hardest negatives (digits: images)
+    nearest = [img.caption for img in images[1].proto.imgs]
+    assert [c.startswith("3 · ") for c in nearest] == [True] * 5 + [False] * 3  # its 5 classmates, then others
+    assert all("(other)" in c for c in nearest[5:])
+    negatives = [img.caption for img in images[2].proto.imgs]
+    assert len(negatives) == 8 and all("(other)" in c for c in negatives)

@@ -20,6 +20,7 @@ from contrast_core.metrics import (
     cluster_metrics,
     evaluate,
     map_at_r,
+    neighbours,
     pair_distance_stats,
     retrieval_metrics,
     triplet_violation_fraction,
@@ -283,3 +284,31 @@ def test_triplet_violation_fraction_hand_case():
     assert triplet_violation_fraction(emb, labels, "euclidean", 20.0) == 1.0  # everything inside a huge margin
     assert triplet_violation_fraction(emb, labels, "euclidean", 0.0, seed=0) <= 0.5  # only a=1.5 can violate
     assert math.isnan(triplet_violation_fraction(emb, np.zeros(4, int), "euclidean", 1.0))  # no negatives
+
+
+@pytest.mark.parametrize("distance, sk_metric", [("euclidean", "euclidean"), ("cosine", "cosine")])
+def test_neighbours_match_scikit_learn_and_split_by_class(distance, sk_metric):
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(3)
+    x, labels = rng.normal(size=(80, 4)), rng.integers(0, 4, 80)
+    found = neighbours(x, labels, query=7, distance=distance, margin=1.0, k=5)
+    reference = NearestNeighbors(n_neighbors=6, metric=sk_metric).fit(x)
+    ref_d, ref_rows = reference.kneighbors(x[7:8])
+    rows, d = found["nearest"]
+    assert list(rows) == list(ref_rows[0][1:]) and d == pytest.approx(ref_d[0][1:])  # itself left out
+    neg_rows, neg_d = found["hardest_negatives"]
+    assert all(labels[r] != labels[7] for r in neg_rows) and list(neg_d) == sorted(neg_d)
+    all_d = neighbours(x, labels, 7, distance, 1.0, k=80)["nearest"]
+    other = {r: v for r, v in zip(*all_d, strict=True) if labels[r] != labels[7]}
+    assert neg_d[0] == pytest.approx(min(other.values()))  # the closest item of another class
+    assert found["negatives_inside"] == sum(v < 1.0 for v in other.values())
+    far_rows, far_d = found["far_positives"]
+    same = {r: v for r, v in zip(*all_d, strict=True) if labels[r] == labels[7]}
+    assert found["positives_beyond"] == sum(v > 1.0 for v in same.values())
+    assert list(far_d) == sorted(far_d, reverse=True) and all(v > 1.0 for v in far_d)
+
+
+def test_neighbours_name_a_bad_item():
+    with pytest.raises(ValueError, match="item: 9 is not one of the 3 items"):
+        neighbours(np.zeros((3, 2)), np.zeros(3), 9, "euclidean", None)

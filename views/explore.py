@@ -9,11 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from contrast_core.forces import in_plane
+from contrast_core.metrics import neighbours
 from ui import backend, figures, items, layouts, tab
 from ui.run_table import run_label
-from ui.run_view import as_measured, class_names
+from ui.run_view import as_measured, class_names, loss_distance, margin_distance
 
 SHOWN_ITEMS = 60  # images shown for a selection
+NEIGHBOURS = 8  # items in each row of a clicked item's neighbours
 PLAY_SECONDS = 0.8  # a snapshot a tick while playing
 STEP = "explore.step"  # session_state: the snapshot shown
 NOTES = {
@@ -61,7 +63,7 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         force = in_plane(arrays["forces"], measured, xy)
         figures.add_forces(fig, xy, force, arrays["force_drawn"])
     fig.update_layout(dragmode="select")
-    event = st.plotly_chart(fig, key="explore.scatter", on_select="rerun", selection_mode=("box", "lasso"))
+    event = st.plotly_chart(fig, key="explore.scatter", on_select="rerun", selection_mode=("points", "box", "lasso"))
     if show_forces and can_draw_forces:
         drawn = arrays["force_drawn"]
         idle = drawn & ~(np.linalg.norm(arrays["forces"], axis=1) > 1e-12)
@@ -77,8 +79,15 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
 def selection(arrays: dict, classes: list[str], config: dict, event) -> None:
     points = event.selection.points if event is not None else []
     positions = np.array(sorted({int(p["customdata"]) for p in points if "customdata" in p}), dtype=int)
+    chosen = st.number_input("Item", min_value=0, max_value=len(arrays["labels"]) - 1, value=None, step=1,
+                             key="explore.item", placeholder="click a point, or type its number",
+                             help="An item's nearest neighbours in the embedding, its hardest negatives and "
+                             "the positives beyond the margin.")  # fmt: skip
+    if chosen is not None or len(positions) == 1:
+        neighbours_panel(arrays, classes, config, int(chosen if chosen is not None else positions[0]))
+        return
     if len(positions) == 0:
-        st.caption("Drag a box or lasso around points to see the items behind them.")
+        st.caption("Click a point for its neighbours; drag a box or lasso around points to see the items behind them.")
         return
     labels = arrays["labels"][positions]
     counts = ", ".join(f"{classes[c]}: {n}" for c, n in zip(*np.unique(labels, return_counts=True), strict=True))
@@ -94,6 +103,37 @@ def selection(arrays: dict, classes: list[str], config: dict, event) -> None:
         st.image(figures.mosaic(rows, scale=scale), caption=f"The first {len(shown)} selected items", clamp=True)
     else:
         st.dataframe({"class": [classes[c] for c in labels], **{f"x{j}": x[:, j] for j in range(x.shape[1])}})
+
+
+def neighbours_panel(arrays: dict, classes: list[str], config: dict, query: int) -> None:
+    """The retrieval a Siamese network exists for: an item's nearest items, in the loss's own distance."""
+    distance, margin = loss_distance(config), margin_distance(config)
+    found = neighbours(as_measured(arrays["embeddings"], config), arrays["labels"], query, distance, margin, NEIGHBOURS)
+    label = arrays["labels"][query]
+    dim = arrays["embeddings"].shape[1]
+    st.markdown(f"**Item {query}** (class {classes[label]}), in the {dim}-D embedding by {distance} distance")
+    x = items.items(items.data_key(config), arrays["index"])
+    rows = {
+        "Nearest items": found["nearest"],
+        "Hardest negatives: the closest items of another class": found["hardest_negatives"],
+        f"Positives beyond the margin ({found['positives_beyond']} in all), farthest first": found["far_positives"],
+    }
+    if margin is None:
+        rows.popitem()  # no margin: no positive lies beyond it
+    for title, (near, d) in [("The item", (np.array([query]), np.array([0.0]))), *rows.items()]:
+        st.caption(title)
+        if len(near) == 0:
+            st.caption("none")
+            continue
+        captions = [f"{classes[arrays['labels'][r]]}{'' if arrays['labels'][r] == label else ' (other)'} · "
+                    f"{v:.3g}" for r, v in zip(near, d, strict=True)]  # fmt: skip
+        if x is not None and x.ndim == 4:
+            scale = max(1, 48 // x.shape[-1])
+            st.image([figures.mosaic([x[r][None]], scale=scale) for r in near], caption=captions, clamp=True)
+        else:
+            st.dataframe({"item": near, "class": [classes[arrays["labels"][r]] for r in near], distance: d})
+    if margin is not None:
+        st.caption(f"{found['negatives_inside']} items of other classes lie inside the margin ({margin:.3g}).")
 
 
 st.title("Explore a run")
