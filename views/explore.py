@@ -125,11 +125,12 @@ def neighbours_panel(arrays: dict, classes: list[str], config: dict, query: int)
         if len(near) == 0:
             st.caption("none")
             continue
-        captions = [f"{classes[arrays['labels'][r]]}{'' if arrays['labels'][r] == label else ' (other)'} · "
-                    f"{v:.3g}" for r, v in zip(near, d, strict=True)]  # fmt: skip
+        captions = [f"{classes[arrays['labels'][r]]}{'' if arrays['labels'][r] == label else ' (other)'}"
+                    + (f" · {v:.3g}" if r != query else "") for r, v in zip(near, d, strict=True)]  # fmt: skip
         if x is not None and x.ndim == 4:
             scale = max(1, 48 // x.shape[-1])
-            st.image([figures.mosaic([x[r][None]], scale=scale) for r in near], caption=captions, clamp=True)
+            st.image([figures.mosaic([x[r][None]], scale=scale) for r in near], caption=captions, clamp=True,
+                     width=72 if x.shape[1] == 1 or x.shape[-1] <= 16 else 96)  # fmt: skip
         else:
             st.dataframe({"item": near, "class": [classes[arrays["labels"][r]] for r in near], distance: d})
     if margin is not None:
