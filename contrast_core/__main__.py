@@ -183,6 +183,29 @@ def _print_sweep_run(run, as_json: bool) -> None:
         print(f"{run.id}  {run.name:<40} {run.status:<10} {shown}", flush=True)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from contrast_core import export
+    from contrast_core.store import RunStore, StoreError
+
+    store = RunStore(args.home)
+    try:
+        if args.format == "projector":
+            paths = export.write_projector(store, args.run_id, args.out, args.step)
+        else:
+            if args.step is not None:
+                raise CommandError("--step: a zip holds every snapshot; --step goes with --format projector")
+            target = args.out / f"{args.run_id}.zip" if args.out.is_dir() else args.out
+            target.write_bytes(export.run_zip(store, args.run_id))
+            paths = [target]
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"--out: cannot write {args.out} ({exc.strerror or exc})") from None
+    for path in paths:
+        print(path)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from contrast_core.jobs import run_worker
 
@@ -261,6 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     sweep_parser.add_argument("--json", action="store_true", help="with --wait: one JSON line per finished run")
     sweep_parser.set_defaults(run=cmd_sweep)
+    export_parser = commands.add_parser(
+        "export", help="a run's snapshot as Embedding Projector files, or the whole run as a zip"
+    )
+    export_parser.add_argument("run_id", metavar="RUN_ID")
+    export_parser.add_argument("--step", type=int, default=None, help="the snapshot's step (default: the last)")
+    export_parser.add_argument("--format", choices=["projector", "zip"], default="projector",
+                               help="projector: tensors.tsv + metadata.tsv in --out; zip: config, metrics, snapshots, weights")  # fmt: skip
+    export_parser.add_argument("--out", type=Path, default=Path("."), help="a folder (or, for a zip, a file name)")
+    export_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
+    export_parser.set_defaults(run=cmd_export)
     worker_parser = commands.add_parser("worker", help="train queued runs from the store, one at a time")
     worker_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
     worker_parser.add_argument("--id", default=None, help="worker id (default: pid@host)")

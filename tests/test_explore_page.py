@@ -138,3 +138,10 @@ def test_an_item_s_neighbours_hardest_negatives_and_far_positives(queue, store):
     assert all("(other)" in c for c in nearest[5:])
     negatives = [img.caption for img in images[2].proto.imgs]
     assert len(negatives) == 8 and all("(other)" in c for c in negatives)
+
+
+def test_the_snapshot_shown_downloads_as_projector_files(queue, store):
+    run_id, _ = add_run(store, 100, status="finished")
+    at = open_link(run=run_id, step="50")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["tensors.tsv", "metadata.tsv"]  # their contents: tests/test_export.py

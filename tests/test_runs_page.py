@@ -171,3 +171,33 @@ def test_a_run_is_renamed_and_its_name_shown(queue, store):
     assert store.get_run(run_id).name == "margin 2"
     assert at.dataframe[0].value["name"].tolist() == ["margin 2"]
     assert [t.value for t in at.toast] == [f"Run {run_id} is now named 'margin 2'."]
+
+
+def test_fork_sets_the_playground_s_form_to_the_run_for_a_new_run(queue, store):
+    config = RunConfig(steps=700, margin=2.0, loss="triplet", sampler="batch-hard")
+    run_id = store.create_run(config.model_dump(mode="json"), status="finished")
+    at = choose(runs_page(), 0)
+    buttons(at)["Fork into Playground"].click().run()
+    assert not at.exception
+    assert at.number_input(key="cfg.steps").value == 700 and at.slider(key="cfg.margin").value == 2.0
+    assert at.selectbox(key="cfg.loss").value == "triplet"
+    assert at.text_input(key="playground.name").value == f"fork of {run_id}"
+    assert "run" not in at.query_params  # a new run, not the old one watched
+    assert not next(b for b in at.button if b.label == "Train").disabled
+
+
+def test_a_finished_run_downloads_as_a_zip(queue, store):
+    import io
+    import zipfile
+
+    run_id = store.create_run(RunConfig(steps=5).model_dump(mode="json"), status="finished")
+    store.add_metrics(run_id, [{"step": 1, "loss": 1.0}])
+    at = choose(runs_page(), 0)
+    download = at.get("download_button")[0]
+    assert download.proto.label == "Download run (zip)" and not download.proto.disabled
+    store.create_run(RunConfig(steps=5).model_dump(mode="json"), status="running")
+    at = choose(runs_page(), 0)  # the newest: running
+    assert at.get("download_button")[0].proto.disabled  # packed once it has ended
+    from contrast_core.export import run_zip
+
+    assert "metrics.csv" in zipfile.ZipFile(io.BytesIO(run_zip(store, run_id))).namelist()

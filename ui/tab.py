@@ -14,6 +14,7 @@ from ui import backend
 WATCHED = "playground_run"  # session_state: the run this tab watches (it outlives a page switch)
 SEEN = "tab.seen"  # session_state: runs this tab has seen, to tell "deleted" from "not found"
 NOTICES = "tab.notices"  # session_state: messages for the next full run, as (text, icon)
+FORK = "tab.fork"  # session_state: (run id, config) the Playground's form takes next, for a new run
 
 
 def watched_run() -> str | None:

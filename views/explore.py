@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from contrast_core import export
 from contrast_core.forces import in_plane
 from contrast_core.metrics import neighbours
 from ui import backend, figures, items, layouts, tab
@@ -69,6 +70,15 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         idle = drawn & ~(np.linalg.norm(arrays["forces"], axis=1) > 1e-12)
         st.caption(f"{int(drawn.sum())} items in the batch, {int(idle.sum())} of them untouched by the loss. "
                    + NOTES["forces"])  # fmt: skip
+    with st.expander("Export this snapshot", icon=":material/download:"):
+        st.caption("For TensorBoard's Embedding Projector (projector.tensorflow.org: Load, then both files): "
+                   "one embedding per line, and each item's class and dataset row. "
+                   f"`python -m contrast_core export {run_id} --step {step}` writes the same.")  # fmt: skip
+        files = export.projector_files(store, run_id, step)
+        left, right = st.columns(2)
+        for column, (name, text) in zip((left, right), files.items(), strict=True):
+            column.download_button(name, text, f"{run_id}-{step}-{name}", "text/tab-separated-values",
+                                   icon=":material/download:", width="stretch", key=f"explore.{name}")  # fmt: skip
     selection(arrays, classes, config, event)
     rows = pd.DataFrame(store.read_metrics(run_id))
     if "mined" in rows:

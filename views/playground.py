@@ -42,6 +42,12 @@ def _stopped(run) -> None:
 
 
 tab.show_notices()  # what the last action did
+if forked := st.session_state.pop(tab.FORK, None):  # Runs -> Fork: a new run from that one's settings
+    load_config(forked[1])
+    st.session_state[LOADED] = None
+    st.session_state[NAME] = f"fork of {forked[0]}"
+    tab.watch(None)
+    st.toast(f"The form has run {forked[0]}'s settings: change any, then press Train.", icon=":material/call_split:")
 run_id = tab.watched_run()
 run = tab.find_run(run_id) if run_id else None
 if run is not None and st.session_state.get(LOADED) != run.id:  # a new run to watch: the form shows its config

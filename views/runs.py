@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from contrast_core import export
 from contrast_core.store import LIVE_STATUSES, RESUMABLE_STATUSES, Run, StoreError
 from ui import backend, tab
 from ui.run_table import runs_frame
@@ -47,6 +48,7 @@ def _table(runs: list[Run]) -> None:
     if st.session_state.get(CONFIRM):
         _confirm_delete(deletable)
     if len(chosen) == 1:
+        _one_run(chosen[0])
         _rename(chosen[0])
 
 
@@ -80,6 +82,27 @@ def _confirm_delete(runs: list[Run]) -> None:
         st.rerun()
 
 
+@st.cache_data(max_entries=4, show_spinner="Packing the run...")
+def _zip(home: str, run_id: str, step: int, status: str) -> bytes:
+    """The run's zip, made again only when the run has moved on (step and status are the cache key)."""
+    return export.run_zip(backend.run_store(), run_id)
+
+
+def _one_run(run: Run) -> None:
+    fork, download = st.columns(2)
+    if fork.button("Fork into Playground", icon=":material/call_split:", width="stretch",
+                   help="A new run from this one's settings: the Playground's form is set to them."):  # fmt: skip
+        st.session_state[tab.FORK] = (run.id, run.config)
+        st.session_state[tab.WATCHED] = None
+        st.switch_page("views/playground.py")
+    running = run.status in LIVE_STATUSES  # packed once it has ended, not at every refresh
+    data = b"" if running else _zip(backend.home(), run.id, run.step, run.status)
+    download.download_button("Download run (zip)", data,
+                             f"{run.name or run.id}.zip".replace(" ", "_").replace("/", "_"), "application/zip",
+                             icon=":material/download:", width="stretch", disabled=running,
+                             help="config.json, metrics.csv, every snapshot (.npz) and the weights (model.pt).")  # fmt: skip
+
+
 def _rename(run: Run) -> None:
     with st.form("runs.rename", border=False):
         name, rename = st.columns([3, 1], vertical_alignment="bottom")
@@ -97,7 +120,10 @@ def _runs(ids: list[str]) -> str:
 
 st.title("Runs")
 tab.show_notices()  # what the last action did
-st.caption("Select rows to stop, resume (from the last checkpoint), rename or delete runs, or to watch one live.")
+st.caption(
+    "Select rows to stop, resume (from the last checkpoint), rename or delete runs, to watch one live, "
+    "to fork one into the Playground or to download it."
+)
 tab.show_in_url(tab.watched_run())  # so that F5 here keeps the tab's run (a page switch dropped it)
 busy = bool(backend.run_store().list_runs(status=LIVE_STATUSES, limit=1))
 st.fragment(run_every=REFRESH_SECONDS if busy else None)(runs_table)(busy)
