@@ -59,6 +59,13 @@ FIRST_DRAWN_JS = """() => { const t0 = performance.now(), drawn = window.firstDr
     window.firstDrawnTimer = setInterval(() => { for (const [chart, step] of shown())
         if (chart && !(chart in drawn) && (before < 0 || step < before)) drawn[chart] = (performance.now() - t0) / 1000;
     }, 20); }"""
+# True once every panel of the sweep's small multiples shows step 0 (each panel's title starts "step N").
+PANELS_AT_STEP_0_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(g => {
+    const title = (g.layout && g.layout.title && g.layout.title.text) || '';
+    if (!title.includes('Embeddings of every run')) return false;
+    const steps = (g.layout.annotations || []).map(a => a.text).filter(t => t.startsWith('step '));
+    return steps.length > 0 && steps.every(t => t.startsWith('step 0 '));
+})"""
 FIRST_DRAWN_READ_JS = "() => { clearInterval(window.firstDrawnTimer); return window.firstDrawn; }"
 
 
@@ -377,8 +384,14 @@ def test_a_sweep_from_compare_moves_on_one_clock_and_its_link_reopens_it(page, s
     wait_for_chart(page, "Embeddings of every run", lambda c: sum(c["points"]) > 0)
     slider = page.get_by_test_id("stSlider").filter(has_text="Training step").get_by_role("slider")
     slider.focus()
+    moved = time.monotonic()
     slider.press("Home")  # every panel back to the first snapshot
+    page.wait_for_function(PANELS_AT_STEP_0_JS, polling=20, timeout=30_000)
+    redraw = time.monotonic() - moved
     page.wait_for_function("() => new URLSearchParams(location.search).get('step') === '0'")
+    path = ARTIFACTS / "browser-figures.json"
+    figures = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(figures | {"sweep_2x2_slider_move_to_redraw_s": round(redraw, 2)}, indent=2))
     shoot(page, "compare-sweep")
     link = page.url
     assert "sweep=" in link

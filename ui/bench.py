@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -81,6 +82,49 @@ def dashboard_latency(home: Path, polls: int = POLLS) -> dict:
     }
 
 
+def sweep_redraw(home: Path, moves: int = 20, steps: int = 400) -> dict:
+    """The Compare page's redraw after a move of the step slider, on a 4 x 4 sweep of real digits runs
+    (margin x distance-like grid: 16 runs, 40 snapshots each, trained here first): the panels read,
+    the three figures built and serialised. Cold: a step no one has looked at (16 snapshots read);
+    warm: one seen before (the page caches each snapshot's panel)."""
+    from contrast_core import jobs, sweep
+    from ui import sweep_view
+
+    store = RunStore(home)
+    axes = {"margin": [0.25, 0.5, 1.0, 2.0], "lr": [0.0003, 0.001, 0.003, 0.01]}
+    name, ids = sweep.queue(store, {"steps": steps, "snapshot_every": steps // 40}, axes, "bench 4x4")
+    while (run := store.claim_next("bench", "cpu", sweep=name)) is not None:
+        jobs.execute(store, run.id)
+    grid = sweep_view.grid_of(store.list_runs(sweep=name))
+    all_steps = sweep_view.snapshot_steps(store, grid.runs)
+    rng = random.Random(0)
+
+    def redraw(step: int) -> float:
+        start = time.perf_counter()
+        scatter, hist, table = sweep_view.panels_at(store, grid, step)
+        ranges = sweep_view.shared_ranges(grid, scatter)
+        classes = next(iter(scatter.values()))["classes"]
+        shown = [figures.small_multiples(scatter, grid.rows, grid.cols, classes, ranges),
+                 figures.histogram_multiples(hist, grid.rows, grid.cols),
+                 figures.metric_by_knob(table, "margin", "knn_accuracy", "lr")]  # fmt: skip
+        for fig in shown:
+            fig.to_json()
+        return time.perf_counter() - start
+
+    cold, warm = [], []
+    for _ in range(moves):
+        sweep_view._panel.clear()
+        cold.append(redraw(rng.choice(all_steps)))
+        warm.append(redraw(rng.choice(all_steps[:5])))  # a few steps, each seen after its first time
+    return {
+        "sweep_runs": len(grid.runs),
+        "sweep_snapshots_per_run": len(all_steps),
+        "sweep_redraw_seconds_cold_median": statistics.median(cold),
+        "sweep_redraw_seconds_cold_max": max(cold),
+        "sweep_redraw_seconds_warm_median": statistics.median(warm),
+    }
+
+
 def _wait(predicate, timeout: float):
     deadline = time.monotonic() + timeout
     while not (found := predicate()):
@@ -96,12 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--polls", type=int, default=POLLS, help="refreshes timed for each median")
     parser.add_argument("--home", type=Path, default=None, help="run store folder (default: a temporary one)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        results = {"dashboard": dashboard_latency(args.home or Path(tmp), args.polls)}
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as sweeps:
+        results = {"dashboard": dashboard_latency(args.home or Path(tmp), args.polls) | sweep_redraw(Path(sweeps))}
     args.out.write_text(json.dumps(results, indent=2))
     print("\ndashboard")
-    for key, seconds in results["dashboard"].items():
-        print(f"  {key:>34}  {seconds:.3f}")
+    for key, value in results["dashboard"].items():
+        print(f"  {key:>34}  {value:.3f}" if isinstance(value, float) else f"  {key:>34}  {value}")
     print(f"\nwritten to {args.out}")
     return 0
 
