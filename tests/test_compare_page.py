@@ -139,3 +139,29 @@ def test_step_at_or_before():
     from ui.sweep_view import step_at_or_before
 
     assert [step_at_or_before([0, 50, 100], s) for s in (-1, 0, 49, 50, 1000)] == [None, 0, 0, 50, 100]
+
+
+def test_runs_are_coloured_by_a_knob_with_their_metric_over_time_and_parallel_axes(queue, store):
+    for margin in (0.5, 2.0, 1.0):
+        add_run(store, 100, status="finished", margin=margin)
+    at = open_app("compare")
+    at.multiselect[0].set_value([r.id for r in store.list_runs()]).run()
+    at.selectbox(key="compare.colour").set_value("margin").run()
+    loss = chart(at, "Loss")
+    by_margin = {t["name"].split(" · ")[0]: t["line"]["color"] for t in loss["data"]}
+    assert set(by_margin) == {"margin=0.5", "margin=1.0", "margin=2.0"}
+    assert len(set(by_margin.values())) == 3  # a colour per value, the same in every chart
+    history = chart(at, "k-NN accuracy")
+    assert [values(t["y"]).tolist() for t in history["data"]][0] == [0.5, 0.55, 0.6]  # snapshots at 0, 50, 100
+    assert {t["line"]["color"] for t in history["data"]} == set(by_margin.values())
+    parallel = chart(at, "Settings to k-NN accuracy")["data"][0]
+    assert [d["label"] for d in parallel["dimensions"]] == ["margin", "k-NN accuracy"]
+
+
+def test_knob_colours_ramp_numbers_and_name_categories():
+    from ui.figures import PALETTE, knob_colours
+
+    ramp = knob_colours([2.0, 0.5, 1.0, 0.5])
+    assert ramp[1] == ramp[3] and len(set(ramp)) == 3  # equal values, equal colours
+    assert ramp[1].startswith("rgb(40,") and ramp[0].startswith("rgb(240,")  # lowest blue, highest red
+    assert knob_colours(["cosine", "euclidean", "cosine"]) == [PALETTE[0], PALETTE[1], PALETTE[0]]

@@ -286,18 +286,59 @@ def _lowest(history: pd.DataFrame, names: dict[str, str]) -> float:
     return float(lowest) if np.isfinite(lowest) else 0.0
 
 
-def compare_figure(curves: dict[str, pd.DataFrame], smoothing: float, log_y: bool = False) -> go.Figure:
-    """Smoothed loss of several runs on one chart; `curves` maps a run label to its rows."""
+def knob_colours(values: list) -> list[str]:
+    """A colour per run from its value of a knob: a blue-to-red ramp over sorted numbers, the palette
+    for names (equal values, equal colours)."""
+    distinct = sorted(set(values), key=lambda v: (isinstance(v, str), v))
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in distinct) and len(distinct) > 1:
+        ramp = np.linspace(0, 1, len(distinct))
+        colour = {v: f"rgb({int(40 + 200 * t)}, {int(90 + 40 * (1 - abs(2 * t - 1)))}, {int(220 - 180 * t)})"
+                  for v, t in zip(distinct, ramp, strict=True)}  # fmt: skip
+    else:
+        colour = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(distinct)}
+    return [colour[v] for v in values]
+
+
+def compare_figure(
+    curves: dict[str, pd.DataFrame], smoothing: float, log_y: bool = False, colours: list[str] | None = None,
+    column: str = "loss", title: str = "Loss",
+) -> go.Figure:  # fmt: skip
+    """A smoothed column ("loss", or a metric over snapshots) of several runs on one chart.
+
+    `curves` maps a run label to its rows; `colours`, one per run, colour them by a knob (else the palette).
+    """
     fig = go.Figure()
     for c, (label, rows) in enumerate(curves.items()):
+        if column not in rows:
+            continue
         keep = thin(len(rows))
-        smooth = ema(rows["loss"].to_numpy(dtype=np.float64), smoothing)[keep]
+        smooth = ema(rows[column].to_numpy(dtype=np.float64), smoothing)[keep]
+        colour = colours[c] if colours else PALETTE[c % len(PALETTE)]
         fig.add_scattergl(x=rows["step"].to_numpy()[keep], y=smooth, name=label, mode="lines",
-                          line=dict(color=PALETTE[c % len(PALETTE)], width=2))  # fmt: skip
+                          line=dict(color=colour, width=2))  # fmt: skip
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(type="log" if log_y else "linear")
+    fig.update_yaxes(type="log" if log_y else "linear", title_text=title.lower() if column != "loss" else None)
     fig.update_layout(legend=dict(orientation="h", y=-0.2))
-    return _layout(fig, "Loss", 420)
+    return _layout(fig, title, 420)
+
+
+def parallel_figure(table: pd.DataFrame, knobs: list[str], metric: str, label: str) -> go.Figure:
+    """Parallel coordinates: one line per run through its knobs' values to `metric`, coloured by it.
+    Named values (a distance, a sampler) sit on their own axis, one tick each."""
+    dimensions = []
+    for knob in knobs:
+        values = table[knob]
+        if pd.api.types.is_numeric_dtype(values):
+            dimensions.append(dict(label=knob, values=values.astype(float)))
+        else:
+            names = list(dict.fromkeys(values.astype(str)))
+            codes = values.astype(str).map({n: i for i, n in enumerate(names)})
+            dimensions.append(dict(label=knob, values=codes, tickvals=list(range(len(names))), ticktext=names))
+    dimensions.append(dict(label=label, values=table[metric].astype(float)))
+    fig = go.Figure(go.Parcoords(dimensions=dimensions, line=dict(color=table[metric].astype(float),
+                                                                  colorscale="Viridis", showscale=True)))  # fmt: skip
+    fig.update_layout(margin=dict(l=60, r=60, t=70, b=20))
+    return _layout(fig, f"Settings to {label}", 360)
 
 
 def mosaic(rows: list[np.ndarray], scale: int = 4) -> np.ndarray:

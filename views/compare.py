@@ -22,6 +22,7 @@ EXAMPLES = {
     "m_per_class": "2, 4, 8", "beta": "0.1, 1", "contrastive_weight": "0.1, 1, 10", "steps": "500, 2000", "seed": "0, 1, 2",
 }  # fmt: skip
 PLAY_SECONDS = 0.8  # a step of the play button
+HISTORY = ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r")
 REFRESH_SECONDS = 1.0  # while a sweep's run is live
 
 
@@ -148,27 +149,47 @@ def chosen_runs(runs: dict, watched: str | None) -> list[str]:
 
 
 def curves_and_table(store, runs: dict, chosen: list[str]) -> None:
+    labels = {i: runs[i].name or i for i in chosen}
+    if len(set(labels.values())) < len(labels):  # two runs of the same name: the legend needs their ids
+        labels = {i: f"{runs[i].name} ({i})" if runs[i].name else i for i in chosen}
+    differences = config_differences([runs[i] for i in chosen])
+    knobs = [k for k in differences.columns if differences[k].astype(str).nunique() > 1]
     left, right = st.columns([3, 1])
     with right:
         smoothing = st.slider("Smoothing", 0.0, 0.99, 0.8, 0.01)
         log_y = st.toggle("Log scale")
-    labels = {i: runs[i].name or i for i in chosen}
-    if len(set(labels.values())) < len(labels):  # two runs of the same name: the legend needs their ids
-        labels = {i: f"{runs[i].name} ({i})" if runs[i].name else i for i in chosen}
+        by = st.selectbox("Colour by", [None, *knobs], format_func=lambda k: "run" if k is None else k,
+                          key="compare.colour", help="One colour per value of a setting on which the runs differ.")  # fmt: skip
+        metric = st.selectbox(
+            "Metric over time", HISTORY, format_func=lambda k: METRICS[k].label, key="compare.history"
+        )
+    colours = figures.knob_colours([runs[i].config.get(by) for i in chosen]) if by else None
+    if by:
+        labels = {i: f"{by}={runs[i].config.get(by)} · {label}" for i, label in labels.items()}
     curves = {labels[i]: pd.DataFrame(store.read_metrics(i)) for i in chosen}
-    curves = {label: rows for label, rows in curves.items() if "loss" in rows}
+    history = {labels[i]: pd.DataFrame([{"step": s["step"], **s["metrics"]} for s in store.list_snapshots(i)])
+               for i in chosen}  # fmt: skip
     with left:
-        st.plotly_chart(figures.compare_figure(curves, smoothing, log_y), key="compare.loss")
+        st.plotly_chart(figures.compare_figure(curves, smoothing, log_y, colours), key="compare.loss")
+        st.plotly_chart(figures.compare_figure(history, 0.0, False, colours, metric, METRICS[metric].label),
+                        key="compare.metric_history")  # fmt: skip
     latest = {i: last_metrics(store, runs[i]) for i in chosen}
     table = pd.DataFrame({"run": [labels[i] for i in chosen], "status": [runs[i].status for i in chosen],
                           "what it trains": [summary(runs[i].config) for i in chosen]})  # fmt: skip
     for key, label in TABLE_METRICS.items():
         table[label] = [latest[i].get(key) for i in chosen]
-    table = table.join(config_differences([runs[i] for i in chosen]))
+    table = table.join(differences)
     st.dataframe(table, hide_index=True)
     st.download_button("Download the table (CSV)", table.to_csv(index=False), "compare.csv", "text/csv",
                        icon=":material/download:")  # fmt: skip
-    st.caption("Config columns are the settings on which the runs differ; metrics are from each run's last snapshot.")
+    st.caption("Config columns are the settings on which the runs differ; metrics are from each run's last "
+               "snapshot. Click a column's name to sort by it.")  # fmt: skip
+    final = TABLE_METRICS.get(metric, METRICS[metric].label)
+    if knobs and final in table and table[final].notna().sum() > 1:
+        st.plotly_chart(figures.parallel_figure(table.dropna(subset=[final]), knobs, final, final),
+                        key="compare.parallel")  # fmt: skip
+        st.caption(f"Each line is a run: its settings where they differ, and its last {final}. Drag along an "
+                   "axis to pick the runs in a range.")  # fmt: skip
 
 
 st.title("Compare runs")
