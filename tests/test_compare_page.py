@@ -1,6 +1,7 @@
 """The Compare page's sweeps: queued from the page, drawn as small multiples with one step slider."""
 # ruff: noqa: F811 (the store and queue fixtures of test_app are imported and then requested by name)
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import APP, add_run, button, chart, open_app, queue, store, values  # noqa: F401
@@ -165,3 +166,17 @@ def test_knob_colours_ramp_numbers_and_name_categories():
     assert ramp[1] == ramp[3] and len(set(ramp)) == 3  # equal values, equal colours
     assert ramp[1].startswith("rgb(40,") and ramp[0].startswith("rgb(240,")  # lowest blue, highest red
     assert knob_colours(["cosine", "euclidean", "cosine"]) == [PALETTE[0], PALETTE[1], PALETTE[0]]
+
+
+def test_each_panel_can_fill_its_own_frame(store):
+    from ui.sweep_view import UNIT, grid_of, shared_ranges
+
+    _, ids = sweep.queue(store, {}, {"margin": [0.5, 1.0], "distance": ["euclidean", "cosine"]})
+    grid = grid_of([store.get_run(i) for i in ids])
+    small, large = np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[0.0, 0.0], [10.0, 10.0]])
+    scatter = {(0, 0): {"xy": small}, (1, 0): {"xy": large}, (0, 1): {"xy": small}, (1, 1): {"xy": large}}
+    same = shared_ranges(grid, scatter)
+    assert same[(0, 0)] == same[(1, 0)] and same[(0, 1)] == UNIT  # euclidean panels share, cosine: unit circle
+    own = shared_ranges(grid, scatter, shared=False)
+    assert own[(0, 0)][0] == pytest.approx((0.5 - 0.54, 0.5 + 0.54)) and own[(1, 0)][0] == pytest.approx((-0.4, 10.4))
+    assert own[(1, 1)] == UNIT

@@ -101,17 +101,26 @@ def panels_at(store: RunStore, grid: Grid, step: int) -> tuple[dict, dict, pd.Da
     return scatter, hist, pd.DataFrame(rows)
 
 
-def shared_ranges(grid: Grid, scatter: dict) -> dict:
-    """Axis ranges per cell: the unit circle for cosine runs, one square range over all the others."""
+def shared_ranges(grid: Grid, scatter: dict, shared: bool = True) -> dict:
+    """Axis ranges per cell: the unit circle for cosine runs; one square range over all the others, or
+    (shared=False) each its own square range, to look inside the small embeddings of a small margin."""
     by_cell = {grid.cells[run.id]: run for run in grid.runs}
     cosine = {cell for cell, run in by_cell.items() if loss_distance(run.config) == "cosine"}
-    others = [scatter[cell]["xy"] for cell in scatter if cell not in cosine]
-    others = [xy[np.isfinite(xy).all(axis=1)] for xy in others]
     ranges = {cell: UNIT for cell in scatter if cell in cosine}
-    points = np.concatenate([xy for xy in others if len(xy)]) if any(len(xy) for xy in others) else None
-    if points is not None:
-        lo, hi = points.min(axis=0), points.max(axis=0)
-        centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2 * 1.08, 1e-6)
-        square = ((centre[0] - half, centre[0] + half), (centre[1] - half, centre[1] + half))
-        ranges |= {cell: square for cell in scatter if cell not in cosine}
-    return ranges
+    others = {cell: _finite(scatter[cell]["xy"]) for cell in scatter if cell not in cosine}
+    others = {cell: xy for cell, xy in others.items() if len(xy)}
+    if shared and others:
+        square = _square(np.concatenate(list(others.values())))
+        return ranges | {cell: square for cell in others}
+    return ranges | {cell: _square(xy) for cell, xy in others.items()}
+
+
+def _finite(xy: np.ndarray) -> np.ndarray:
+    return xy[np.isfinite(xy).all(axis=1)]
+
+
+def _square(points: np.ndarray) -> tuple:
+    """A square range around the points, 8% to spare."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2 * 1.08, 1e-6)
+    return (centre[0] - half, centre[0] + half), (centre[1] - half, centre[1] + half)

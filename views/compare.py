@@ -116,7 +116,9 @@ def _multiples(name: str, was_live: bool, was_playing: bool) -> None:
     st.query_params["step"] = str(step)
     scatter, hist, table = sweep_view.panels_at(store, grid, step)
     classes = next(iter(scatter.values()))["classes"] if scatter else []
-    ranges = sweep_view.shared_ranges(grid, scatter)
+    same = st.toggle("Same scale in every panel", value=True, key="compare.same_scale",
+                     help="On: the margin's effect on the embedding's size shows. Off: each panel fills its frame.")  # fmt: skip
+    ranges = sweep_view.shared_ranges(grid, scatter, shared=same)
     st.plotly_chart(figures.small_multiples(scatter, grid.rows, grid.cols, classes, ranges), key="compare.grid")
     st.caption("Held-out items of each run at the chosen step, coloured by class. Euclidean panels share one "
                "scale and cosine panels show the unit circle, so the eye compares like with like; wider "
