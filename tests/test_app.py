@@ -548,3 +548,36 @@ def test_a_run_that_is_gone_or_never_was_is_named(queue, store):
     store.delete_run(run_id)  # from another tab
     at.run()
     assert at.warning[0].value == f"Run {run_id} was deleted."
+
+
+def test_a_link_with_settings_fills_the_form_and_the_form_keeps_its_link(queue, store):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"loss": "triplet", "sampler": "semi-hard", "margin": "0.3", "steps": "500"})
+    at.run()
+    assert not at.exception and not at.warning
+    assert (at.selectbox(key="cfg.loss").value, at.selectbox(key="cfg.sampler").value) == ("triplet", "semi-hard")
+    assert at.slider(key="cfg.margin").value == pytest.approx(0.3) and at.number_input(key="cfg.steps").value == 500
+    button(at, "Train").click().run()
+    config = store.list_runs()[0].config
+    assert (config["loss"], config["sampler"], config["margin"], config["steps"]) == ("triplet", "semi-hard", 0.3, 500)
+
+
+def test_a_link_s_bad_setting_is_named_and_the_rest_kept(queue):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"margin": "abc", "steps": "300", "colour": "red"})
+    at.run()
+    assert [w.value for w in at.warning] == [
+        "margin: Input should be a valid number, unable to parse string as a number (from the link; the recipe's "
+        "value is used)"
+    ]
+    assert at.number_input(key="cfg.steps").value == 300 and at.slider(key="cfg.margin").value == 1.0
+
+
+def test_the_form_s_settings_are_in_the_address_while_no_run_is_watched(queue):
+    at = open_app()
+    at.slider(key="cfg.margin").set_value(2.0).run()
+    at.number_input(key="cfg.steps").set_value(700).run()
+    params = {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+    assert params == {"margin": "2", "steps": "700"}  # what differs from the recipe, nothing else
+    at.slider(key="cfg.margin").set_value(1.0).run()
+    assert "margin" not in at.query_params

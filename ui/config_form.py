@@ -167,6 +167,44 @@ def load_config(config: dict) -> None:
     _set_values(values, chosen_distance=values["distance"] != natural)
 
 
+def config_from_link(params: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """A Playground link's settings (`?loss=triplet&margin=0.5`, values as typed) over the first recipe:
+    (every field's value, {field: reason} for the ones refused, which keep the recipe's value).
+
+    Query parameters that are not RunConfig fields (`run`, say) are not settings and are left alone.
+    """
+    recipe = recipe_values(next(iter(PRESETS)))
+    given = {field: value for field, value in params.items() if field in RunConfig.model_fields}
+    if "distance" not in given:
+        recipe["distance"] = None  # the linked loss's own distance
+    values, refused = recipe | given, {}
+    for _ in range(len(given) + 1):  # drop each refused field, then check the rest again
+        try:
+            config = RunConfig.check(**values)
+        except ConfigError as exc:
+            bad = {field: reason for field, reason in exc.errors.items() if field in given and field not in refused}
+            if not bad:  # a combination of the recipe's own values: cannot happen with a valid recipe
+                break
+            refused |= bad
+            values = recipe | {field: value for field, value in given.items() if field not in refused}
+            continue
+        return config.model_dump(mode="json"), refused
+    return recipe_values(next(iter(PRESETS))), refused | {"link": "its settings do not go together"}
+
+
+def link_params(values: dict) -> dict[str, str]:
+    """The settings that differ from the first recipe, as query parameters: the form's link."""
+    recipe = recipe_values(next(iter(PRESETS)))
+    natural = losses.LOSSES[values.get("loss", recipe["loss"])].natural_distance
+    params = {}
+    for field, value in values.items():
+        if field == "distance" and value == natural:
+            continue  # the loss's own distance: implied
+        if value is not None and field in recipe and not _same(value, recipe[field]):
+            params[field] = f"{value:g}" if isinstance(value, float) else str(value)
+    return params
+
+
 def _on_loss_change() -> None:
     """A new loss measures with its natural distance, unless the person chose one it can use."""
     rules = losses.LOSSES[st.session_state["cfg.loss"]]

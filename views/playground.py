@@ -5,12 +5,13 @@ import streamlit as st
 from contrast_core.config import RunConfig
 from contrast_core.store import LIVE_STATUSES
 from ui import backend, figures, live, tab
-from ui.config_form import config_form, load_config, reset_form
+from ui.config_form import config_form, config_from_link, link_params, load_config, reset_form
 
 LOADED = "playground.loaded"  # session_state: the run whose config the form was last set to
 TRAIN = "playground.train"  # session_state: Train was clicked; the run is queued once the form is read
 STOPPING = "playground.stopping"  # session_state: the run this tab asked to stop
 NAME = "playground.name"  # the Name field's widget key
+LINKED = "playground.linked"  # session_state: the link's settings were put in the form (once per tab)
 
 
 def _train_clicked() -> None:
@@ -49,6 +50,15 @@ if forked := st.session_state.pop(tab.FORK, None):  # Runs -> Fork: a new run fr
     tab.watch(None)
     st.toast(f"The form has run {forked[0]}'s settings: change any, then press Train.", icon=":material/call_split:")
 run_id = tab.watched_run()
+if not run_id and not st.session_state.get(LINKED):  # a link with settings: the form starts from them
+    st.session_state[LINKED] = True
+    if any(field in RunConfig.model_fields for field in st.query_params):
+        linked, refused = config_from_link(st.query_params.to_dict())
+        load_config(linked)
+    else:
+        refused = {}
+    for field, reason in refused.items():
+        st.warning(f"{field}: {reason} (from the link; the recipe's value is used)", icon=":material/link_off:")
 run = tab.find_run(run_id) if run_id else None
 if run is not None and st.session_state.get(LOADED) != run.id:  # a new run to watch: the form shows its config
     load_config(run.config)
@@ -72,6 +82,16 @@ if st.session_state.pop(TRAIN, False) and valid and not running:
     run, running = tab.find_run(run_id), True
     st.toast(f"Run {run_id} queued.", icon=":material/play_arrow:")
 tab.watch(run_id)  # in the URL from the start, and again after a page switch (which drops it)
+if run_id is None and valid:  # no run: the settings are the link, so a copied address opens this form
+    wanted = link_params(config.model_dump(mode="json"))
+    for field in [f for f in st.query_params if f in RunConfig.model_fields and f not in wanted]:
+        del st.query_params[field]
+    for field, value in wanted.items():
+        if st.query_params.get(field) != value:
+            st.query_params[field] = value
+elif run_id is not None:
+    for field in [f for f in st.query_params if f in RunConfig.model_fields]:
+        del st.query_params[field]  # the run's id says it all
 
 with buttons:
     train, stop = st.columns(2)
