@@ -18,6 +18,7 @@ from contrast_core.projection import project
 
 DIVERGENCE_FACTOR = 1e6  # a loss this many times its first value (or non-finite) means the run diverged
 RECON_ITEMS = 16  # originals / reconstructions kept in each VAE snapshot
+LATENT_GRID = 12  # a 2-D latent space is decoded on a grid this many points a side at each snapshot
 PROBE_TRAIN_ITEMS = 2000  # training points embedded for k-NN / linear-probe metrics
 GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured
 
@@ -223,6 +224,8 @@ class Trainer:
         measured = distances.as_measured(eval_emb, distance).cpu().numpy()
         if self.is_vae:
             arrays.update(self._reconstructions(x_eval[:RECON_ITEMS]))
+            if eval_emb.shape[1] == 2 and len(ds.input_shape) == 3:  # images from a 2-D latent: its map
+                arrays.update(self._latent_grid(eval_emb))
         train_emb = distances.as_measured(models.embed(self.model, ds.x[self.probe_index]), distance).cpu().numpy()
         # One BLAS / OpenMP thread for these small arrays: scikit-learn's threads keep spinning
         # after a call and took the cores from the next training steps (1.5x slower steps on 2 cores).
@@ -265,6 +268,20 @@ class Trainer:
             recon = self.model.decoder(self.model.embed(x))
         self.model.train()
         return {"originals": x.cpu().numpy(), "reconstructions": recon.cpu().numpy()}
+
+    def _latent_grid(self, mu: torch.Tensor) -> dict[str, np.ndarray]:
+        """A 2-D latent space decoded on a LATENT_GRID x LATENT_GRID grid spanning the held-out means
+        (2nd to 98th percentile on each axis): "latent_grid" (G * G, C, H, W), row by row from the top
+        (highest z2) and left to right (lowest z1), and "latent_axes" (2, G), the z1 and z2 values."""
+        lo, hi = torch.quantile(mu.float(), torch.tensor([0.02, 0.98], device=mu.device), dim=0)  # (2,) each
+        z1 = torch.linspace(float(lo[0]), float(hi[0]), LATENT_GRID, device=mu.device)
+        z2 = torch.linspace(float(lo[1]), float(hi[1]), LATENT_GRID, device=mu.device)
+        points = torch.stack(torch.meshgrid(z2.flip(0), z1, indexing="ij")[::-1], dim=-1).reshape(-1, 2)  # (G*G, 2)
+        self.model.eval()
+        with torch.no_grad():
+            images = self.model.decoder(points)
+        self.model.train()
+        return {"latent_grid": images.cpu().numpy(), "latent_axes": torch.stack([z1, z2]).cpu().numpy()}
 
     def _vae_metrics(self, x: torch.Tensor) -> dict[str, float]:
         self.model.eval()

@@ -145,3 +145,17 @@ def test_the_snapshot_shown_downloads_as_projector_files(queue, store):
     at = open_link(run=run_id, step="50")
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["tensors.tsv", "metadata.tsv"]  # their contents: tests/test_export.py
+
+
+def test_a_vae_run_shows_its_reconstructions_and_latent_map_at_the_step_shown(queue, store):
+    run_id, _ = add_run(store, 100, status="finished", model="vae")
+    arrays = dict(store.load_snapshot(run_id, 50))
+    grid = np.random.default_rng(0).uniform(size=(9, 1, 8, 8))
+    store.add_snapshot(run_id, 50, arrays | {"latent_grid": grid, "latent_axes": np.array([[-1, 0, 1], [-2, 0, 2]])})
+    at = open_link(run=run_id, step="50")
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert "Held-out items (top) and their reconstructions (bottom) at step 50" in captions
+    assert any(c.startswith("The 2-D latent space decoded at step 50: z1 from -1 to 1") for c in captions)
+    at = open_link(run=run_id, step="100")  # that snapshot has no map: reconstructions only
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert captions == ["Held-out items (top) and their reconstructions (bottom) at step 100"]

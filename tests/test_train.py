@@ -230,3 +230,23 @@ def test_every_step_row_says_what_the_miner_found(config, columns):
           lambda e: rows.append(e.data) if e.kind == "step" else None)  # fmt: skip
     assert all(columns <= set(row) for row in rows)
     assert all(0 <= row["active_share"] <= 1 and row["mined"] > 0 for row in rows)
+
+
+def test_a_2d_vae_snapshot_decodes_its_latent_plane_on_a_grid():
+    from contrast_core.train import LATENT_GRID
+
+    trainer = Trainer(RunConfig(model="vae", beta=0.1, steps=5, eval_size=60, batch_size=16))
+    arrays, _ = trainer.snapshot()
+    grid, axes = arrays["latent_grid"], arrays["latent_axes"]
+    assert grid.shape == (LATENT_GRID**2, *arrays["originals"].shape[1:]) and axes.shape == (2, LATENT_GRID)
+    mu = arrays["embeddings"]
+    assert axes[0][0] == pytest.approx(np.quantile(mu[:, 0], 0.02), rel=1e-4)  # spans the held-out means
+    assert axes[1][-1] == pytest.approx(np.quantile(mu[:, 1], 0.98), rel=1e-4)
+    trainer.model.eval()
+    with torch.no_grad():  # the top-left image is the decoder at (lowest z1, highest z2)
+        corner = trainer.model.decoder(torch.tensor([[axes[0][0], axes[1][-1]]], dtype=torch.float32))
+        last = trainer.model.decoder(torch.tensor([[axes[0][-1], axes[1][0]]], dtype=torch.float32))
+    assert grid[0] == pytest.approx(corner[0].numpy(), abs=1e-5)
+    assert grid[-1] == pytest.approx(last[0].numpy(), abs=1e-5)  # bottom-right: (highest z1, lowest z2)
+    wide, _ = Trainer(RunConfig(model="vae", embedding_dim=4, steps=5, eval_size=60, batch_size=16)).snapshot()
+    assert "latent_grid" not in wide  # no plane to map

@@ -70,6 +70,7 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         idle = drawn & ~(np.linalg.norm(arrays["forces"], axis=1) > 1e-12)
         st.caption(f"{int(drawn.sum())} items in the batch, {int(idle.sum())} of them untouched by the loss. "
                    + NOTES["forces"])  # fmt: skip
+    vae_panels(arrays, step)
     with st.expander("Export this snapshot", icon=":material/download:"):
         st.caption("For TensorBoard's Embedding Projector (projector.tensorflow.org: Load, then both files): "
                    "one embedding per line, and each item's class and dataset row. "
@@ -84,6 +85,24 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
     if "mined" in rows:
         st.plotly_chart(figures.mining_figure(rows, config["steps"], 0.6, at_step=step), key="explore.mining")
         st.caption("What the miner handed the loss at each training step; the dashed line is the snapshot shown.")
+
+
+def vae_panels(arrays: dict, step: int) -> None:
+    """A VAE's reconstructions at this snapshot and, for a 2-D latent, its decoded map: both move with
+    the timeline, so the slider (or Play) shows what the decoder learns."""
+    if "reconstructions" not in arrays:
+        return
+    left, right = st.columns(2)
+    left.image(figures.mosaic([arrays["originals"], arrays["reconstructions"]], scale=4), clamp=True,
+               caption=f"Held-out items (top) and their reconstructions (bottom) at step {step}")  # fmt: skip
+    if "latent_grid" in arrays:
+        grid, (z1, z2) = arrays["latent_grid"], arrays["latent_axes"]
+        side = len(z1)
+        rows = [grid[i * side : (i + 1) * side] for i in range(side)]
+        right.image(figures.mosaic(rows, scale=3), clamp=True,
+                    caption=f"The 2-D latent space decoded at step {step}: z1 from {z1[0]:.2g} to {z1[-1]:.2g} "
+                    f"(left to right), z2 from {z2[-1]:.2g} to {z2[0]:.2g} (top to bottom), the span of the "
+                    "held-out items' means.")  # fmt: skip
 
 
 def selection(arrays: dict, classes: list[str], config: dict, event) -> None:
