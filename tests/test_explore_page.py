@@ -159,3 +159,12 @@ def test_a_vae_run_shows_its_reconstructions_and_latent_map_at_the_step_shown(qu
     at = open_link(run=run_id, step="100")  # that snapshot has no map: reconstructions only
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert captions == ["Held-out items (top) and their reconstructions (bottom) at step 100"]
+
+
+def test_density_contours_are_drawn_per_class(queue, store):
+    add_run(store, 100, status="finished")
+    at = open_app("explore")
+    at.toggle(key="explore.density").set_value(True).run()
+    contours = [t for t in chart(at, "Step 100")["data"] if t["type"] == "histogram2dcontour"]
+    assert [t["name"] for t in contours] == [f"{c} density" for c in range(10)]  # 6 points a class: each drawn
+    assert all(t["contours"]["coloring"] == "none" for t in contours)

@@ -552,3 +552,15 @@ def mining_figure(rows: pd.DataFrame, steps: int, smoothing: float, at_step: int
     )  # fmt: skip
     fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad_t=10))
     return _layout(fig, "What the miner found", 280)
+
+
+def add_density(fig: go.Figure, xy: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+    """Per-class density contours (three levels, in the class's colour) over a scatter: how tight a cluster
+    is, which a scatter of many points hides."""
+    for k, name in enumerate(classes):
+        points = xy[(labels == k) & np.isfinite(xy).all(axis=1)]
+        if len(points) < 5:
+            continue
+        fig.add_histogram2dcontour(x=points[:, 0], y=points[:, 1], name=f"{name} density", showscale=False,
+                                   ncontours=4, contours=dict(coloring="none"), hoverinfo="skip", showlegend=False,
+                                   line=dict(color=PALETTE[k % len(PALETTE)], width=1), nbinsx=20, nbinsy=20)  # fmt: skip

@@ -55,6 +55,8 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
     hover = items.hover_texts(items.data_key(config), arrays["index"])
     title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")
     fig = figures.scatter_figure(xy, arrays["labels"], classes, hover=hover, title=title, height=560)
+    if st.toggle("Density contours", key="explore.density", help="Per class: how tight its cluster is."):
+        figures.add_density(fig, xy, arrays["labels"], classes)
     can_draw_forces = "forces" in arrays and method == "PCA"  # UMAP and t-SNE are not linear: no arrows
     show_forces = st.toggle("Forces", key="explore.forces", disabled=not can_draw_forces,
                             help=NOTES["forces"] if can_draw_forces else "Forces are drawn on the 2-D embedding "
