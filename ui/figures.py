@@ -562,5 +562,6 @@ def add_density(fig: go.Figure, xy: np.ndarray, labels: np.ndarray, classes: lis
         if len(points) < 5:
             continue
         fig.add_histogram2dcontour(x=points[:, 0], y=points[:, 1], name=f"{name} density", showscale=False,
-                                   ncontours=4, contours=dict(coloring="none"), hoverinfo="skip", showlegend=False,
-                                   line=dict(color=PALETTE[k % len(PALETTE)], width=1), nbinsx=20, nbinsy=20)  # fmt: skip
+                                   ncontours=3, contours=dict(coloring="none"), hoverinfo="skip", showlegend=False,
+                                   line=dict(color=PALETTE[k % len(PALETTE)], width=1.5, smoothing=1.3), nbinsx=8,
+                                   nbinsy=8)  # fmt: skip
