@@ -18,6 +18,7 @@ from contrast_core.projection import project
 
 DIVERGENCE_FACTOR = 1e6  # a loss this many times its first value (or non-finite) means the run diverged
 RECON_ITEMS = 16  # originals / reconstructions kept in each VAE snapshot
+DECODER_PREFIX = "decoder."  # snapshot arrays holding a VAE decoder's weights, by state-dict name
 LATENT_GRID = 12  # a 2-D latent space is decoded on a grid this many points a side at each snapshot
 PROBE_TRAIN_ITEMS = 2000  # training points embedded for k-NN / linear-probe metrics
 GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured
@@ -224,6 +225,9 @@ class Trainer:
         measured = distances.as_measured(eval_emb, distance).cpu().numpy()
         if self.is_vae:
             arrays.update(self._reconstructions(x_eval[:RECON_ITEMS]))
+            # The decoder as it is now (a few hundred KB at most): pages decode any latent point at any step.
+            arrays.update({f"{DECODER_PREFIX}{name}": value.detach().cpu().numpy()
+                           for name, value in self.model.decoder.state_dict().items()})  # fmt: skip
             if eval_emb.shape[1] == 2 and len(ds.input_shape) == 3:  # images from a 2-D latent: its map
                 arrays.update(self._latent_grid(eval_emb))
         train_emb = distances.as_measured(models.embed(self.model, ds.x[self.probe_index]), distance).cpu().numpy()

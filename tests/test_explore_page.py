@@ -168,3 +168,21 @@ def test_density_contours_are_drawn_per_class(queue, store):
     contours = [t for t in chart(at, "Step 100")["data"] if t["type"] == "histogram2dcontour"]
     assert [t["name"] for t in contours] == [f"{c} density" for c in range(10)]  # 6 points a class: each drawn
     assert all(t["contours"]["coloring"] == "none" for t in contours)
+
+
+def test_a_vae_snapshot_offers_latent_decoding_and_interpolation(queue, store):
+    """The decoding itself (the snapshot's decoder, rebuilt): tests/test_train.py."""
+    from contrast_core.models import VAE
+
+    run_id, _ = add_run(store, 100, status="finished", model="vae")
+    arrays = dict(store.load_snapshot(run_id, 100))
+    decoder = VAE((1, 8, 8), 2).decoder
+    store.add_snapshot(run_id, 100, arrays | {f"decoder.{k}": v.numpy() for k, v in decoder.state_dict().items()})
+    at = open_link(run=run_id, step="100")
+    at.number_input(key="explore.from").set_value(2).run()
+    at.number_input(key="explore.to").set_value(5).run()
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert "Decoded along the straight line from item 2's mean to item 5's, at step 100" in captions
+    assert any(c.startswith("The decoder at step 100, at (z1, z2)") for c in captions)
+    at = open_link(run=run_id, step="50")  # a snapshot without a decoder: nothing to decode with
+    assert not [n for n in at.number_input if n.key == "explore.from"]

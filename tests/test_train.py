@@ -250,3 +250,18 @@ def test_a_2d_vae_snapshot_decodes_its_latent_plane_on_a_grid():
     assert grid[-1] == pytest.approx(last[0].numpy(), abs=1e-5)  # bottom-right: (highest z1, lowest z2)
     wide, _ = Trainer(RunConfig(model="vae", embedding_dim=4, steps=5, eval_size=60, batch_size=16)).snapshot()
     assert "latent_grid" not in wide  # no plane to map
+
+
+def test_a_vae_snapshot_carries_its_decoder_which_decodes_as_the_run_s_did():
+    from contrast_core.models import decoder_from_arrays
+
+    trainer = Trainer(RunConfig(model="vae", beta=0.1, steps=5, eval_size=60, batch_size=16, embedding_dim=3))
+    trainer.train_step()
+    arrays, _ = trainer.snapshot()
+    decoder = decoder_from_arrays(arrays, latent_dim=3)
+    z = torch.randn(4, 3)
+    trainer.model.eval()
+    with torch.no_grad():
+        assert decoder(z).numpy() == pytest.approx(trainer.model.decoder(z).numpy(), abs=1e-6)
+        mu = torch.as_tensor(arrays["embeddings"][:16])  # the means decode to the stored reconstructions
+        assert decoder(mu).numpy() == pytest.approx(arrays["reconstructions"], abs=1e-5)

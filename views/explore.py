@@ -73,6 +73,7 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         st.caption(f"{int(drawn.sum())} items in the batch, {int(idle.sum())} of them untouched by the loss. "
                    + NOTES["forces"])  # fmt: skip
     vae_panels(arrays, step)
+    decoder_panels(arrays, step)
     with st.expander("Export this snapshot", icon=":material/download:"):
         st.caption("For TensorBoard's Embedding Projector (projector.tensorflow.org: Load, then both files): "
                    "one embedding per line, and each item's class and dataset row. "
@@ -105,6 +106,40 @@ def vae_panels(arrays: dict, step: int) -> None:
                     caption=f"The 2-D latent space decoded at step {step}: z1 from {z1[0]:.2g} to {z1[-1]:.2g} "
                     f"(left to right), z2 from {z2[-1]:.2g} to {z2[0]:.2g} (top to bottom), the span of the "
                     "held-out items' means.")  # fmt: skip
+
+
+def decoder_panels(arrays: dict, step: int) -> None:
+    """Decode a latent point (2-D latents) and interpolate between two items' means, with the decoder
+    as it was at this snapshot."""
+    if not any(key.startswith("decoder.") for key in arrays) or arrays["originals"].ndim != 4:
+        return
+    import torch
+
+    from contrast_core.models import decoder_from_arrays
+
+    mu = arrays["embeddings"]
+    decoder = decoder_from_arrays(arrays, mu.shape[1])
+    scale = max(1, 64 // arrays["originals"].shape[-1])
+
+    def decode(points: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return decoder(torch.as_tensor(points, dtype=torch.float32)).numpy()
+
+    left, right = st.columns(2)
+    with left:
+        if mu.shape[1] == 2:
+            lo, hi = np.quantile(mu, 0.02, axis=0), np.quantile(mu, 0.98, axis=0)
+            z1 = st.slider("z1", float(lo[0]), float(hi[0]), float(np.median(mu[:, 0])), key="explore.z1")
+            z2 = st.slider("z2", float(lo[1]), float(hi[1]), float(np.median(mu[:, 1])), key="explore.z2")
+            st.image(figures.mosaic([decode(np.array([[z1, z2]]))], scale=scale * 2), clamp=True,
+                     caption=f"The decoder at step {step}, at (z1, z2) = ({z1:.2f}, {z2:.2f})")  # fmt: skip
+    with right:
+        last = len(mu) - 1
+        a = st.number_input("From item", 0, last, 0, key="explore.from")
+        b = st.number_input("To item", 0, last, min(1, last), key="explore.to")
+        path = mu[a] + np.linspace(0, 1, 10)[:, None] * (mu[b] - mu[a])  # (10, D) from one mean to the other
+        st.image(figures.mosaic([decode(path)], scale=scale), clamp=True,
+                 caption=f"Decoded along the straight line from item {a}'s mean to item {b}'s, at step {step}")  # fmt: skip
 
 
 def selection(arrays: dict, classes: list[str], config: dict, event) -> None:
