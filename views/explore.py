@@ -131,7 +131,7 @@ def decoder_panels(arrays: dict, step: int) -> None:
             lo, hi = np.quantile(mu, 0.02, axis=0), np.quantile(mu, 0.98, axis=0)
             z1 = st.slider("z1", float(lo[0]), float(hi[0]), float(np.median(mu[:, 0])), key="explore.z1")
             z2 = st.slider("z2", float(lo[1]), float(hi[1]), float(np.median(mu[:, 1])), key="explore.z2")
-            st.image(figures.mosaic([decode(np.array([[z1, z2]]))], scale=scale * 2), clamp=True,
+            st.image(figures.mosaic([decode(np.array([[z1, z2]]))], scale=scale * 2), clamp=True, width=160,
                      caption=f"The decoder at step {step}, at (z1, z2) = ({z1:.2f}, {z2:.2f})")  # fmt: skip
     with right:
         last = len(mu) - 1
