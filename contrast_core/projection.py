@@ -45,7 +45,9 @@ TSNE_THREADS = max(1, (os.cpu_count() or 1) // 2)
 _WARM_UP_LOCK = threading.Lock()
 
 
-def project(embeddings: np.ndarray, method: str, previous: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+def project(
+    embeddings: np.ndarray, method: str, previous: np.ndarray | None = None, seed: int = 0, **options
+) -> np.ndarray:
     """Lay out embeddings in 2-D, aligned to the previous snapshot's layout when given.
 
     Args:
@@ -54,6 +56,8 @@ def project(embeddings: np.ndarray, method: str, previous: np.ndarray | None = N
         method: a key of `PROJECTIONS`: "pca", "umap" or "tsne".
         previous: (E, 2) layout of the previous snapshot of the same points, or None.
         seed: random state of UMAP and t-SNE.
+        options: the method's own settings: UMAP `n_neighbors` (default UMAP_NEIGHBORS) and
+            `min_dist` (0.1, umap-learn's); t-SNE `perplexity` (30, capped below the point count).
 
     Returns:
         (E, 2) float32 layout.
@@ -73,7 +77,7 @@ def project(embeddings: np.ndarray, method: str, previous: np.ndarray | None = N
         return np.pad(embeddings, ((0, 0), (0, 2 - embeddings.shape[1])))
     if not np.isfinite(embeddings).all():
         raise ValueError("embeddings: contain NaN or infinite values")
-    layout = PROJECTIONS[method](embeddings, previous, seed)  # (E, 2)
+    layout = PROJECTIONS[method](embeddings, previous, seed, **options)  # (E, 2)
     if previous is not None:
         layout = align(layout, previous)
     return layout.astype(np.float32)
@@ -133,7 +137,7 @@ def umap_compiled() -> bool:
     return _compile_umap.cache_info().currsize > 0
 
 
-def _pca(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.ndarray:
+def _pca(embeddings: np.ndarray, previous: np.ndarray | None, seed: int, **_) -> np.ndarray:
     """PCA to 2-D with each axis' sign fixed: the largest-|loading| feature loads positively."""
     if len(embeddings) < 2 or np.ptp(embeddings, axis=0).max() == 0:  # no variance to project
         return np.zeros((len(embeddings), 2))
@@ -145,7 +149,10 @@ def _pca(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.n
     return np.pad(layout, ((0, 0), (0, 2 - layout.shape[1])))
 
 
-def _umap(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.ndarray:
+def _umap(
+    embeddings: np.ndarray, previous: np.ndarray | None, seed: int, n_neighbors: int = UMAP_NEIGHBORS,
+    min_dist: float = 0.1,
+) -> np.ndarray:  # fmt: skip
     """UMAP (McInnes et al. 2018), seeded, continuing from the previous layout when given.
 
     The neighbour graph is exact, from scikit-learn, for every size: umap-learn would switch
@@ -158,12 +165,13 @@ def _umap(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.
 
     if previous is not None and np.ptp(previous, axis=0).min() == 0:
         previous = None  # umap-learn rescales an init per axis by its range; a flat one gives NaN
-    n_neighbors = min(UMAP_NEIGHBORS, len(embeddings) - 1)
+    n_neighbors = min(int(n_neighbors), len(embeddings) - 1)
     knn = NearestNeighbors(n_neighbors=n_neighbors).fit(embeddings)
     distances, indices = knn.kneighbors(embeddings)  # (E, k) each, the point itself first
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=n_neighbors,
+        min_dist=float(min_dist),
         precomputed_knn=(indices, distances.astype(np.float32)),
         init="spectral" if previous is None else previous,
         n_epochs=None if previous is None else UMAP_WARM_EPOCHS,
@@ -176,7 +184,7 @@ def _umap(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.
         return reducer.fit_transform(embeddings)  # (E, 2)
 
 
-def _tsne(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.ndarray:
+def _tsne(embeddings: np.ndarray, previous: np.ndarray | None, seed: int, perplexity: float = 30.0) -> np.ndarray:
     """t-SNE (van der Maaten & Hinton 2008), starting from the previous layout when given, else PCA."""
     if len(embeddings) <= 4:
         return _pca(embeddings, previous, seed)
@@ -185,7 +193,7 @@ def _tsne(embeddings: np.ndarray, previous: np.ndarray | None, seed: int) -> np.
         init = _tsne_init(_pca(embeddings, None, seed))
     if init is None:  # every point identical (sklearn's own PCA init would be NaN and crash the process)
         return np.zeros((len(embeddings), 2))
-    perplexity = min(30.0, (len(embeddings) - 1) / 3)  # sklearn needs perplexity < E
+    perplexity = min(float(perplexity), (len(embeddings) - 1) / 3)  # sklearn needs perplexity < E
     tsne = TSNE(n_components=2, init=init, perplexity=perplexity, random_state=seed)
     with threadpool_limits(limits=TSNE_THREADS, user_api="openmp"):  # this thread's OpenMP only
         return tsne.fit_transform(embeddings)
@@ -198,7 +206,7 @@ def _tsne_init(layout: np.ndarray) -> np.ndarray | None:
     return None if std == 0 else (centred / std * TSNE_INIT_STD).astype(np.float32)
 
 
-# Projection name -> function (embeddings (E, D) float32, previous (E, 2) or None, seed) -> (E, 2).
+# Projection name -> function (embeddings (E, D) float32, previous (E, 2) or None, seed, **options) -> (E, 2).
 PROJECTIONS = {"pca": _pca, "umap": _umap, "tsne": _tsne}
 
 

@@ -186,3 +186,20 @@ def test_a_vae_snapshot_offers_latent_decoding_and_interpolation(queue, store):
     assert any(c.startswith("The decoder at step 100, at (z1, z2)") for c in captions)
     at = open_link(run=run_id, step="50")  # a snapshot without a decoder: nothing to decode with
     assert not [n for n in at.number_input if n.key == "explore.from"]
+
+
+def test_umap_and_tsne_settings_reach_the_projection(queue, store, monkeypatch):
+    from ui import layouts
+
+    asked = []
+    monkeypatch.setattr(layouts, "project", lambda x, method, **options: asked.append((method, options)) or x[:, :2])
+    layouts.layout.clear()
+    add_run(store, 100, status="finished", embedding_dim=8)
+    at = open_app("explore")
+    at.segmented_control(key="explore.method").set_value("UMAP").run()
+    at.slider(key="explore.n_neighbors").set_value(40).run()
+    assert asked[-1] == ("umap", {"n_neighbors": 40, "min_dist": 0.1})
+    at.segmented_control(key="explore.method").set_value("t-SNE").run()
+    at.slider(key="explore.perplexity").set_value(12).run()
+    assert asked[-1] == ("tsne", {"perplexity": 12})
+    assert chart(at, "Step 100: t-SNE of the 8-D embedding")

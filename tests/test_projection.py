@@ -312,3 +312,37 @@ def test_tsne_runs_on_at_most_tsne_threads(monkeypatch):
     monkeypatch.setattr(projection, "TSNE_THREADS", 1)
     project(blobs(40), "tsne")
     assert seen and max(seen) == 1
+
+
+def test_umap_and_tsne_take_their_own_settings(monkeypatch):
+    import sys
+    import types
+
+    seen = {}
+
+    class FakeUMAP:  # umap-learn's interface, without its 20 s of compilation
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def fit_transform(self, x):
+            return np.zeros((len(x), 2))
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    project(x, "umap", n_neighbors=7, min_dist=0.5)
+    assert (seen["n_neighbors"], seen["min_dist"]) == (7, 0.5)
+    project(x, "umap")
+    assert (seen["n_neighbors"], seen["min_dist"]) == (15, 0.1)  # umap-learn's defaults
+    from sklearn import manifold
+
+    perplexities = []
+    real = manifold.TSNE
+
+    def tsne(**kwargs):
+        perplexities.append(kwargs["perplexity"])
+        return real(**kwargs)
+
+    monkeypatch.setattr("contrast_core.projection.TSNE", tsne)
+    project(x, "tsne", perplexity=5)
+    project(x, "tsne")
+    assert perplexities == [5.0, 13.0]  # the default 30, capped below (40 - 1) / 3

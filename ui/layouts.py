@@ -12,10 +12,13 @@ METHODS = {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def layout(run_id: str, step: int, method: str, arrays: dict[str, np.ndarray], config: dict) -> np.ndarray:
+def layout(
+    run_id: str, step: int, method: str, arrays: dict[str, np.ndarray], config: dict, options: tuple = ()
+) -> np.ndarray:
     """(E, 2) points of a snapshot: the embedding itself when 2-D (normalised for the cosine);
     else its stored PCA (aligned with the run's other snapshots, so scrubbing through steps does
-    not flip the axes) or a projection by `method` (a METHODS key)."""
+    not flip the axes) or a projection by `method` (a METHODS key) with `options`, (name, value)
+    pairs such as (("n_neighbors", 15), ("min_dist", 0.1))."""
     embeddings = as_measured(arrays["embeddings"], config)  # (E, D)
     if embeddings.shape[1] == 2:
         return embeddings
@@ -23,4 +26,4 @@ def layout(run_id: str, step: int, method: str, arrays: dict[str, np.ndarray], c
         return arrays["pca"]
     if not np.isfinite(embeddings).all():
         return np.nan_to_num(embeddings[:, :2])
-    return project(embeddings, METHODS[method])
+    return project(embeddings, METHODS[method], **dict(options))

@@ -49,8 +49,9 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
     method = "PCA"
     if dim > 2:
         method = st.segmented_control("Projection", list(layouts.METHODS), default="PCA", key="explore.method") or "PCA"
+    options = projection_options(method)
     with st.spinner(f"{method} of {len(arrays['embeddings'])} points (UMAP compiles on first use)..."):
-        xy = layouts.layout(run_id, step, method, arrays, config)
+        xy = layouts.layout(run_id, step, method, arrays, config, options)
     classes = class_names(arrays)
     hover = items.hover_texts(items.data_key(config), arrays["index"])
     title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")
@@ -88,6 +89,23 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
     if "mined" in rows:
         st.plotly_chart(figures.mining_figure(rows, config["steps"], 0.6, at_step=step), key="explore.mining")
         st.caption("What the miner handed the loss at each training step; the dashed line is the snapshot shown.")
+
+
+def projection_options(method: str) -> tuple:
+    """The chosen projection's own settings, as (name, value) pairs (hashable: the layouts are cached by them)."""
+    if method == "UMAP":
+        left, right = st.columns(2)
+        neighbours = left.slider("UMAP neighbours", 2, 100, 15, key="explore.n_neighbors",
+                                 help="How many neighbours shape each point's place: few keep local detail, "
+                                 "many the global layout.")  # fmt: skip
+        spread = right.slider("UMAP min. distance", 0.0, 0.99, 0.1, 0.01, key="explore.min_dist",
+                              help="How tightly points may pack: small values give tight clusters.")  # fmt: skip
+        return (("n_neighbors", neighbours), ("min_dist", spread))
+    if method == "t-SNE":
+        perplexity = st.slider("t-SNE perplexity", 5, 50, 30, key="explore.perplexity",
+                               help="About the number of close neighbours each point keeps.")  # fmt: skip
+        return (("perplexity", perplexity),)
+    return ()
 
 
 def vae_panels(arrays: dict, step: int) -> None:
