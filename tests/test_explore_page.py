@@ -203,3 +203,17 @@ def test_umap_and_tsne_settings_reach_the_projection(queue, store, monkeypatch):
     at.slider(key="explore.perplexity").set_value(12).run()
     assert asked[-1] == ("tsne", {"perplexity": 12})
     assert chart(at, "Step 100: t-SNE of the 8-D embedding")
+
+
+def test_the_projection_is_in_the_link(queue, store, monkeypatch):
+    from ui import layouts
+
+    monkeypatch.setattr(layouts, "project", lambda x, method, **options: x[:, :2])
+    layouts.layout.clear()
+    run_id, _ = add_run(store, 100, status="finished", embedding_dim=8)
+    at = open_link(run=run_id, step="50", projection="t-SNE")
+    assert chart(at, "Step 50: t-SNE of the 8-D embedding")
+    at.segmented_control(key="explore.method").set_value("PCA").run()
+    assert "projection" not in at.query_params
+    bad = open_link(run=run_id, projection="MDS")
+    assert any("projection: unknown 'MDS'" in w.value for w in bad.warning) and chart(bad, "Step 100: PCA")
