@@ -80,9 +80,6 @@ def sweep_section(store, name: str) -> list[str]:
     """The sweep's small multiples at one step; returns its run ids for the curves below."""
     runs = store.list_runs(sweep=name)
     grid = sweep_view.grid_of(runs)
-    counts = pd.Series([run.status for run in runs]).value_counts()
-    st.caption(f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
-               + " · " + " x ".join(f"{k} ({len(v)})" for k, v in grid.axes.items()))  # fmt: skip
     live = any(run.status in LIVE_STATUSES for run in runs)
     playing = st.session_state.get("compare.play", False)
     period = PLAY_SECONDS if playing else REFRESH_SECONDS if live else None
@@ -94,6 +91,9 @@ def _multiples(name: str, was_live: bool, was_playing: bool) -> None:
     store = backend.run_store()
     runs = store.list_runs(sweep=name)
     grid = sweep_view.grid_of(runs)
+    counts = pd.Series([run.status for run in runs]).value_counts()
+    st.caption(f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+               + " · " + " x ".join(f"{k} ({len(v)})" for k, v in grid.axes.items()))  # fmt: skip
     steps = sweep_view.snapshot_steps(store, grid.runs)
     if not steps:
         st.info("The runs have no snapshot yet: the panels appear with their first one.")
