@@ -39,6 +39,17 @@ def show_in_url(run_id: str | None) -> None:
         st.query_params["run"] = run_id
 
 
+def show_settings_in_url(settings: dict[str, str]) -> None:
+    """The form's settings as query parameters: these, and no other run setting's."""
+    from contrast_core.config import RunConfig
+
+    for field in [f for f in st.query_params if f in RunConfig.model_fields and f not in settings]:
+        del st.query_params[field]
+    for field, value in settings.items():
+        if st.query_params.get(field) != value:
+            st.query_params[field] = value
+
+
 def find_run(run_id: str) -> Run | None:
     """The run, or None if the store has none of this id (see `say_missing`)."""
     try:

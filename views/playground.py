@@ -82,16 +82,8 @@ if st.session_state.pop(TRAIN, False) and valid and not running:
     run, running = tab.find_run(run_id), True
     st.toast(f"Run {run_id} queued.", icon=":material/play_arrow:")
 tab.watch(run_id)  # in the URL from the start, and again after a page switch (which drops it)
-if run_id is None and valid:  # no run: the settings are the link, so a copied address opens this form
-    wanted = link_params(config.model_dump(mode="json"))
-    for field in [f for f in st.query_params if f in RunConfig.model_fields and f not in wanted]:
-        del st.query_params[field]
-    for field, value in wanted.items():
-        if st.query_params.get(field) != value:
-            st.query_params[field] = value
-elif run_id is not None:
-    for field in [f for f in st.query_params if f in RunConfig.model_fields]:
-        del st.query_params[field]  # the run's id says it all
+if run_id is not None or valid:  # a run's id says it all; without one, a copied address opens this form
+    tab.show_settings_in_url({} if run_id is not None else link_params(config.model_dump(mode="json")))
 
 with buttons:
     train, stop = st.columns(2)
