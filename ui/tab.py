@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from contrast_core.config import RunConfig
 from contrast_core.store import Run, StoreError
 from ui import backend
 
@@ -41,8 +42,6 @@ def show_in_url(run_id: str | None) -> None:
 
 def show_settings_in_url(settings: dict[str, str]) -> None:
     """The form's settings as query parameters: these, and no other run setting's."""
-    from contrast_core.config import RunConfig
-
     for field in [f for f in st.query_params if f in RunConfig.model_fields and f not in settings]:
         del st.query_params[field]
     for field, value in settings.items():
