@@ -154,3 +154,21 @@ def test_refresh_seconds_is_the_median_refresh_with_its_figures_serialised(store
     monkeypatch.setattr(ui_bench, "time", SimpleNamespace(perf_counter=lambda: next(clock), sleep=lambda s: None))
     assert ui_bench.refresh_seconds(store, run_id, polls=3) == pytest.approx(0.2)
     assert len(serialised) == 6  # every figure of every refresh, as the browser gets them
+
+
+def test_sweep_redraw_trains_a_4x4_sweep_and_times_each_move(tmp_path, monkeypatch):
+    from ui import sweep_view
+
+    drawn = []
+    real = sweep_view.panels_at
+    monkeypatch.setattr(
+        sweep_view, "panels_at", lambda store, grid, step: drawn.append(step) or real(store, grid, step)
+    )
+    found = ui_bench.sweep_redraw(tmp_path, moves=2, steps=40)
+    assert (found["sweep_runs"], found["sweep_snapshots_per_run"]) == (16, 41)  # a snapshot every step, and step 0
+    assert len(drawn) == 4  # a cold and a warm redraw per move
+    assert found["sweep_redraw_seconds_cold_max"] >= found["sweep_redraw_seconds_cold_median"] > 0
+    runs = ui_bench.RunStore(tmp_path).list_runs(sweep="bench 4x4")
+    assert {(r.config["margin"], r.config["lr"]) for r in runs} == {
+        (m, lr) for m in (0.25, 0.5, 1.0, 2.0) for lr in (0.0003, 0.001, 0.003, 0.01)
+    } and all(r.status == "finished" for r in runs)  # fmt: skip

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -125,6 +127,83 @@ def sweep_redraw(home: Path, moves: int = 20, steps: int = 400) -> dict:
     }
 
 
+# True once every panel of the sweep's grid shows the step asked for (each panel's title starts "step N ").
+_PANELS_AT_JS = """(step) => Array.from(document.querySelectorAll('.js-plotly-plot')).some(g => {
+    const title = (g.layout && g.layout.title && g.layout.title.text) || '';
+    const steps = title.includes('Embeddings of every run')
+        ? (g.layout.annotations || []).map(a => a.text).filter(t => t.startsWith('step ')) : [];
+    return steps.length > 0 && steps.every(t => t.startsWith('step ' + step + ' '));
+})"""
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (see the Makefile)
+
+
+def sweep_redraw_in_browser(home: Path, moves: int = 10) -> dict:
+    """What a person sees: seconds from a key press on Compare's step slider (Home / End, in turn) until
+    every panel of the sweep in `home` (made by `sweep_redraw`) shows the new step, in headless chromium
+    against `streamlit run app.py` on a free local port. The first move (cold) is reported apart."""
+    import socket
+    import subprocess
+    import urllib.parse
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=root, env={**os.environ, "CONTRAST_HOME": str(home)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait(lambda: _healthy(f"http://127.0.0.1:{port}/_stcore/health", urllib.request), 90)
+        store = RunStore(home)
+        steps = sweep_view_steps(store)
+        url = f"http://127.0.0.1:{port}/compare?sweep={urllib.parse.quote(store.sweeps()[0])}&step={steps[-1]}"
+        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]  # fmt: skip
+        took = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+            page = browser.new_page(viewport={"width": 1600, "height": 2000})
+            page.goto(url)
+            page.wait_for_function(_PANELS_AT_JS, arg=str(steps[-1]), polling=20, timeout=120_000)
+            slider = page.get_by_test_id("stSlider").filter(has_text="Training step").get_by_role("slider")
+            slider.focus()
+            for i in range(moves + 1):
+                key, step = ("Home", steps[0]) if i % 2 == 0 else ("End", steps[-1])
+                start = time.perf_counter()
+                slider.press(key)
+                page.wait_for_function(_PANELS_AT_JS, arg=str(step), polling=20, timeout=60_000)
+                took.append(time.perf_counter() - start)
+            browser.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    return {
+        "sweep_browser_first_move_seconds": took[0],
+        "sweep_browser_move_seconds_median": statistics.median(took[1:]),
+        "sweep_browser_move_seconds_max": max(took[1:]),
+    }
+
+
+def sweep_view_steps(store: RunStore) -> list[int]:
+    from ui import sweep_view
+
+    return sweep_view.snapshot_steps(store, store.list_runs(sweep=store.sweeps()[0]))
+
+
+def _healthy(url: str, request) -> bool:
+    try:
+        with request.urlopen(url, timeout=2) as response:
+            return response.read() == b"ok"
+    except OSError:
+        return False
+
+
 def _wait(predicate, timeout: float):
     deadline = time.monotonic() + timeout
     while not (found := predicate()):
@@ -139,9 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-dashboard.json"), help="JSON file for the figures")
     parser.add_argument("--polls", type=int, default=POLLS, help="refreshes timed for each median")
     parser.add_argument("--home", type=Path, default=None, help="run store folder (default: a temporary one)")
+    parser.add_argument("--browser", action="store_true",
+                        help="also time the sweep's slider in headless chromium, as a person sees it")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as sweeps:
         results = {"dashboard": dashboard_latency(args.home or Path(tmp), args.polls) | sweep_redraw(Path(sweeps))}
+        if args.browser:
+            results["dashboard"] |= sweep_redraw_in_browser(Path(sweeps))
     args.out.write_text(json.dumps(results, indent=2))
     print("\ndashboard")
     for key, value in results["dashboard"].items():
