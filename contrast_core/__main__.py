@@ -156,6 +156,10 @@ def _wait_for_sweep(store, name: str, ids: list[str], as_json: bool) -> int:
     reported: set[str] = set()
     while len(reported) < len(ids):
         workers = [w for w in store.workers() if w["id"] != worker and jobs.worker_alive(w)]
+        alive = {w["id"] for w in workers} | {worker}
+        for run in store.list_runs(sweep=name, status="running"):
+            if run.worker not in alive:  # its worker died mid-run: say so rather than wait for ever
+                store.mark_interrupted(worker=run.worker)
         claimed = None
         if not workers:  # nobody else trains: this process does
             device = device or jobs.local_device()

@@ -1,6 +1,7 @@
 """Sweeps: grid expansion, the cap, refusals before anything is queued, and the terminal command."""
 
 import json
+import threading
 
 import pytest
 
@@ -116,3 +117,25 @@ def test_cli_sweep_wait_trains_the_runs_and_prints_a_json_line_each(tmp_path, ca
     assert sorted(line["config"]["margin"] for line in lines) == [0.5, 1.0]
     assert all(line["status"] == "finished" and line["sweep"] == "tiny" and "knn_accuracy" in line for line in lines)
     assert all(r.status == "finished" and r.step == 4 for r in RunStore(tmp_path).list_runs(sweep="tiny"))
+
+
+def test_cli_sweep_wait_reports_a_run_whose_worker_died_instead_of_waiting(tmp_path, capsys):
+    store = RunStore(tmp_path)
+    name, ids = sweep.queue(store, {"steps": 3, "eval_size": 20}, {"margin": [0.5, 1]}, name="orphan")
+    store.heartbeat("99999999@elsewhere", 99999999, "cpu")
+    claimed = store.claim_next("99999999@elsewhere", "cpu", sweep=name)  # then it died: no more heartbeats
+    with store._write() as conn:
+        conn.execute("UPDATE workers SET last_seen = 0")
+    from contrast_core.__main__ import _wait_for_sweep
+
+    result = []
+    waiting = threading.Thread(
+        target=lambda: result.append(_wait_for_sweep(store, name, ids, as_json=True)), daemon=True
+    )
+    waiting.start()
+    waiting.join(timeout=120)
+    assert not waiting.is_alive(), "sweep --wait still waiting on a run whose worker is gone"
+    assert result == [1]  # not every run finished
+    lines = {line["run"]: line for line in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert lines[claimed.id]["status"] == "interrupted" and lines[claimed.id]["error"] == "worker stopped"
+    assert [line["status"] for run_id, line in lines.items() if run_id != claimed.id] == ["finished"]
