@@ -161,7 +161,7 @@ def sweep_redraw_in_browser(home: Path, moves: int = 10) -> dict:
     try:
         _wait(lambda: _healthy(f"http://127.0.0.1:{port}/_stcore/health", urllib.request), 90)
         store = RunStore(home)
-        steps = sweep_view_steps(store)
+        steps = _sweep_steps(store)
         url = f"http://127.0.0.1:{port}/compare?sweep={urllib.parse.quote(store.sweeps()[0])}&step={steps[-1]}"
         args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]  # fmt: skip
@@ -190,7 +190,7 @@ def sweep_redraw_in_browser(home: Path, moves: int = 10) -> dict:
     }
 
 
-def sweep_view_steps(store: RunStore) -> list[int]:
+def _sweep_steps(store: RunStore) -> list[int]:
     from ui import sweep_view
 
     return sweep_view.snapshot_steps(store, store.list_runs(sweep=store.sweeps()[0]))
