@@ -19,7 +19,6 @@ from streamlit.testing.v1 import AppTest
 
 from contrast_core import data, distances, losses, models, samplers
 from contrast_core.config import RunConfig
-from contrast_core.jobs import JobQueue
 from contrast_core.store import RunStore
 from ui import backend
 from ui.config_form import PRESETS
@@ -27,22 +26,6 @@ from ui.config_form import PRESETS
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 E = 60  # snapshot points in the fake runs
 CLUSTER = {"rand_index": 0.8, "adjusted_rand": 0.5, "nmi": 0.6, "davies_bouldin": 1.5, "silhouette": 0.3}
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTRAST_HOME", str(tmp_path))
-    store = RunStore(tmp_path)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def queue(store, monkeypatch):
-    """The real queue over the test store, not started: runs stay queued, no worker process."""
-    queue = JobQueue(store, n_workers=1)
-    monkeypatch.setattr(backend, "job_queue", lambda: queue)
-    return queue
 
 
 def open_app(page: str | None = None) -> AppTest:

@@ -1,10 +1,9 @@
 """The Compare page's sweeps: queued from the page, drawn as small multiples with one step slider."""
-# ruff: noqa: F811 (the store and queue fixtures of test_app are imported and then requested by name)
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app import APP, add_run, button, chart, open_app, queue, store, values  # noqa: F401
+from test_app import APP, add_run, button, chart, open_app, values
 
 from contrast_core import sweep
 

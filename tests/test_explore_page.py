@@ -1,10 +1,9 @@
 """The Explore page: the timeline over a run's snapshots, its link, and the forces drawn on the embedding."""
-# ruff: noqa: F811 (the store and queue fixtures of test_app are imported and then requested by name)
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app import APP, E, add_run, chart, open_app, queue, store, values  # noqa: F401
+from test_app import APP, E, add_run, chart, open_app, values
 
 from contrast_core.forces import in_plane
 from ui import figures

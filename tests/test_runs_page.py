@@ -14,26 +14,10 @@ import streamlit
 from streamlit.testing.v1 import AppTest
 
 from contrast_core.config import RunConfig
-from contrast_core.jobs import JobQueue
-from contrast_core.store import LIVE_STATUSES, RunStore
+from contrast_core.store import LIVE_STATUSES
 from ui import backend
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTRAST_HOME", str(tmp_path))
-    store = RunStore(tmp_path)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def queue(store, monkeypatch):
-    queue = JobQueue(store, n_workers=1)
-    monkeypatch.setattr(backend, "job_queue", lambda: queue)
-    return queue
 
 
 @pytest.fixture

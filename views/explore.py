@@ -28,6 +28,18 @@ NOTES = {
 }
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _projector_files(home: str, run_id: str, step: int) -> dict[str, str]:
+    """A snapshot's Projector files, made once (a snapshot does not change), not at every Play tick."""
+    return export.projector_files(backend.run_store(), run_id, step)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _metric_rows(home: str, run_id: str, last_step: int) -> pd.DataFrame:
+    """The run's metric rows, read again only when it has logged more (`last_step` is the cache key)."""
+    return pd.DataFrame(backend.run_store().read_metrics(run_id))
+
+
 def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool) -> None:
     """The timeline, the scatter (with the forces) and the selection, for the step chosen."""
     store = backend.run_store()
@@ -89,13 +101,13 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         st.caption("For TensorBoard's Embedding Projector (projector.tensorflow.org: Load, then both files): "
                    "one embedding per line, and each item's class and dataset row. "
                    f"`python -m contrast_core export {run_id} --step {step}` writes the same.")  # fmt: skip
-        files = export.projector_files(store, run_id, step)
+        files = _projector_files(backend.home(), run_id, step)
         left, right = st.columns(2)
         for column, (name, text) in zip((left, right), files.items(), strict=True):
             column.download_button(name, text, f"{run_id}-{step}-{name}", "text/tab-separated-values",
                                    icon=":material/download:", width="stretch", key=f"explore.{name}")  # fmt: skip
     selection(arrays, classes, config, event)
-    rows = pd.DataFrame(store.read_metrics(run_id))
+    rows = _metric_rows(backend.home(), run_id, store.get_run(run_id).step)
     if "mined" in rows:
         st.plotly_chart(figures.mining_figure(rows, config["steps"], 0.6, at_step=step), key="explore.mining")
         st.caption("What the miner handed the loss at each training step; the dashed line is the snapshot shown.")
