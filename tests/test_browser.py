@@ -7,15 +7,10 @@ memory) go to test-artifacts/. Any Streamlit exception box on a page fails the t
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,14 +18,11 @@ from playwright.sync_api import expect, sync_playwright
 
 from contrast_core.config import RunConfig
 from contrast_core.store import RunStore
+from ui.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, local_app
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
 VIEWPORT = {"width": 1600, "height": 2000}  # tall: the whole Playground in one screenshot
 RUN_SECONDS = 240  # the default recipe trains in well under this on 2 CPU cores
 
@@ -69,12 +61,6 @@ PANELS_AT_STEP_0_JS = """() => Array.from(document.querySelectorAll('.js-plotly-
 FIRST_DRAWN_READ_JS = "() => { clearInterval(window.firstDrawnTimer); return window.firstDrawn; }"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():  # Debian's package; the Playwright download needs the internet
@@ -86,45 +72,11 @@ def chromium() -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`streamlit run app.py` on a free port over an empty store; killed with its workers at the end."""
+    """`streamlit run app.py` on a free port over an empty store; stopped with its workers at the end."""
     ARTIFACTS.mkdir(exist_ok=True)
-    port = free_port()
-    env = os.environ | {"CONTRAST_HOME": str(tmp_path_factory.mktemp("home"))}
-    flags = {
-        "--server.headless": "true",
-        "--server.port": str(port),
-        "--browser.gatherUsageStats": "false",
-        "--server.fileWatcherType": "none",  # no module reloads mid-test
-    }
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", *(part for item in flags.items() for part in item)]
-    with open(ARTIFACTS / "server.log", "w") as log:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
-        yield {"url": url, "pid": proc.pid, "home": env["CONTRAST_HOME"]}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the workers are in its process group
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}; see test-artifacts/server.log")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"streamlit did not answer on {url} within {timeout} s")
+    home = tmp_path_factory.mktemp("home")
+    with local_app(home, ARTIFACTS / "server.log") as (url, pid):
+        yield {"url": url, "pid": pid, "home": str(home)}
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +199,8 @@ def test_runs_compare_and_explore_pages(page):
     nav.filter(has_text="Explore").click()
     wait_for_chart(page, "Step", lambda c: sum(c["points"]) > 0)
     box = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()  # the plot area
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)  # the toolbar shows on hover
+    page.locator('.js-plotly-plot .modebar-btn[data-title="Box Select"]').first.click()  # a click picks one item
     page.mouse.move(box["x"] + box["width"] * 0.05, box["y"] + box["height"] * 0.05)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5, steps=10)

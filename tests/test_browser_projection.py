@@ -10,27 +10,20 @@ figures go to test-artifacts/browser-projection.json, screenshots beside them.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
 
 from contrast_core.store import RunStore
+from ui.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, local_app
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
 VIEWPORT = {"width": 1600, "height": 1400}
 TRAIN_SECONDS = 240  # 40 steps and 3 snapshots: about 15 s on 2 busy CPU cores
 ARRIVAL_SECONDS = {"t-SNE": 60, "UMAP": 120}  # measured about 5 s and 25 s (UMAP compiles first) on 2 cores
@@ -42,12 +35,6 @@ SCATTER_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
         return {title: g.layout.title.text.replace(/<\\/?b>/g, ''), points: (g._fullData || []).reduce(
             (n, d) => n + ((d.x && d.x.length) || 0), 0), fits: !!box && box.x >= 0 && box.x + box.width <= g._fullLayout.width};
     })"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -73,43 +60,12 @@ def run_id(home) -> str:
 
 @pytest.fixture(scope="module")
 def server(home):
-    """`streamlit run app.py` on 127.0.0.1 over that store; killed with its process group at the end."""
+    """`streamlit run app.py` on 127.0.0.1 over that store, stopped at the end."""
     if not CHROMIUM.exists():
         pytest.fail(f"chromium: {CHROMIUM} is missing (`make chromium` installs it)")
     ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
-    flags = ["--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
-    with open(ARTIFACTS / "server-projection.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", *flags],
-            cwd=ROOT, env=os.environ | {"CONTRAST_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
+    with local_app(home, ARTIFACTS / "server-projection.log") as (url, _):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with {proc.returncode}; see test-artifacts/server-projection.log")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"streamlit did not answer on {url} within {timeout} s")
 
 
 def _scatter(page) -> dict | None:

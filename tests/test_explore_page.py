@@ -139,6 +139,71 @@ def test_an_item_s_neighbours_hardest_negatives_and_far_positives(queue, store):
     assert len(negatives) == 8 and all("(other)" in c for c in negatives)
 
 
+def test_the_chosen_item_and_its_neighbours_are_marked_on_the_scatter(queue, store):
+    run_id, _ = add_run(store, 100, status="finished")
+    xy = store.load_snapshot(run_id, 100)["embeddings"]  # 2-D, euclidean: drawn as it is
+    labels = store.load_snapshot(run_id, 100)["labels"]
+    at = open_app("explore")
+    assert not {"item 3", "nearest items"} & {t.get("name") for t in chart(at, "Step 100")["data"]}
+    at.number_input(key="explore.item").set_value(3).run()
+    marks = {t["name"]: t for t in chart(at, "Step 100")["data"] if t.get("name") in
+             ("item 3", "nearest items", "hardest negatives")}  # fmt: skip
+    assert list(values(marks["item 3"]["x"])) == [xy[3, 0]]
+    d = np.sqrt(((xy - xy[3]) ** 2).sum(axis=1))  # by hand: euclidean distance to item 3
+    d[3] = np.inf
+    nearest = np.argsort(d, kind="stable")[:8]
+    assert np.allclose(values(marks["nearest items"]["x"]), xy[nearest, 0])
+    assert np.allclose(values(marks["nearest items"]["y"]), xy[nearest, 1])
+    others = np.flatnonzero(labels != labels[3])
+    hardest = others[np.argsort(d[others], kind="stable")[:8]]
+    assert np.allclose(values(marks["hardest negatives"]["x"]), xy[hardest, 0])
+    at.run()  # the choice outlives the chart's redraw (it is kept in the session, not in the chart)
+    assert "item 3" in {t.get("name") for t in chart(at, "Step 100")["data"]}
+    at.select_slider(key="explore.step").set_value(50).run()  # and follows the timeline: the same item at step 50
+    xy50 = store.load_snapshot(run_id, 50)["embeddings"]
+    assert list(values([t for t in chart(at, "Step 50")["data"] if t.get("name") == "item 3"][0]["x"])) == [xy50[3, 0]]
+
+
+def test_a_click_a_box_and_a_click_on_empty_latent_space_are_told_apart():
+    grid = figures.LATENT_POINT
+    assert figures.picked([{"customdata": 7, "x": 0.1, "y": 0.2}]) == ([7], None)
+    box = [
+        {"customdata": 9},
+        {"customdata": 2},
+        {"customdata": 9},
+        {"x": 1.0, "y": 1.0},
+        {"customdata": grid, "x": 0, "y": 0},
+    ]
+    assert figures.picked(box) == ([2, 9], None)  # items once each; marks and the grid are not items
+    assert figures.picked([{"customdata": grid, "x": -0.5, "y": 2.0}]) == ([], (-0.5, 2.0))
+    assert figures.picked([{"customdata": grid, "x": 0, "y": 0}, {"customdata": grid, "x": 1, "y": 1}]) == ([], None)
+    assert figures.picked([]) == ([], None)  # a double click: nothing chosen
+
+
+def test_a_2d_vae_latent_can_be_clicked_anywhere_to_decode(queue, store):
+    from contrast_core.models import VAE
+
+    run_id, _ = add_run(store, 100, status="finished", model="vae")
+    arrays = dict(store.load_snapshot(run_id, 100))
+    decoder = VAE((1, 8, 8), 2).decoder
+    store.add_snapshot(run_id, 100, arrays | {f"decoder.{k}": v.numpy() for k, v in decoder.state_dict().items()})
+    at = open_link(run=run_id, step="100")
+    data = chart(at, "Step 100")["data"]
+    grid = data[0]  # beneath the items
+    assert set(values(grid["customdata"])) == {figures.LATENT_POINT} and len(values(grid["x"])) == 40 * 40
+    mu = arrays["embeddings"]
+    span = mu.max(axis=0) - mu.min(axis=0)
+    assert values(grid["x"]).min() == pytest.approx(mu[:, 0].min() - 0.1 * span[0])  # the means, a tenth spare
+    assert values(grid["y"]).max() == pytest.approx(mu[:, 1].max() + 0.1 * span[1])
+    (decoded,) = [t for t in data if t.get("name") == "decoded"]
+    assert decoded["x"] == [at.slider(key="explore.z1").value] and decoded["y"] == [at.slider(key="explore.z2").value]
+    at.slider(key="explore.z1").set_value(float(mu[:, 0].min())).run()
+    (decoded,) = [t for t in chart(at, "Step 100")["data"] if t.get("name") == "decoded"]
+    assert decoded["x"] == [pytest.approx(float(mu[:, 0].min()))]  # the cross follows the sliders
+    at = open_link(run=run_id, step="50")  # no decoder in that snapshot: nothing to click for
+    assert "latent space" not in {t.get("name") for t in chart(at, "Step 50")["data"]}
+
+
 def test_the_snapshot_shown_downloads_as_projector_files(queue, store):
     run_id, _ = add_run(store, 100, status="finished")
     at = open_link(run=run_id, step="50")

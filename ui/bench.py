@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -134,40 +132,25 @@ _PANELS_AT_JS = """(step) => Array.from(document.querySelectorAll('.js-plotly-pl
         ? (g.layout.annotations || []).map(a => a.text).filter(t => t.startsWith('step ')) : [];
     return steps.length > 0 && steps.every(t => t.startsWith('step ' + step + ' '));
 })"""
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (see the Makefile)
 
 
 def sweep_redraw_in_browser(home: Path, moves: int = 10) -> dict:
     """What a person sees: seconds from a key press on Compare's step slider (Home / End, in turn) until
     every panel of the sweep in `home` (made by `sweep_redraw`) shows the new step, in headless chromium
     against `streamlit run app.py` on a free local port. The first move (cold) is reported apart."""
-    import socket
-    import subprocess
     import urllib.parse
-    import urllib.request
 
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = Path(__file__).resolve().parent.parent
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=root, env={**os.environ, "CONTRAST_HOME": str(home)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        _wait(lambda: _healthy(f"http://127.0.0.1:{port}/_stcore/health", urllib.request), 90)
+    from ui.serve import CHROMIUM, CHROMIUM_ARGS, local_app
+
+    with local_app(home) as (base, _):
         store = RunStore(home)
         steps = _sweep_steps(store)
-        url = f"http://127.0.0.1:{port}/compare?sweep={urllib.parse.quote(store.sweeps()[0])}&step={steps[-1]}"
-        args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"]  # fmt: skip
+        url = f"{base}/compare?sweep={urllib.parse.quote(store.sweeps()[0])}&step={steps[-1]}"
         took = []
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1600, "height": 2000})
             page.goto(url)
             page.wait_for_function(_PANELS_AT_JS, arg=str(steps[-1]), polling=20, timeout=120_000)
@@ -180,9 +163,6 @@ def sweep_redraw_in_browser(home: Path, moves: int = 10) -> dict:
                 page.wait_for_function(_PANELS_AT_JS, arg=str(step), polling=20, timeout=60_000)
                 took.append(time.perf_counter() - start)
             browser.close()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     return {
         "sweep_browser_first_move_seconds": took[0],
         "sweep_browser_move_seconds_median": statistics.median(took[1:]),
@@ -194,14 +174,6 @@ def _sweep_steps(store: RunStore) -> list[int]:
     from ui import sweep_view
 
     return sweep_view.snapshot_steps(store, store.list_runs(sweep=store.sweeps()[0]))
-
-
-def _healthy(url: str, request) -> bool:
-    try:
-        with request.urlopen(url, timeout=2) as response:
-            return response.read() == b"ok"
-    except OSError:
-        return False
 
 
 def _wait(predicate, timeout: float):

@@ -565,3 +565,41 @@ def add_density(fig: go.Figure, xy: np.ndarray, labels: np.ndarray, classes: lis
                                    ncontours=3, contours=dict(coloring="none"), hoverinfo="skip", showlegend=False,
                                    line=dict(color=PALETTE[k % len(PALETTE)], width=1.5, smoothing=1.3), nbinsx=8,
                                    nbinsy=8)  # fmt: skip
+
+
+LATENT_POINT = -1  # the customdata of the click grid's points: a place to decode, not an item
+
+
+def add_neighbours(fig: go.Figure, xy: np.ndarray, query: int, found: dict) -> None:
+    """Marks a chosen item on the scatter and the items of its retrieval (`metrics.neighbours`): rings on
+    its nearest items, crosses on its hardest negatives, diamonds on the positives beyond the margin."""
+    marks = (
+        ("nearest items", found["nearest"][0], dict(symbol="circle-open", size=13, color="#222", line_width=2)),
+        ("hardest negatives", found["hardest_negatives"][0], dict(symbol="x-thin-open", size=12, color=NEGATIVE,
+                                                                   line_width=3)),
+        ("positives beyond the margin", found["far_positives"][0], dict(symbol="diamond-open", size=13,
+                                                                        color=POSITIVE, line_width=2)),
+        (f"item {query}", np.array([query]), dict(symbol="star", size=16, color="#222", line=dict(color="white", width=1))),
+    )  # fmt: skip
+    for name, rows, marker in marks:
+        if len(rows):
+            fig.add_scatter(x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, marker=marker, hoverinfo="skip")
+
+
+def add_click_grid(fig: go.Figure, box: tuple[np.ndarray, np.ndarray], cells: int = 40) -> None:
+    """Invisible points on a cells x cells grid over `box` ((lo, hi) corners), beneath the items, so a click
+    anywhere on a 2-D latent space picks a place to decode (customdata LATENT_POINT); items win a click on them."""
+    lo, hi = box
+    z1, z2 = np.meshgrid(np.linspace(lo[0], hi[0], cells), np.linspace(lo[1], hi[1], cells))
+    fig.add_scatter(x=z1.ravel(), y=z2.ravel(), mode="markers", marker=dict(size=2, opacity=0), showlegend=False,
+                    customdata=np.full(z1.size, LATENT_POINT), name="latent space",
+                    hovertemplate="click to decode at (%{x:.2f}, %{y:.2f})<extra></extra>")  # fmt: skip
+    fig.data = (fig.data[-1], *fig.data[:-1])  # drawn first: beneath the items
+
+
+def picked(points: list[dict]) -> tuple[list[int], tuple[float, float] | None]:
+    """What a click or a box / lasso on the scatter picked: the items' positions (sorted, once each) and,
+    for a click on the click grid alone, the latent point (x, y) to decode. Marks carry no customdata."""
+    items = sorted({int(p["customdata"]) for p in points if p.get("customdata", LATENT_POINT) != LATENT_POINT})
+    places = [(float(p["x"]), float(p["y"])) for p in points if p.get("customdata") == LATENT_POINT]
+    return items, places[0] if len(places) == 1 and not items else None

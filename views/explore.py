@@ -19,6 +19,9 @@ SHOWN_ITEMS = 60  # images shown for a selection
 NEIGHBOURS = 8  # items in each row of a clicked item's neighbours
 PLAY_SECONDS = 0.8  # a snapshot a tick while playing
 STEP = "explore.step"  # session_state: the snapshot shown
+ITEM, SELECTED = "explore.item", "explore.selected"  # session_state: the item chosen; the items box-selected
+Z = ("explore.z1", "explore.z2")  # session_state: the latent point decoded (2-D VAE latents)
+LATENT_BOX = "explore.latent_box"  # session_state: the span the decoder's sliders and click grid cover
 NOTES = {
     "forces": "Arrows: where the loss pushes each item of one fixed batch of held-out items, drawn by the "
     "run's own sampler (the negative gradient of the loss with respect to the item's embedding; the "
@@ -88,15 +91,32 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         measured = as_measured(arrays["embeddings"], config)
         force = in_plane(arrays["forces"], measured, xy)
         figures.add_forces(fig, xy, force, arrays["force_drawn"])
-    fig.update_layout(dragmode="select")
-    event = st.plotly_chart(fig, key="explore.scatter", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    query, found = st.session_state.get(ITEM), None
+    if query is not None:
+        found = retrieval(arrays, config, int(query))
+        figures.add_neighbours(fig, xy, int(query), found)
+    if decodes_clicks(arrays, config, method):
+        box = latent_box(arrays["embeddings"])
+        st.session_state[LATENT_BOX] = box
+        figures.add_click_grid(fig, box)
+        settle_latent_point(arrays["embeddings"])
+        fig.add_scatter(
+            x=[st.session_state[Z[0]]],
+            y=[st.session_state[Z[1]]],
+            mode="markers",
+            name="decoded",
+            hoverinfo="skip",
+            marker=dict(symbol="cross-thin-open", size=18, color="#222", line_width=3),
+        )
+    # What the chart picks is kept in the session (_on_select): the chart's identity changes with its figure.
+    st.plotly_chart(fig, key="explore.scatter", on_select=_on_select, selection_mode=("points", "box", "lasso"))
     if show_forces and can_draw_forces:
         drawn = arrays["force_drawn"]
         idle = drawn & ~(np.linalg.norm(arrays["forces"], axis=1) > 1e-12)
         st.caption(f"{int(drawn.sum())} items in the batch, {int(idle.sum())} of them untouched by the loss. "
                    + NOTES["forces"])  # fmt: skip
     vae_panels(arrays, step)
-    decoder_panels(arrays, step)
+    decoder_panels(arrays, config, step)
     with st.expander("Export this snapshot", icon=":material/download:"):
         st.caption("For TensorBoard's Embedding Projector (projector.tensorflow.org: Load, then both files): "
                    "one embedding per line, and each item's class and dataset row. "
@@ -106,11 +126,57 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         for column, (name, text) in zip((left, right), files.items(), strict=True):
             column.download_button(name, text, f"{run_id}-{step}-{name}", "text/tab-separated-values",
                                    icon=":material/download:", width="stretch", key=f"explore.{name}")  # fmt: skip
-    selection(arrays, classes, config, event)
+    selection(arrays, classes, config, found)
     rows = _metric_rows(backend.home(), run_id, store.get_run(run_id).step)
     if "mined" in rows:
         st.plotly_chart(figures.mining_figure(rows, config["steps"], 0.6, at_step=step), key="explore.mining")
         st.caption("What the miner handed the loss at each training step; the dashed line is the snapshot shown.")
+
+
+def _on_select() -> None:
+    """A click on an item chooses it; a box or lasso selects items; a click on empty latent space (a 2-D
+    VAE) moves the decoder's sliders there; a double click clears the choice."""
+    event = st.session_state.get("explore.scatter") or {}
+    items, place = figures.picked(event.get("selection", {}).get("points", []))
+    if place is not None and LATENT_BOX in st.session_state:
+        lo, hi = st.session_state[LATENT_BOX]
+        for key, value, low, high in zip(Z, place, lo, hi, strict=True):
+            st.session_state[key] = float(np.clip(value, low, high))
+        return
+    st.session_state[ITEM] = items[0] if len(items) == 1 else None
+    st.session_state[SELECTED] = items if len(items) > 1 else []
+
+
+def decodes_clicks(arrays: dict, config: dict, method: str) -> bool:
+    """Whether the scatter is the latent space itself, with a decoder to draw any point of it: a 2-D VAE
+    latent drawn as it is (not scaled to unit length for a cosine)."""
+    return (
+        any(key.startswith("decoder.") for key in arrays)
+        and arrays["originals"].ndim == 4
+        and arrays["embeddings"].shape[1] == 2
+        and method == "PCA"
+        and loss_distance(config) != "cosine"
+    )
+
+
+def latent_box(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The latent span worth decoding: the items' means, a tenth of the span to spare on each side."""
+    finite = mu[np.isfinite(mu).all(axis=1)]
+    if not len(finite):
+        return np.array([-3.0, -3.0]), np.array([3.0, 3.0])
+    lo, hi = finite.min(axis=0), finite.max(axis=0)
+    spare = np.maximum((hi - lo) * 0.1, 1e-3)
+    return lo - spare, hi + spare
+
+
+def settle_latent_point(mu: np.ndarray) -> None:
+    """Puts the decoded latent point in the session: the items' median at first, then where the sliders or a
+    click left it, kept inside this snapshot's span as the timeline moves."""
+    lo, hi = latent_box(mu)
+    finite = mu[np.isfinite(mu).all(axis=1)]
+    for k, key in enumerate(Z):
+        start = st.session_state.get(key, float(np.median(finite[:, k])) if len(finite) else 0.0)
+        st.session_state[key] = float(np.clip(start, lo[k], hi[k]))
 
 
 def projection_options(method: str) -> tuple:
@@ -148,9 +214,9 @@ def vae_panels(arrays: dict, step: int) -> None:
                     "held-out items' means.")  # fmt: skip
 
 
-def decoder_panels(arrays: dict, step: int) -> None:
-    """Decode a latent point (2-D latents) and interpolate between two items' means, with the decoder
-    as it was at this snapshot."""
+def decoder_panels(arrays: dict, config: dict, step: int) -> None:
+    """Decode a latent point (2-D latents: the sliders, or a click on the scatter) and interpolate between
+    two items' means, with the decoder as it was at this snapshot."""
     if not any(key.startswith("decoder.") for key in arrays) or arrays["originals"].ndim != 4:
         return
     import torch
@@ -168,9 +234,12 @@ def decoder_panels(arrays: dict, step: int) -> None:
     left, right = st.columns(2)
     with left:
         if mu.shape[1] == 2:
-            lo, hi = np.quantile(mu, 0.02, axis=0), np.quantile(mu, 0.98, axis=0)
-            z1 = st.slider("z1", float(lo[0]), float(hi[0]), float(np.median(mu[:, 0])), key="explore.z1")
-            z2 = st.slider("z2", float(lo[1]), float(hi[1]), float(np.median(mu[:, 1])), key="explore.z2")
+            lo, hi = latent_box(mu)
+            settle_latent_point(mu)
+            z1 = st.slider("z1", float(lo[0]), float(hi[0]), key=Z[0])
+            z2 = st.slider("z2", float(lo[1]), float(hi[1]), key=Z[1])
+            if decodes_clicks(arrays, config, "PCA"):
+                st.caption("Or click anywhere on the latent space above.")
             st.image(figures.mosaic([decode(np.array([[z1, z2]]))], scale=scale * 2), clamp=True, width=160,
                      caption=f"The decoder at step {step}, at (z1, z2) = ({z1:.2f}, {z2:.2f})")  # fmt: skip
     with right:
@@ -182,18 +251,19 @@ def decoder_panels(arrays: dict, step: int) -> None:
                  caption=f"Decoded along the straight line from item {a}'s mean to item {b}'s, at step {step}")  # fmt: skip
 
 
-def selection(arrays: dict, classes: list[str], config: dict, event) -> None:
-    points = event.selection.points if event is not None else []
-    positions = np.array(sorted({int(p["customdata"]) for p in points if "customdata" in p}), dtype=int)
+def selection(arrays: dict, classes: list[str], config: dict, found: dict | None) -> None:
+    """The chosen item's neighbours (`found`, as marked on the scatter), or the items box-selected."""
+    positions = np.array(st.session_state.get(SELECTED, []), dtype=int)
     chosen = st.number_input("Item", min_value=0, max_value=len(arrays["labels"]) - 1, value=None, step=1,
-                             key="explore.item", placeholder="click a point, or type its number",
+                             key=ITEM, placeholder="click a point, or type its number",
                              help="An item's nearest neighbours in the embedding, its hardest negatives and "
-                             "the positives beyond the margin.")  # fmt: skip
-    if chosen is not None or len(positions) == 1:
-        neighbours_panel(arrays, classes, config, int(chosen if chosen is not None else positions[0]))
+                             "the positives beyond the margin, also marked on the scatter.")  # fmt: skip
+    if chosen is not None:
+        neighbours_panel(arrays, classes, config, int(chosen), found or retrieval(arrays, config, int(chosen)))
         return
     if len(positions) == 0:
-        st.caption("Click a point for its neighbours; drag a box or lasso around points to see the items behind them.")
+        st.caption("Click a point for its neighbours (a double click clears it); pick the box or lasso tool above "
+                   "the chart and drag around points to see the items behind them.")  # fmt: skip
         return
     labels = arrays["labels"][positions]
     counts = ", ".join(f"{classes[c]}: {n}" for c, n in zip(*np.unique(labels, return_counts=True), strict=True))
@@ -211,10 +281,15 @@ def selection(arrays: dict, classes: list[str], config: dict, event) -> None:
         st.dataframe({"class": [classes[c] for c in labels], **{f"x{j}": x[:, j] for j in range(x.shape[1])}})
 
 
-def neighbours_panel(arrays: dict, classes: list[str], config: dict, query: int) -> None:
+def retrieval(arrays: dict, config: dict, query: int) -> dict:
+    """An item's neighbours, hardest negatives and far positives, in the loss's own distance."""
+    embeddings = as_measured(arrays["embeddings"], config)
+    return neighbours(embeddings, arrays["labels"], query, loss_distance(config), margin_distance(config), NEIGHBOURS)
+
+
+def neighbours_panel(arrays: dict, classes: list[str], config: dict, query: int, found: dict) -> None:
     """The retrieval a Siamese network exists for: an item's nearest items, in the loss's own distance."""
     distance, margin = loss_distance(config), margin_distance(config)
-    found = neighbours(as_measured(arrays["embeddings"], config), arrays["labels"], query, distance, margin, NEIGHBOURS)
     label = arrays["labels"][query]
     dim = arrays["embeddings"].shape[1]
     st.markdown(f"**Item {query}** (class {classes[label]}), in the {dim}-D embedding by {distance} distance")
@@ -262,6 +337,8 @@ steps = [s["step"] for s in store.list_snapshots(run_id)]
 if st.session_state.get("explore.run") != run_id:  # another run: its last snapshot, or the link's step
     asked = st.query_params.get("step", "") if "explore.run" not in st.session_state else ""
     st.session_state["explore.run"] = run_id
+    for key in (ITEM, SELECTED, *Z):  # items and latent points of another run
+        st.session_state.pop(key, None)
     if asked and (not asked.isdigit() or int(asked) not in steps):
         st.warning(f"step: run {run_id} has no snapshot at step {asked!r}; showing its last one.")
     st.session_state[STEP] = int(asked) if asked.isdigit() and int(asked) in steps else steps[-1]
