@@ -89,7 +89,7 @@ def test_small_multiples_move_together_with_one_step(queue, store):
     }  # fmt: skip
     cosine_x = [grid["layout"][k]["range"] for k in grid["layout"] if k.startswith("xaxis")]
     assert [-1.15, 1.15] in cosine_x  # the cosine panels show the unit circle
-    hist = chart(at, "Pair distances at this step")
+    hist = chart(at, "Pair distances at step")
     margins = sorted(s["x0"] for s in hist["layout"]["shapes"] if s["type"] == "line")
     assert margins == [0.5, 0.5, 1.0, 1.0]  # each run against its own margin
     knob = chart(at, "k-NN accuracy against margin")

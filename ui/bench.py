@@ -105,7 +105,7 @@ def sweep_redraw(home: Path, moves: int = 20, steps: int = 400) -> dict:
         ranges = sweep_view.shared_ranges(grid, scatter)
         classes = next(iter(scatter.values()))["classes"]
         shown = [figures.small_multiples(scatter, grid.rows, grid.cols, classes, ranges),
-                 figures.histogram_multiples(hist, grid.rows, grid.cols),
+                 figures.histogram_multiples(hist, grid.rows, grid.cols, step),
                  figures.metric_by_knob(table, "margin", "knn_accuracy", "lr")]  # fmt: skip
         for fig in shown:
             fig.to_json()
@@ -125,19 +125,26 @@ def sweep_redraw(home: Path, moves: int = 20, steps: int = 400) -> dict:
     }
 
 
-# True once every panel of the sweep's grid shows the step asked for (each panel's title starts "step N ").
-_PANELS_AT_JS = """(step) => Array.from(document.querySelectorAll('.js-plotly-plot')).some(g => {
-    const title = (g.layout && g.layout.title && g.layout.title.text) || '';
-    const steps = title.includes('Embeddings of every run')
-        ? (g.layout.annotations || []).map(a => a.text).filter(t => t.startsWith('step ')) : [];
-    return steps.length > 0 && steps.every(t => t.startsWith('step ' + step + ' '));
-})"""
+# True once both grids show the step asked for: every embedding panel's title starts "step N " and the
+# pair-distance grid is titled "Pair distances at step N".
+_PANELS_AT_JS = """(step) => {
+    const titled = (g) => (g.layout && g.layout.title && g.layout.title.text) || '';
+    const plots = Array.from(document.querySelectorAll('.js-plotly-plot'));
+    const scatter = plots.some(g => {
+        const steps = titled(g).includes('Embeddings of every run')
+            ? (g.layout.annotations || []).map(a => a.text).filter(t => t.startsWith('step ')) : [];
+        return steps.length > 0 && steps.every(t => t.startsWith('step ' + step + ' '));
+    });
+    return scatter && plots.some(g => titled(g).includes('Pair distances at step ' + step + ' '));
+}"""
+READ_SECONDS = 0.5  # between slider moves: a person looks before moving again
 
 
 def sweep_redraw_in_browser(home: Path, moves: int = 10) -> dict:
     """What a person sees: seconds from a key press on Compare's step slider (Home / End, in turn) until
-    every panel of the sweep in `home` (made by `sweep_redraw`) shows the new step, in headless chromium
-    against `streamlit run app.py` on a free local port. The first move (cold) is reported apart."""
+    every panel of both grids of the sweep in `home` (made by `sweep_redraw`) shows the new step, in
+    headless chromium against `streamlit run app.py` on a free local port, with READ_SECONDS between
+    moves. The first move (cold) is reported apart."""
     import urllib.parse
 
     from playwright.sync_api import sync_playwright
@@ -162,6 +169,7 @@ def sweep_redraw_in_browser(home: Path, moves: int = 10) -> dict:
                 slider.press(key)
                 page.wait_for_function(_PANELS_AT_JS, arg=str(step), polling=20, timeout=60_000)
                 took.append(time.perf_counter() - start)
+                page.wait_for_timeout(READ_SECONDS * 1000)
             browser.close()
     return {
         "sweep_browser_first_move_seconds": took[0],

@@ -443,11 +443,17 @@ def small_multiples(
 
 
 def histogram_multiples(
-    panels: dict[tuple[int, int], dict], rows: list[str], cols: list[str], bins: int = 40, panel_px: int = 170
+    panels: dict[tuple[int, int], dict],
+    rows: list[str],
+    cols: list[str],
+    step: int,
+    bins: int = 40,
+    panel_px: int = 170,
 ) -> go.Figure:
     """Positive / negative pair-distance densities per run on the same grid, each with its margin.
 
-    panels: (row, col) -> {"positive", "negative": distances, "margin": float | None, "title": str}.
+    panels: (row, col) -> {"positive", "negative": distances, "margin": float | None, "title": str};
+    step: the training step chosen, named in the title.
     """
     layout = _grid(len(rows), len(cols), {cell: p["title"] for cell, p in panels.items()}, rows, 0.04, 0.12)
     data, shapes = [], []
@@ -474,7 +480,7 @@ def histogram_multiples(
         layout[f"yaxis{suffix}"] |= dict(showticklabels=False)
     layout |= dict(shapes=shapes, margin=dict(l=10, r=30, t=60, b=40),
                    legend=dict(orientation="h", y=-0.04, yanchor="top", x=0))  # fmt: skip
-    return _layout(go.Figure(dict(data=data, layout=layout)), "Pair distances at this step (dashed: each run's margin)",
+    return _layout(go.Figure(dict(data=data, layout=layout)), f"Pair distances at step {step} (dashed: each run's margin)",
                    panel_px * len(rows) + 80)  # fmt: skip
 
 

@@ -125,7 +125,7 @@ def _multiples(name: str, was_live: bool, was_playing: bool) -> None:
     st.caption("Held-out items of each run at the chosen step, coloured by class. Euclidean panels share one "
                "scale and cosine panels show the unit circle, so the eye compares like with like; wider "
                "embeddings are drawn by their PCA. Explore shows one run in depth.")  # fmt: skip
-    st.plotly_chart(figures.histogram_multiples(hist, grid.rows, grid.cols), key="compare.hist",
+    st.plotly_chart(figures.histogram_multiples(hist, grid.rows, grid.cols, step), key="compare.hist",
                     config={"staticPlot": True})  # fmt: skip
     if grid.axes and not table.empty:
         knobs = list(grid.axes)
