@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from contrast_core import data, distances, losses, models, samplers
 
+MAX_SNAPSHOTS = 200  # a run's snapshots, each a file on disk (about 12 kB each for the default run)
+MAX_MARGIN = 10_000.0
 VAE_KNOBS = ("beta", "contrastive_weight", "contrast_on")
 TOY_KNOBS = ("noise", "n_samples")
 TOY_DATASETS = ("moons", "blobs", "circles")
@@ -47,7 +49,8 @@ class RunConfig(BaseModel):
     margin: float = 1.0  # in the distance's units; a similarity in [-1, 1] for cosine-embedding
     # contrastive / triplet: average over every term, or over the non-zero ones (pytorch-metric-learning)
     reduction: Literal[losses.REDUCTIONS] = "mean"
-    temperature: float = Field(0.1, gt=0, le=10)  # nt-xent / supcon: 0.1 as in SimCLR's best runs
+    # nt-xent / supcon: 0.1 as in SimCLR's best runs; below 0.001 the logits (similarity / temperature) overflow
+    temperature: float = Field(0.1, ge=0.001, le=10)
     sampler: str = "random-pairs"
     m_per_class: int = Field(4, ge=2, le=256)  # class-balanced samplers: items per class in a batch
     augment: float = Field(0.0, ge=0, le=1)  # strength of per-sample augmentation; 0 = none
@@ -79,6 +82,8 @@ class RunConfig(BaseModel):
     def _margin_finite(cls, v: float) -> float:
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
+        if abs(v) > MAX_MARGIN:  # a larger one only scales the embedding up, until its squares overflow float32
+            raise ValueError(f"must be at most {MAX_MARGIN:,g}")
         return v
 
     @model_validator(mode="before")
@@ -113,6 +118,10 @@ class RunConfig(BaseModel):
             )
         if self.dataset == "csv" and not self.csv_path:
             raise ValueError("csv_path: the csv dataset needs a file")
+        if -(-self.steps // self.resolved_snapshot_every()) + 1 > MAX_SNAPSHOTS:  # the last step's is extra
+            least = math.ceil(self.steps / (MAX_SNAPSHOTS - 1))
+            raise ValueError(f"snapshot_every: at least {least:,} for {self.steps:,} steps "
+                             f"(at most {MAX_SNAPSHOTS} snapshots a run)")  # fmt: skip
         return self
 
     @property

@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from contrast_core.__main__ import add_config_flags, config_from_args
-from contrast_core.config import ConfigError, RunConfig
+from contrast_core.config import MAX_SNAPSHOTS, ConfigError, RunConfig
 from contrast_core.losses import LOSSES
 from contrast_core.samplers import SAMPLERS
 
@@ -57,6 +57,14 @@ def test_frozen():
         ({"dataset": "csv"}, "csv_path", "needs a file"),
         ({"steps": "many"}, "steps", "integer"),
         ({"colour": "red"}, "colour", "unknown setting"),
+        ({"margin": 1e308}, "margin", "at most 10,000"),  # accepted, it diverged at step 1
+        (
+            {"loss": "nt-xent", "sampler": "augmented-views", "augment": 0.5, "temperature": 1e-300},
+            "temperature",
+            "greater than or equal to 0.001",
+        ),  # fmt: skip
+        ({"steps": 2000, "snapshot_every": 1}, "snapshot_every", "at least 11 for 2,000 steps (at most 200 snapshots"),
+        ({"steps": 399, "snapshot_every": 2}, "snapshot_every", "at least 3 for 399 steps"),
     ],
 )
 def test_bad_fields_are_named(values, field, words):
@@ -124,3 +132,14 @@ def test_the_rules_come_from_the_loss_class():
     assert RunConfig(loss="nt-xent", sampler="augmented-views", augment=0.5).margin_distance is None
     assert RunConfig(margin=0.4).collapsed_loss() == pytest.approx(0.5 * 0.4**2)  # half the random pairs negative
     assert RunConfig(loss="triplet", sampler="semi-hard").collapsed_loss() == 0.0  # nothing semi-hard to mine
+
+
+def test_the_snapshot_cap_counts_what_training_writes():
+    """The first snapshot (step 0), one every snapshot_every steps, and the last step's."""
+    from contrast_core.train import train
+
+    config = RunConfig(steps=398, snapshot_every=2, eval_size=20, checkpoint_every=398)
+    written = []
+    train(config, lambda event: written.append(event.step) if event.kind == "snapshot" else None)
+    assert len(written) == MAX_SNAPSHOTS  # the most a run may write, and a config that writes it is accepted
+    assert RunConfig(steps=1_000_000).resolved_snapshot_every() == 25_000  # the default: about 40 a run
