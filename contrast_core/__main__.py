@@ -57,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from contrast_core import data
+    from contrast_core.store import RunLost
     from contrast_core.train import TrainingError, train
 
     config = config_from_args(args)
@@ -74,6 +75,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         result = train(config, on_event, should_stop=record.should_stop if record else lambda: False)
+        if record is not None:
+            record.flush()
+            record.store.set_status(record.run_id, result["status"], worker=record.worker)
+    except RunLost as exc:  # deleted, or stopped for it, from the dashboard while it trained
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (TrainingError, data.DatasetUnavailable, ValueError) as exc:
         bar.close()
         if record is not None:
@@ -82,8 +90,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     bar.close()
     if record is not None:
-        record.flush()
-        record.store.set_status(record.run_id, result["status"])
         print(f"run {record.run_id} recorded in {record.store.home}", file=sys.stderr)
     if args.json:
         line = {"config": config.model_dump(mode="json")}
@@ -102,18 +108,18 @@ def _recorder(args: argparse.Namespace, config: RunConfig):
     import os
     import socket
 
-    from contrast_core.jobs import RunRecorder
+    from contrast_core.jobs import Heartbeat, RunRecorder
     from contrast_core.store import RunStore
     from contrast_core.train import device_label, resolve_device
 
     store = RunStore(args.home)
     worker = f"cli-{os.getpid()}@{socket.gethostname()}"
     device = device_label(resolve_device(config.device))
-    store.heartbeat(worker, os.getpid(), device)
+    Heartbeat(RunStore(args.home), worker, device).start()
     run_id = store.create_run(
         config.model_dump(mode="json"), name=args.name, status="running", worker=worker, device=device
     )
-    return RunRecorder(store, run_id, lambda: store.heartbeat(worker, os.getpid(), device))
+    return RunRecorder(store, run_id, worker)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -148,11 +154,10 @@ def _wait_for_sweep(store, name: str, ids: list[str], as_json: bool) -> int:
     import time
 
     from contrast_core import jobs
-    from contrast_core.store import TERMINAL_STATUSES
+    from contrast_core.store import TERMINAL_STATUSES, RunStore
 
     worker = f"sweep-{os.getpid()}@{socket.gethostname()}"
-    device = None  # what this process trains on, once it has to train
-    beat = lambda: store.heartbeat(worker, os.getpid(), device)
+    heart = None  # this process's heartbeat, once it has to train
     reported: set[str] = set()
     while len(reported) < len(ids):
         workers = [w for w in store.workers() if w["id"] != worker and jobs.worker_alive(w)]
@@ -162,11 +167,10 @@ def _wait_for_sweep(store, name: str, ids: list[str], as_json: bool) -> int:
                 store.mark_interrupted(worker=run.worker)
         claimed = None
         if not workers:  # nobody else trains: this process does
-            device = device or jobs.local_device()
-            beat()
-            claimed = store.claim_next(worker, device, sweep=name)
+            heart = heart or jobs.Heartbeat(RunStore(store.home), worker, jobs.local_device()).start()
+            claimed = store.claim_next(worker, heart.device, sweep=name)
             if claimed is not None:
-                jobs.execute(store, claimed.id, beat)
+                jobs.execute(store, claimed.id, worker)
         for run_id in ids:
             run = store.get_run(run_id)
             if run_id not in reported and run.status in TERMINAL_STATUSES:

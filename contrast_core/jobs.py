@@ -19,14 +19,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contrast_core.store import RESUMABLE_STATUSES, RunStore, StoreError
+from contrast_core.store import RESUMABLE_STATUSES, RunLost, RunStore, StoreError
 
 POLL_SECONDS = 0.05  # an idle worker looks for a queued run this often (one query, ~20 us): a click starts within it
 FLUSH_SECONDS = 0.25  # metric rows are written in batches at most this old: pages see them live
+HEARTBEAT_SECONDS = 1.0  # a worker's heartbeat thread beats this often, whatever training is doing
 HEARTBEAT_STALE_SECONDS = 20.0  # a worker silent this long is dead; its run becomes interrupted
 CANCEL_GRACE_SECONDS = 3.0  # a run still going this long after cancel has its worker killed
 SUPERVISE_SECONDS = 0.5
@@ -49,45 +49,50 @@ def default_workers() -> int:
 
 @dataclass
 class RunRecorder:
-    """Turns training events into store writes: step rows batched, snapshots and checkpoints at once."""
+    """Turns training events into store writes: step rows batched, snapshots and checkpoints at once.
+
+    With `worker`, every write is fenced: it lands only while that worker holds the run (RunLost otherwise).
+    """
 
     store: RunStore
     run_id: str
-    heartbeat: Callable[[], None] = lambda: None
+    worker: str | None = None
     pending: list = field(default_factory=list)
     last_flush: float = 0.0
 
     def should_stop(self) -> bool:
-        """Whether the run was cancelled (or deleted): polled once per training step."""
-        return self.store.cancel_requested(self.run_id)
+        """Whether the run was cancelled, deleted or taken from this worker: polled once per training step."""
+        return self.store.cancel_requested(self.run_id, self.worker)
 
     def __call__(self, event) -> None:
+        fence = {"worker": self.worker}
         if event.kind == "step":
             self.pending.append({"step": event.step, **event.data})
             if time.monotonic() - self.last_flush > FLUSH_SECONDS:
                 self.flush()
         elif event.kind == "snapshot":
             self.flush()
-            self.store.add_snapshot(self.run_id, event.step, event.data["arrays"], event.data["metrics"])
+            self.store.add_snapshot(self.run_id, event.step, event.data["arrays"], event.data["metrics"], **fence)
         elif event.kind == "checkpoint":
             self.flush()
-            self.store.save_checkpoint(self.run_id, event.data["state"])
+            self.store.save_checkpoint(self.run_id, event.data["state"], **fence)
         elif event.kind == "final":
             self.flush()
-            self.store.set_final_metrics(self.run_id, event.data["metrics"])
+            self.store.set_final_metrics(self.run_id, event.data["metrics"], **fence)
 
     def flush(self) -> None:
         # The batch period runs from the last rows written, so a snapshot's flush with nothing
         # pending does not hold back the rows after it: a run's first row is written at once.
         if self.pending:
-            self.store.add_metrics(self.run_id, self.pending)
+            self.store.add_metrics(self.run_id, self.pending, worker=self.worker)
             self.pending = []
             self.last_flush = time.monotonic()
-        self.heartbeat()
 
 
-def execute(store: RunStore, run_id: str, heartbeat=lambda: None) -> str:
-    """Trains one claimed run to its end, writing everything to the store; returns its final status.
+def execute(store: RunStore, run_id: str, worker: str | None = None) -> str:
+    """Trains one claimed run to its end, writing everything to the store; returns its final status,
+    or "lost" if the run was taken from `worker` meanwhile (deleted, marked interrupted, claimed by
+    another): then nothing more of it is written.
 
     A run with a checkpoint (an interrupted or resumed run) continues from it.
     """
@@ -95,19 +100,27 @@ def execute(store: RunStore, run_id: str, heartbeat=lambda: None) -> str:
     from contrast_core.train import train
 
     run = store.get_run(run_id)
-    recorder = RunRecorder(store, run_id, heartbeat)
+    recorder = RunRecorder(store, run_id, worker)
     try:
         config = RunConfig.model_validate(run.config)
         resume = store.load_checkpoint(run_id) if (store.run_dir(run_id) / "model.pt").exists() else None
         result = train(config, recorder, recorder.should_stop, resume=resume)
         recorder.flush()
-        store.set_status(run_id, result["status"])
+        store.set_status(run_id, result["status"], worker=worker)
         return result["status"]
+    except RunLost:
+        return "lost"
     except Exception as exc:  # any failure ends this run only, with a one-line reason
         recorder.pending.clear()
-        (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        store.set_status(run_id, "failed", error=message)
+        try:
+            store.set_status(run_id, "failed", error=message, worker=worker)
+        except (RunLost, StoreError):
+            return "lost"
+        try:
+            (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
+        except OSError:  # no folder (it failed before writing anything, or was deleted just now)
+            pass
         return "failed"
 
 
@@ -119,19 +132,45 @@ def run_worker(home: str | Path | None = None, worker_id: str | None = None, par
     store = RunStore(home)
     worker_id = worker_id or f"{os.getpid()}@{socket.gethostname()}"
     label = local_device()
-    beat = lambda: store.heartbeat(worker_id, os.getpid(), label)  # the app reads the device from here
-    beat()
+    beating = Heartbeat(RunStore(home), worker_id, label).start()  # the app reads the device from here
     warm_up()
-    last_beat = time.monotonic()
-    while parent is None or os.getppid() == parent:
+    while (parent is None or os.getppid() == parent) and beating.is_alive():
         run = store.claim_next(worker_id, label)
         if run is not None:
-            execute(store, run.id, beat)
+            execute(store, run.id, worker_id)
         else:
             time.sleep(POLL_SECONDS)
-        if time.monotonic() - last_beat > 1.0:
-            beat()
-            last_beat = time.monotonic()
+
+
+class Heartbeat(threading.Thread):
+    """Beats for a worker every HEARTBEAT_SECONDS on its own store connection, whatever the training
+    thread is doing (a long data load, a slow step, a snapshot): a live worker is never declared dead.
+    Torch and NumPy release the GIL in their kernels, so the beat is not held back by training."""
+
+    def __init__(self, store: RunStore, worker_id: str, device: str):
+        super().__init__(name="contrast-heartbeat", daemon=True)
+        self.store, self.worker_id, self.device = store, worker_id, device
+
+    def start(self) -> Heartbeat:
+        self.beat()  # the first beat before start-up work: the app sees the worker at once
+        super().start()
+        return self
+
+    def beat(self) -> None:
+        self.store.heartbeat(self.worker_id, os.getpid(), self.device)
+
+    def run(self) -> None:
+        failures = 0
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            try:
+                self.beat()
+                failures = 0
+            except Exception:  # a busy or damaged index: keep trying, give up after a minute
+                failures += 1
+                if failures * HEARTBEAT_SECONDS > 60:
+                    traceback.print_exc()
+                    return
 
 
 def warm_up() -> None:

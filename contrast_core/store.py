@@ -56,6 +56,11 @@ class CheckpointError(StoreError):
     """A file is missing, corrupt or not a Contrast Lab checkpoint."""
 
 
+class RunLost(StoreError):
+    """A worker wrote to a run it no longer holds: the run was deleted, stopped for it (marked
+    interrupted) or claimed by another worker. The worker drops the run; nothing of it is written."""
+
+
 @dataclass(frozen=True)
 class Run:
     """One row of the runs table, as pages and workers see it."""
@@ -239,6 +244,19 @@ class RunStore:
         if conn.execute(sql, params).rowcount == 0:
             raise StoreError(f"run: no run {run_id!r}")
 
+    @staticmethod
+    def _fence(conn: sqlite3.Connection, run_id: str, worker: str | None) -> None:
+        """Inside a write transaction: raises RunLost unless `worker` (when given) still holds the run,
+        so a worker declared dead, or one whose run was deleted, cannot write over what replaced it."""
+        if worker is None:
+            return
+        row = conn.execute("SELECT worker, status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunLost(f"run: {run_id!r} was deleted")
+        if row != (worker, "running"):
+            holder = f"held by {row[0]}" if row[1] == "running" else row[1]
+            raise RunLost(f"run: {run_id!r} is no longer this worker's ({worker}): it is {holder}")
+
     # -- runs -------------------------------------------------------------------------
 
     def run_dir(self, run_id: str) -> Path:
@@ -378,12 +396,12 @@ class RunStore:
             claimed = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (row[0],)).fetchone()
         return _run_from_row(claimed)
 
-    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+    def set_status(self, run_id: str, status: str, *, error: str | None = None, worker: str | None = None) -> None:
         """Moves a run to a status.
 
         Terminal statuses set finished_at; "running" sets started_at once; "queued"
         (re-queueing, e.g. to resume an interrupted run) clears finished_at, worker, error
-        and the cancel request.
+        and the cancel request. With `worker`, only while that worker holds the run (else RunLost).
         """
         _check_status(status)
         now = time.time()
@@ -400,6 +418,7 @@ class RunStore:
             )
             params = (status, error, run_id)
         with self._write() as conn:
+            self._fence(conn, run_id, worker)
             self._update_run(conn, run_id, sql, params)
 
     def request_cancel(self, run_id: str) -> None:
@@ -420,13 +439,17 @@ class RunStore:
                 (time.time(), run_id),
             )
 
-    def cancel_requested(self, run_id: str) -> bool:
+    def cancel_requested(self, run_id: str, worker: str | None = None) -> bool:
         """Whether the run should stop (one primary-key SELECT; workers poll it every step).
 
-        A run that no longer exists counts as cancelled.
+        A run that no longer exists counts as cancelled; so does, for `worker`, a run it no
+        longer holds (marked interrupted, or claimed by another worker).
         """
-        rows = self._read("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,))
-        return not rows or bool(rows[0][0])
+        rows = self._read("SELECT cancel_requested, worker, status FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            return True
+        cancel, holder, status = rows[0]
+        return bool(cancel) or (worker is not None and (holder, status) != (worker, "running"))
 
     def rename_run(self, run_id: str, name: str) -> None:
         """Sets the run's display name."""
@@ -434,26 +457,25 @@ class RunStore:
             self._update_run(conn, run_id, "UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
 
     def delete_run(self, run_id: str) -> None:
-        """Deletes the run's rows (runs, metrics, snapshots) and its folder.
+        """Deletes the run's rows (runs, metrics, snapshots) and its folder, in any state: a worker
+        training it stops at its next step, and its writes are refused (RunLost), files included.
 
         Raises:
-            StoreError: no such run, or it is running (cancel it first).
+            StoreError: no such run.
         """
         folder = self.run_dir(run_id)
         with self._write() as conn:
-            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None:
+            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
                 raise StoreError(f"run: no run {run_id!r}")
-            if row[0] == "running":
-                raise StoreError(f"run: {run_id!r} is running; cancel it before deleting")
             for table, column in (("metrics", "run_id"), ("snapshots", "run_id"), ("runs", "id")):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
         shutil.rmtree(folder, ignore_errors=True)
 
-    def set_final_metrics(self, run_id: str, metrics: dict) -> None:
+    def set_final_metrics(self, run_id: str, metrics: dict, *, worker: str | None = None) -> None:
         """Stores the run's end-of-training metrics (any JSON), shown as Run.final_metrics."""
         text = _json_dumps(metrics, "final_metrics")
         with self._write() as conn:
+            self._fence(conn, run_id, worker)
             self._update_run(conn, run_id, "UPDATE runs SET final_metrics = ? WHERE id = ?", (text, run_id))
 
     # -- workers ----------------------------------------------------------------------
@@ -501,7 +523,7 @@ class RunStore:
 
     # -- metrics ----------------------------------------------------------------------
 
-    def add_metrics(self, run_id: str, rows: list[dict]) -> None:
+    def add_metrics(self, run_id: str, rows: list[dict], *, worker: str | None = None) -> None:
         """Appends metric rows in one transaction and advances Run.step.
 
         Each row is ``{"step": int, name: float, ...}``. A step recorded twice keeps the
@@ -510,7 +532,7 @@ class RunStore:
 
         Raises:
             ValueError: a row without an integer step or with a non-numeric field.
-            StoreError: no such run.
+            StoreError: no such run; RunLost: `worker` (when given) no longer holds it.
         """
         merged: dict[int, dict] = {}
         for index, row in enumerate(rows):
@@ -520,6 +542,7 @@ class RunStore:
             return
         low, high = min(merged), max(merged)
         with self._write() as conn:
+            self._fence(conn, run_id, worker)
             self._update_run(conn, run_id, "UPDATE runs SET step = max(step, ?) WHERE id = ?", (high, run_id))
             for step, text in conn.execute(  # rarely any: steps normally only grow
                 "SELECT step, row FROM metrics WHERE run_id = ? AND step BETWEEN ? AND ?",
@@ -552,15 +575,18 @@ class RunStore:
         step: int,
         arrays: dict[str, np.ndarray],
         metrics: dict[str, float] | None = None,
+        *,
+        worker: str | None = None,
     ) -> None:
         """Writes the arrays to ``snapshots/<step:08d>.npz`` atomically, then indexes it.
 
         Writing a step again replaces that snapshot. Readers of the file see the old or the
-        new one whole, never a partial file.
+        new one whole, never a partial file. The file is written inside the index's write
+        transaction, so a run deleted meanwhile gets no file (and no folder) back.
 
         Raises:
             ValueError: an array of Python objects (it could only be loaded with pickle).
-            StoreError: no such run.
+            StoreError: no such run; RunLost: `worker` (when given) no longer holds it.
         """
         step = operator.index(step)
         arrays = {str(k): np.asarray(v) for k, v in arrays.items()}
@@ -568,11 +594,13 @@ class RunStore:
             if array.dtype.hasobject:
                 raise ValueError(f"snapshot: array {key!r} has dtype object; use numeric arrays")
         metrics_json = _json_dumps(metrics or {}, "snapshot metrics")
-        self.get_run(run_id)  # fail before writing a file for a run that is not there
         path = self.snapshot_path(run_id, step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, lambda f: np.savez(f, **arrays))
         with self._write() as conn:
+            self._fence(conn, run_id, worker)
+            if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise StoreError(f"run: no run {run_id!r}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, lambda f: np.savez(f, **arrays))
             conn.execute(
                 "INSERT OR REPLACE INTO snapshots (run_id, step, metrics, created_at) VALUES (?, ?, ?, ?)",
                 (run_id, step, metrics_json, time.time()),
@@ -612,7 +640,7 @@ class RunStore:
 
     # -- checkpoints ------------------------------------------------------------------
 
-    def save_checkpoint(self, run_id: str, state: dict) -> Path:
+    def save_checkpoint(self, run_id: str, state: dict, *, worker: str | None = None) -> Path:
         """Writes ``model.pt`` atomically with torch.save and returns its path.
 
         ``state`` holds "model" (a state_dict), "step", "config", and usually "optimizer"
@@ -621,6 +649,7 @@ class RunStore:
 
         Raises:
             ValueError: state lacks one of "model", "step", "config".
+            RunLost: `worker` (when given) no longer holds the run; nothing is written.
         """
         import torch  # lazily: pages import this module without torch
 
@@ -628,8 +657,10 @@ class RunStore:
         if missing:
             raise ValueError(f"checkpoint: state lacks {', '.join(missing)}")
         path = self.run_dir(run_id) / "model.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, lambda f: torch.save(state, f))
+        with self._write() as conn:  # held while writing: a run deleted meanwhile gets no file back
+            self._fence(conn, run_id, worker)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, lambda f: torch.save(state, f))
         return path
 
     def load_checkpoint(self, run_id: str | None = None, *, path: str | Path | None = None) -> dict:

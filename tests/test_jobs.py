@@ -198,3 +198,64 @@ def test_the_queue_status_reports_the_workers_device_without_torch(tmp_path):
     found = json.loads(out.stdout)
     assert found["torch"] is False  # no torch, so no CUDA context, in the app process
     assert found["seen"] == {"none": "starting workers", "heartbeat": beat, "running": run_device}
+
+
+def test_a_worker_busy_in_one_long_step_keeps_beating_and_keeps_its_run(store, monkeypatch):
+    """The heartbeat is its own thread: a slow data load or step (here 1 s, five stale periods) does not
+    get the run marked interrupted, while a worker that stopped beating does."""
+    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 0.02)
+    monkeypatch.setattr(jobs, "HEARTBEAT_STALE_SECONDS", 0.2)
+    me = f"busy-{os.getpid()}@{socket.gethostname()}"
+    run_id = store.create_run(RunConfig(**FAST).model_dump(mode="json"))
+    store.claim_next(me, "cpu")
+    jobs.Heartbeat(jobs.RunStore(store.home), me, "cpu").start()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # the training thread, busy in Python the whole time
+        sum(i * i for i in range(10_000))
+    JobQueue(store)._interrupt_stale()
+    assert store.get_run(run_id).status == "running"
+    silent = store.create_run({})
+    store.claim_next("silent@elsewhere", "cpu")  # beat once, long ago
+    store.heartbeat("silent@elsewhere", 1, "cpu")
+    time.sleep(0.3)
+    JobQueue(store)._interrupt_stale()
+    assert store.get_run(silent).status == "interrupted"
+    assert store.get_run(run_id).status == "running"
+
+
+def _execute_in_thread(store, run_id, worker):
+    import threading
+
+    found = {}
+    thread = threading.Thread(target=lambda: found.update(status=jobs.execute(store, run_id, worker)))
+    thread.start()
+    wait_for(lambda: store.read_metrics(run_id), what="the first metric rows")
+    return thread, found
+
+
+def test_a_run_deleted_while_it_trains_stops_and_leaves_nothing(store):
+    run_id = store.create_run(RunConfig(steps=100_000, **FAST).model_dump(mode="json"))
+    store.claim_next("w@here", "cpu")
+    thread, found = _execute_in_thread(store, run_id, "w@here")
+    store.delete_run(run_id)
+    thread.join(timeout=60)
+    assert found["status"] == "lost"
+    assert not store.run_dir(run_id).exists() and store.list_runs() == []
+
+
+def test_a_run_taken_over_after_a_resume_is_trained_by_one_worker_only(store):
+    """The found bug: a run marked interrupted while its worker still trained it, resumed, and claimed by a
+    second worker was trained by both. Now the first stops at its next step and writes nothing more."""
+    run_id = store.create_run(RunConfig(steps=100_000, **FAST).model_dump(mode="json"))
+    store.claim_next("A@here", "cpu")
+    thread, found = _execute_in_thread(store, run_id, "A@here")
+    store.mark_interrupted(worker="A@here")
+    store.set_status(run_id, "queued")  # Resume
+    store.claim_next("B@here", "cpu")
+    thread.join(timeout=60)
+    assert found["status"] == "lost"
+    rows = store.read_metrics(run_id)
+    time.sleep(0.5)
+    assert store.read_metrics(run_id) == rows  # nobody writes: B was never started here
+    run = store.get_run(run_id)
+    assert (run.status, run.worker, run.final_metrics) == ("running", "B@here", None)

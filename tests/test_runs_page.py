@@ -111,7 +111,7 @@ def buttons(at: AppTest) -> dict:
     ("status", "enabled"),
     [
         ("queued", {"Stop", "Delete"}),
-        ("running", {"Stop"}),  # the store refuses to delete a running run
+        ("running", {"Stop", "Delete"}),  # its worker stops at its next step and writes nothing more
         ("finished", {"Delete"}),
         ("failed", {"Resume", "Delete"}),
         ("cancelled", {"Resume", "Delete"}),

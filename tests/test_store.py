@@ -23,6 +23,7 @@ from contrast_core.store import (
     TERMINAL_STATUSES,
     CheckpointError,
     Run,
+    RunLost,
     RunStore,
     StoreError,
 )
@@ -319,18 +320,53 @@ def test_delete_run_removes_rows_and_folder(store, tmp_path):
     assert store.load_snapshot(keep)["embedding"].shape == (3, 2)
 
 
-def test_delete_run_refuses_running_and_missing(store):
+def test_delete_works_in_every_state_and_names_a_missing_run(store):
     run_id = store.create_run({})
-    store.set_status(run_id, "running")
-    with pytest.raises(StoreError, match="is running; cancel it"):
-        store.delete_run(run_id)
-    assert store.run_dir(run_id).exists()
+    store.claim_next("1@host", "cpu")
+    store.delete_run(run_id)  # running: deleted; its worker is fenced out (below)
+    assert store.list_runs() == [] and not store.run_dir(run_id).exists()
+    assert store.cancel_requested(run_id)  # the worker's next step stops
     with pytest.raises(StoreError, match="run: no run 'x'"):
         store.delete_run("x")
-    store.set_status(run_id, "cancelled")
-    shutil.rmtree(store.run_dir(run_id))  # folder already gone: rows still deleted
-    store.delete_run(run_id)
+    other = store.create_run({}, status="cancelled")
+    shutil.rmtree(store.run_dir(other))  # folder already gone: rows still deleted
+    store.delete_run(other)
     assert store.list_runs() == []
+
+
+def test_a_worker_that_lost_its_run_writes_nothing(store):
+    """Fenced claims: after a run is marked interrupted and claimed by another worker, or deleted, the
+    first worker's writes are refused (RunLost) and leave no file or row behind."""
+    run_id = store.create_run({})
+    assert store.claim_next("A@host", "cpu").id == run_id
+    store.add_metrics(run_id, [{"step": 1, "loss": 1.0}], worker="A@host")
+    assert not store.cancel_requested(run_id, "A@host")
+    store.mark_interrupted(worker="A@host")  # its heartbeat went stale
+    assert store.cancel_requested(run_id, "A@host")  # it stops at its next step
+    store.set_status(run_id, "queued")  # Resume
+    assert store.claim_next("B@host", "cpu").id == run_id
+    assert store.cancel_requested(run_id, "A@host") and not store.cancel_requested(run_id, "B@host")
+    writes = {
+        "metrics": lambda w: store.add_metrics(run_id, [{"step": 2, "loss": 9.0}], worker=w),
+        "snapshot": lambda w: store.add_snapshot(run_id, 2, {"embeddings": np.zeros((3, 2))}, worker=w),
+        "checkpoint": lambda w: store.save_checkpoint(run_id, {"model": {}, "step": 2, "config": {}}, worker=w),
+        "final": lambda w: store.set_final_metrics(run_id, {"knn_accuracy": 0.1}, worker=w),
+        "status": lambda w: store.set_status(run_id, "finished", worker=w),
+    }
+    for write in writes.values():
+        with pytest.raises(RunLost, match="no longer this worker's .*held by B@host"):
+            write("A@host")
+    run = store.get_run(run_id)
+    assert (run.status, run.worker, run.final_metrics) == ("running", "B@host", None)
+    assert [row["step"] for row in store.read_metrics(run_id)] == [1]
+    assert store.list_snapshots(run_id) == [] and not store.snapshot_path(run_id, 2).exists()
+    assert not (store.run_dir(run_id) / "model.pt").exists()
+    writes["snapshot"]("B@host")  # the holder writes
+    store.delete_run(run_id)
+    for write in writes.values():
+        with pytest.raises(RunLost, match="was deleted"):
+            write("B@host")
+    assert not store.run_dir(run_id).exists()  # no folder made again by a late write
 
 
 # -- metrics -------------------------------------------------------------------------

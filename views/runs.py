@@ -31,7 +31,7 @@ def _table(runs: list[Run]) -> None:
     # Each button acts on the chosen runs it can act on, and is disabled when there are none.
     stoppable = [run for run in chosen if run.status in LIVE_STATUSES and not run.cancel_requested]
     resumable = [run for run in chosen if run.status in RESUMABLE_STATUSES]
-    deletable = [run for run in chosen if run.status != "running"]  # the store refuses: stop it first
+    deletable = chosen  # a running one stops at its next step; its worker writes nothing more
     watch, stop, resume, delete = st.columns(4)
     if watch.button("Watch in Playground", icon=":material/monitoring:", disabled=len(chosen) != 1, width="stretch"):
         st.session_state[tab.WATCHED] = chosen[0].id
@@ -43,7 +43,7 @@ def _table(runs: list[Run]) -> None:
                      help=f"{', '.join(RESUMABLE_STATUSES).capitalize()} runs, from their last checkpoint."):  # fmt: skip
         _act(resumable, lambda run: backend.job_queue().resume(run.id), "Resumed")
     if delete.button("Delete", icon=":material/delete:", disabled=not deletable, width="stretch",
-                     help="Runs that are not running (stop one first), with their metrics and snapshots."):  # fmt: skip
+                     help="The chosen runs with their metrics and snapshots; a running one stops first."):  # fmt: skip
         st.session_state[CONFIRM] = [run.id for run in deletable]
     if st.session_state.get(CONFIRM):
         _confirm_delete(deletable)
