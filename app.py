@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ui import demo
 from ui.sidebar import sidebar
 
 st.set_page_config(page_title="Contrast Lab", page_icon=":material/scatter_plot:", layout="wide")
@@ -15,5 +16,10 @@ page = st.navigation(
         docs,
     ]
 )
+try:
+    demo.caps()  # a hosted demo's settings, checked before any page uses them
+except ValueError as exc:
+    st.error(f"{exc}: fix the setting and restart the app.", icon=":material/error:")
+    st.stop()
 sidebar(docs)
 page.run()

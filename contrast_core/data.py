@@ -274,11 +274,15 @@ def _last_line(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
+MIN_CSV_ROWS = 10
+
+
 def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = 200_000, **_):
     """Numeric feature columns of a csv file, labelled by `csv_label`. Every problem is a ValueError.
 
     Labels may be strings or numbers; classes are the sorted distinct labels, as strings.
-    Rows are counted from 1, the header not included.
+    Rows are counted from 1, the header not included. No message quotes the file's contents (not even
+    its header): the path may name any file the process can read.
     """
     import pandas as pd
 
@@ -294,15 +298,20 @@ def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = 200_
         raise ValueError("csv: the file has no rows")
     if len(table) > max_rows:
         raise ValueError(f"csv: more than {max_rows} rows (the limit is max_rows={max_rows})")
-    columns = ", ".join(map(str, table.columns))
+    if len(table) < MIN_CSV_ROWS:
+        raise ValueError(f"csv: {len(table)} rows; at least {MIN_CSV_ROWS} are needed (a fifth are held out "
+                         "to measure the embedding)")  # fmt: skip
     if csv_label not in table.columns:
-        raise ValueError(f"csv: label column '{csv_label}' not found (columns: {columns})")
+        raise ValueError(f"csv: label column '{csv_label}' not found among the file's {table.shape[1]} columns")
     features = table.drop(columns=csv_label).select_dtypes("number")
     if features.shape[1] == 0:
-        raise ValueError(f"csv: no numeric feature columns (columns: {columns})")
+        raise ValueError(f"csv: no numeric feature columns beside the label (of {table.shape[1]} columns)")
     missing = (features.isna().any(axis=1) | table[csv_label].isna()).to_numpy()
     if missing.any():
         raise ValueError(f"csv: {missing.sum()} rows contain missing values (first at row {missing.argmax() + 1})")
+    infinite = ~np.isfinite(features.to_numpy(dtype=np.float64)).all(axis=1)
+    if infinite.any():
+        raise ValueError(f"csv: {infinite.sum()} rows contain infinite values (first at row {infinite.argmax() + 1})")
     classes, y = np.unique(table[csv_label].to_numpy(), return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"csv: label column '{csv_label}' has {len(classes)} class (need at least 2)")

@@ -11,6 +11,7 @@ recorded in the store too.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -117,10 +118,8 @@ def execute(store: RunStore, run_id: str, worker: str | None = None) -> str:
             store.set_status(run_id, "failed", error=message, worker=worker)
         except (RunLost, StoreError):
             return "lost"
-        try:
+        with contextlib.suppress(OSError):  # no folder: it failed before writing anything, or was deleted
             (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
-        except OSError:  # no folder (it failed before writing anything, or was deleted just now)
-            pass
         return "failed"
 
 
@@ -214,8 +213,11 @@ class JobQueue:
     Thread-safe: the app shares one instance between all sessions (st.cache_resource).
     """
 
-    def __init__(self, store: RunStore, n_workers: int | None = None):
+    def __init__(self, store: RunStore, n_workers: int | None = None, run_seconds: float | None = None):
+        """run_seconds: a running run's wall-time limit (a hosted demo's cap); stopped there, it keeps
+        its snapshots and checkpoint and says why."""
         self.store = store
+        self.run_seconds = run_seconds
         # None: one per GPU, counted at start (torch is imported then, not to read the status)
         self.n_workers = n_workers or int(os.environ.get("CONTRAST_WORKERS", 0)) or None
         self.procs: dict[str, subprocess.Popen] = {}
@@ -256,9 +258,9 @@ class JobQueue:
             config.model_dump(mode="json"), name=name, owner=owner, parent_id=parent_id, sweep=sweep
         )
 
-    def cancel(self, run_id: str) -> None:
+    def cancel(self, run_id: str, reason: str | None = None) -> None:
         """Stops a run within a step; a worker that does not stop in CANCEL_GRACE_SECONDS is killed."""
-        self.store.request_cancel(run_id)
+        self.store.request_cancel(run_id, reason)
         with self.lock:
             self.cancelled_at[run_id] = time.monotonic()
 
@@ -323,6 +325,7 @@ class JobQueue:
         while not self.stopping.wait(SUPERVISE_SECONDS):
             try:
                 self._check_workers()
+                self._enforce_run_seconds()
                 self._enforce_cancels()
                 self._interrupt_stale()
             except Exception:  # the supervisor must outlive any one bad check
@@ -338,6 +341,14 @@ class JobQueue:
                         self.store.set_status(run.id, "failed", error=f"worker died ({reason})")
                 if not self.stopping.is_set():
                     self._spawn(worker_id)
+
+    def _enforce_run_seconds(self) -> None:
+        if self.run_seconds is None:
+            return
+        now = time.time()
+        for run in self.store.list_runs(status="running"):
+            if not run.cancel_requested and run.started_at and now - run.started_at > self.run_seconds:
+                self.cancel(run.id, f"stopped at this demo's limit of {self.run_seconds:g} s a run")
 
     def _enforce_cancels(self) -> None:
         with self.lock:

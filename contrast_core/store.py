@@ -196,7 +196,14 @@ class RunStore:
             self.home / "index.sqlite", timeout=5.0, isolation_level=None, check_same_thread=False
         )
         self._conn.execute("PRAGMA busy_timeout = 5000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        for attempt in range(50):  # on a new file, processes starting together race to switch it to WAL
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:  # "database is locked": the switch skips the busy handler
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)
         self._conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints
         self._migrate()
 
@@ -359,9 +366,13 @@ class RunStore:
             params.append(int(limit))
         return [_run_from_row(row) for row in self._read(sql, tuple(params))]
 
-    def sweeps(self) -> list[str]:
-        """The names of the sweeps that have runs, newest first."""
-        rows = self._read("SELECT sweep FROM runs WHERE sweep IS NOT NULL GROUP BY sweep ORDER BY max(created_at) DESC")
+    def sweeps(self, owner: str | None = None) -> list[str]:
+        """The names of the sweeps that have runs (of `owner`, if given), newest first."""
+        mine = "" if owner is None else " AND owner = ?"
+        rows = self._read(
+            f"SELECT sweep FROM runs WHERE sweep IS NOT NULL{mine} GROUP BY sweep ORDER BY max(created_at) DESC",
+            () if owner is None else (owner,),
+        )
         return [row[0] for row in rows]
 
     def queue_position(self, run_id: str) -> int | None:
@@ -382,9 +393,13 @@ class RunStore:
         Two workers calling at once never get the same run. Returns None if none is queued.
         """
         only = "" if sweep is None else " AND sweep = ?"
+        # Fair between owners (a hosted demo's visitors): the oldest queued run of an owner with the fewest
+        # runs training goes first, so one visitor's sweep does not hold everyone else back. Runs without
+        # an owner count as one owner: first come, first served.
         with self._write() as conn:
             row = conn.execute(
-                f"SELECT id FROM runs WHERE status = 'queued'{only} ORDER BY created_at, rowid LIMIT 1",
+                f"SELECT id FROM runs q WHERE status = 'queued'{only} ORDER BY (SELECT count(*) FROM runs r"
+                " WHERE r.status = 'running' AND r.owner IS q.owner), created_at, rowid LIMIT 1",
                 () if sweep is None else (sweep,),
             ).fetchone()
             if row is None:
@@ -405,8 +420,8 @@ class RunStore:
         """
         _check_status(status)
         now = time.time()
-        if status in TERMINAL_STATUSES:
-            sql = "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?"
+        if status in TERMINAL_STATUSES:  # a reason given earlier (e.g. a time limit's cancel) is kept
+            sql = "UPDATE runs SET status = ?, error = coalesce(?, error), finished_at = ? WHERE id = ?"
             params = (status, error, now, run_id)
         elif status == "running":
             sql = "UPDATE runs SET status = ?, error = ?, started_at = coalesce(started_at, ?) WHERE id = ?"
@@ -421,8 +436,9 @@ class RunStore:
             self._fence(conn, run_id, worker)
             self._update_run(conn, run_id, sql, params)
 
-    def request_cancel(self, run_id: str) -> None:
-        """Cancels a queued run at once; asks a running run's worker to stop.
+    def request_cancel(self, run_id: str, reason: str | None = None) -> None:
+        """Cancels a queued run at once; asks a running run's worker to stop. `reason`, if given,
+        becomes the run's error line (why it was stopped), kept when it ends.
 
         Finished, failed, cancelled and interrupted runs are left as they are. One UPDATE,
         so a worker claiming the run at the same moment sees either state, never a mix.
@@ -434,9 +450,10 @@ class RunStore:
                 "UPDATE runs SET"
                 " status = CASE status WHEN 'queued' THEN 'cancelled' ELSE status END,"
                 " finished_at = CASE status WHEN 'queued' THEN ? ELSE finished_at END,"
+                " error = CASE WHEN status IN ('queued', 'running') THEN coalesce(?, error) ELSE error END,"
                 " cancel_requested = cancel_requested OR status IN ('queued', 'running')"
                 " WHERE id = ?",
-                (time.time(), run_id),
+                (time.time(), reason, run_id),
             )
 
     def cancel_requested(self, run_id: str, worker: str | None = None) -> bool:

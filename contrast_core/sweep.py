@@ -83,19 +83,24 @@ def expand(base: dict, axes: dict[str, list], limit: int | None = None) -> list[
 
 
 def queue(
-    store: RunStore, base: dict, axes: dict[str, list], name: str = "", limit: int | None = None
+    store: RunStore,
+    base: dict,
+    axes: dict[str, list],
+    name: str = "",
+    limit: int | None = None,
+    owner: str | None = None,
 ) -> tuple[str, list[str]]:
     """Checks the grid, then queues each combination as a run of the sweep; returns (name, run ids).
 
     `name` defaults to the swept knobs and the time ("margin x distance 11-24 14:05"); a name
-    already used by another sweep is refused.
+    already used by another sweep is refused. `owner`: the runs' owner (a hosted demo's visitor).
     """
     grid = expand(base, axes, limit)
     name = name.strip() or f"{' x '.join(axes)} {time.strftime('%m-%d %H:%M:%S')}"
     if name in store.sweeps():
         raise SweepError(f"name: a sweep named {name!r} exists; choose another name")
     ids = [
-        store.create_run(config.model_dump(mode="json"), name=label(combination), sweep=name)
+        store.create_run(config.model_dump(mode="json"), name=label(combination), sweep=name, owner=owner)
         for combination, config in grid
     ]
     return name, ids

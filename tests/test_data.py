@@ -305,8 +305,14 @@ def test_csv_numeric_labels_sort_as_numbers(tmp_path):
 
 
 BAD_CSVS = [
-    (GOOD_CSV, {"csv_label": "y"}, "csv: label column 'y' not found (columns: a, b, flat, name, label)"),
-    ("name,label\np,dog\nq,cat\n", {}, "csv: no numeric feature columns"),
+    (GOOD_CSV, {"csv_label": "y"}, "csv: label column 'y' not found among the file's 5 columns"),
+    ("name,label\n" + "p,dog\nq,cat\n" * 5, {}, "csv: no numeric feature columns beside the label (of 2 columns)"),
+    (
+        GOOD_CSV.replace("3,30", "3,inf").replace("7,70", "-Infinity,70"),
+        {},
+        "csv: 2 rows contain infinite values (first at row 3)",
+    ),  # fmt: skip
+    ("a,label\n1,x\n2,y\n", {}, "csv: 2 rows; at least 10 are needed"),
     (
         GOOD_CSV.replace("3,30", "3,").replace("6,60,5,u,cat", "6,60,5,u,"),
         {},
@@ -325,6 +331,14 @@ def test_bad_csv_files_say_what_is_wrong(text, kwargs, message, tmp_path):
         load("csv", csv_path=_write(tmp_path, text), **kwargs)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_a_csv_error_never_quotes_the_file(tmp_path):
+    """The found leak: a secrets file read as a CSV came back in the message as its column names."""
+    for text in ("API_KEY = hunter2\n" + "1\n" * 12, "API_KEY,label\n" + "hunter2,x\nhunter2,y\n" * 6):
+        with pytest.raises(ValueError) as caught:
+            load("csv", csv_path=_write(tmp_path, text))
+        assert "API_KEY" not in str(caught.value) and "hunter2" not in str(caught.value), str(caught.value)
 
 
 def test_csv_missing_file_or_path(tmp_path):

@@ -18,6 +18,7 @@ import streamlit as st
 
 from contrast_core import data, distances, losses, models, samplers
 from contrast_core.config import CLASS_BALANCED, TOY_DATASETS, ConfigError, RunConfig
+from ui import backend, demo
 
 DEFAULTS = {name: info.default for name, info in RunConfig.model_fields.items()}
 DEFAULTS["distance"] = losses.LOSSES[DEFAULTS["loss"]].natural_distance  # None in RunConfig: the loss's own
@@ -323,8 +324,27 @@ def _data_controls(form: _Form) -> None:
             with right:
                 form.control("n_samples", st.number_input, "Points", step=100)
     elif dataset == "csv":
-        form.control("csv_path", st.text_input, "CSV file", placeholder="path/to/table.csv")
+        if demo.enabled():
+            _csv_upload(form)
+        else:
+            form.control("csv_path", st.text_input, "CSV file", placeholder="path/to/table.csv")
         form.control("csv_label", st.text_input, "Label column")
+
+
+def _csv_upload(form: _Form) -> None:
+    """Demo mode: no path on the server is read; the visitor uploads the CSV (the demo's size and row caps)."""
+    caps = demo.caps()
+    upload = st.file_uploader("CSV file", type=["csv"], key="cfg.csv_upload",
+                              help=f"Numeric feature columns and a label column; at most {caps.upload_mb:g} MB "
+                              f"and {caps.upload_rows:,} rows in this demo.")  # fmt: skip
+    path = None
+    if upload is not None:
+        try:
+            path = str(demo.save_upload(backend.run_store(), upload.getvalue()))
+        except ValueError as exc:
+            st.error(str(exc), icon=":material/error:")
+    form.slots["csv_path"] = st.empty()
+    form.values["csv_path"] = path
 
 
 def _model_controls(form: _Form) -> None:

@@ -9,7 +9,7 @@ import streamlit as st
 from contrast_core import sweep
 from contrast_core.metrics import METRICS
 from contrast_core.store import LIVE_STATUSES
-from ui import backend, figures, sweep_view, tab
+from ui import backend, demo, figures, sweep_view, tab
 from ui.config_form import CHOSEN_DISTANCE, DEFAULTS, SAVED
 from ui.run_table import TABLE_METRICS, config_differences, last_metrics, short_label, summary
 
@@ -65,7 +65,11 @@ def sweep_form(store) -> None:
             if knob in axes:
                 raise sweep.SweepError("second knob: choose a different knob from the first")
             axes[knob] = sweep.parse_values(knob, st.session_state[f"sweep.values{slot}"])
-        name, ids = sweep.queue(store, base, axes, name)
+        if refused := demo.refusal(store, [config for _, config in sweep.expand(base, axes)]):
+            raise sweep.SweepError(refused)
+        if demo.enabled():
+            demo.make_room(store)
+        name, ids = sweep.queue(store, base, axes, name, owner=demo.visitor())
     except sweep.SweepError as exc:
         st.error(str(exc), icon=":material/error:")
         return
@@ -202,12 +206,16 @@ tab.show_notices()
 watched = tab.watched_run()
 tab.show_in_url(watched)  # the tab's run stays in the URL: F5 here, then the Playground, finds it
 store = backend.run_store()
-sweeps = store.sweeps()
+sweeps = store.sweeps(owner=demo.visitor())  # in a hosted demo, the visitor's own
 with st.expander("New sweep", icon=":material/grid_view:", expanded=not sweeps):
     sweep_form(store)
-runs = {run.id: run for run in store.list_runs()}
-
 asked = st.query_params.get("sweep")
+if asked and asked not in sweeps and asked in store.sweeps():  # another visitor's, from a link: to look at
+    sweeps.append(asked)
+runs = {run.id: run for run in store.list_runs()}
+linked = [i for i in st.query_params.get("runs", "").split(",") if i]
+runs = {i: run for i, run in runs.items() if i in linked or demo.can_change(run)}  # own runs, and the link's
+
 if asked and "compare.sweep" not in st.session_state:  # a link: open its sweep
     if asked in sweeps:
         st.session_state["compare.mode"], st.session_state["compare.sweep"] = MODES[0], asked

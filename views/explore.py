@@ -11,7 +11,7 @@ import streamlit as st
 from contrast_core import export
 from contrast_core.forces import in_plane
 from contrast_core.metrics import neighbours
-from ui import backend, figures, items, layouts, tab
+from ui import backend, demo, figures, items, layouts, tab
 from ui.run_table import run_label
 from ui.run_view import as_measured, class_names, loss_distance, margin_distance
 
@@ -321,7 +321,7 @@ def neighbours_panel(arrays: dict, classes: list[str], config: dict, query: int,
 st.title("Explore a run")
 watched = tab.watched_run()  # the tab's run, or the link's
 store = backend.run_store()
-runs = {run.id: run for run in store.list_runs()}
+runs = {run.id: run for run in store.list_runs() if run.id == watched or demo.can_change(run)}  # a demo: own, linked
 snapshotted = store.runs_with_snapshots()
 with_snapshots = [i for i in runs if i in snapshotted]  # newest first
 if not with_snapshots:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from contrast_core.config import RunConfig
 from contrast_core.store import LIVE_STATUSES
-from ui import backend, figures, live, tab
+from ui import backend, demo, figures, live, tab
 from ui.config_form import config_form, config_from_link, link_params, load_config, reset_form
 
 LOADED = "playground.loaded"  # session_state: the run whose config the form was last set to
@@ -12,6 +12,7 @@ TRAIN = "playground.train"  # session_state: Train was clicked; the run is queue
 STOPPING = "playground.stopping"  # session_state: the run this tab asked to stop
 NAME = "playground.name"  # the Name field's widget key
 LINKED = "playground.linked"  # session_state: the link's settings were put in the form (once per tab)
+REFUSED = "playground.refused"  # session_state: why the last Train click queued nothing (a demo's cap)
 
 
 def _train_clicked() -> None:
@@ -19,6 +20,9 @@ def _train_clicked() -> None:
 
 
 def _stop(run_id: str) -> None:
+    if not demo.can_change(backend.run_store().get_run(run_id)):
+        tab.notify(f"Run {run_id} is another visitor's: only they can stop it.", icon=":material/block:")
+        return
     backend.job_queue().cancel(run_id)  # in a callback: at once, before the page runs again
     if backend.run_store().get_run(run_id).status == "cancelled":
         tab.notify(f"Run {run_id} cancelled before it started.", icon=":material/stop:")
@@ -77,10 +81,16 @@ with controls:
 running = run is not None and run.status in LIVE_STATUSES
 valid = isinstance(config, RunConfig)
 if st.session_state.pop(TRAIN, False) and valid and not running:
-    run_id = backend.job_queue().submit(config, name=st.session_state[NAME].strip())
-    st.session_state[LOADED] = run_id  # the form already shows its config
-    run, running = tab.find_run(run_id), True
-    st.toast(f"Run {run_id} queued.", icon=":material/play_arrow:")
+    store = backend.run_store()
+    if refused := demo.refusal(store, [config]):
+        st.session_state[REFUSED] = refused
+    else:
+        if demo.enabled():
+            demo.make_room(store)
+        run_id = backend.job_queue().submit(config, name=st.session_state[NAME].strip(), owner=demo.visitor())
+        st.session_state[LOADED] = run_id  # the form already shows its config
+        run, running = tab.find_run(run_id), True
+        st.toast(f"Run {run_id} queued.", icon=":material/play_arrow:")
 tab.watch(run_id)  # in the URL from the start, and again after a page switch (which drops it)
 if run_id is not None or valid:  # a run's id says it all; without one, a copied address opens this form
     tab.show_settings_in_url({} if run_id is not None else link_params(config.model_dump(mode="json")))
@@ -88,10 +98,14 @@ if run_id is not None or valid:  # a run's id says it all; without one, a copied
 with buttons:
     train, stop = st.columns(2)
     stopping = running and run.cancel_requested
+    mine = run is None or demo.can_change(run)
     train.button("Train", type="primary", icon=":material/play_arrow:", disabled=running or not valid,
                  on_click=_train_clicked, width="stretch")  # fmt: skip
-    stop.button("Stopping…" if stopping else "Stop", icon=":material/stop:", disabled=not running or stopping,
-                on_click=_stop, args=(run_id,), width="stretch")  # fmt: skip
+    stop.button("Stopping…" if stopping else "Stop", icon=":material/stop:",
+                disabled=not running or stopping or not mine, on_click=_stop, args=(run_id,), width="stretch",
+                help=None if mine else "Another visitor's run: only they can stop it.")  # fmt: skip
+    if refused := st.session_state.pop(REFUSED, None):
+        st.error(refused, icon=":material/block:")
     st.button("New run", type="tertiary", icon=":material/add:", disabled=run_id is None, on_click=_new_run,
               help="Stop watching this run and set the form back to the recipe (a running run goes on).")  # fmt: skip
     if stopping:
@@ -99,7 +113,8 @@ with buttons:
 
 with panels:
     if run is not None:
-        st.caption(f"Run `{run.id}`" + (f" · **{run.name}**" if run.name else ""))
+        st.caption(f"Run `{run.id}`" + (f" · **{run.name}**" if run.name else "")
+                   + ("" if mine else " · another visitor's run, shared with you to watch"))  # fmt: skip
         live.live_panels(run.id)
     else:
         if run_id:

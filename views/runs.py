@@ -4,7 +4,7 @@ import streamlit as st
 
 from contrast_core import export
 from contrast_core.store import LIVE_STATUSES, RESUMABLE_STATUSES, Run, StoreError
-from ui import backend, tab
+from ui import backend, demo, tab
 from ui.run_table import runs_frame
 
 REFRESH_SECONDS = 2.0  # while some run is live
@@ -15,11 +15,12 @@ def runs_table(was_live: bool) -> None:
     """The table and its buttons. `was_live`: whether some run was live when the page set this
     fragment's refresh period; when a refresh finds that changed (the last live run ended), the
     page reruns once to set the period anew."""
-    runs = backend.run_store().list_runs()
+    runs = demo.visible(backend.run_store().list_runs())  # in a hosted demo, the visitor's own
     if runs:
         _table(runs)
     else:
-        st.info("No runs yet: start one on the Playground.")
+        st.info("No runs yet: start one on the Playground." + (" Here you see your own runs; a link from another "
+                "visitor opens theirs on the Playground." if demo.enabled() else ""))  # fmt: skip
     if any(run.status in LIVE_STATUSES for run in runs) != was_live:
         st.rerun()
 
@@ -56,6 +57,9 @@ def _act(runs: list[Run], act, done: str) -> None:
     """Applies `act` to each run and says, at the next run of the page, what it did."""
     acted = []
     for run in runs:
+        if not demo.can_change(run):  # only a visitor's own runs are listed; a stale table may hold others
+            tab.notify(f"Run {run.id} is another visitor's: only they can change it.", icon=":material/block:")
+            continue
         try:
             act(run)
             acted.append(run.id)
@@ -125,5 +129,5 @@ st.caption(
     "to fork one into the Playground or to download it."
 )
 tab.show_in_url(tab.watched_run())  # so that F5 here keeps the tab's run (a page switch dropped it)
-busy = bool(backend.run_store().list_runs(status=LIVE_STATUSES, limit=1))
+busy = bool(demo.visible(backend.run_store().list_runs(status=LIVE_STATUSES)))
 st.fragment(run_every=REFRESH_SECONDS if busy else None)(runs_table)(busy)
