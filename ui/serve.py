@@ -28,16 +28,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_app(home: Path, log: Path | None = None, timeout: float = 90) -> Iterator[tuple[str, int]]:
+def local_app(
+    home: Path, log: Path | None = None, timeout: float = 90, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     """Yields (url, pid) once the app answers its health check; on leaving, stops it with its process
-    group (the job queue's workers). Raises RuntimeError if it exits or does not answer in `timeout` s."""
+    group (the job queue's workers). `env`: settings added to this process's environment (e.g.
+    CONTRAST_DEMO). Raises RuntimeError if it exits or does not answer in `timeout` s."""
     port = free_port()  # no file watcher: no module reloads mid-test
     flags = ["--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
     where = log.open("w") if log else subprocess.DEVNULL
     try:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", *flags], cwd=ROOT,
-                                env=os.environ | {"CONTRAST_HOME": str(home)}, stdout=where,
+                                env=os.environ | (env or {}) | {"CONTRAST_HOME": str(home)}, stdout=where,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     finally:
         if log:
