@@ -289,14 +289,15 @@ class RunStore:
         A run created "running" (a terminal's `train`, which trains it itself) names its
         `worker` and `device` at once, as `claim_next` would.
 
-        Ids look like ``20250101-120000-a3f9c1`` (UTC time + random suffix): short, safe in
-        URLs and folder names, and sortable by creation to the second.
+        Ids look like ``20250101-120000-a3f9c1d2e4b5f607`` (UTC time + 64 random bits): safe in URLs
+        and folder names, sortable by creation to the second, and not guessable, so that a hosted
+        demo's link to a run is the only way to it.
         """
         _check_status(status)
         config_json = _json_dumps(config, "config")
         now = time.time()
-        for _ in range(5):  # a collision needs the same second and the same 24 random bits
-            run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+        for _ in range(5):  # a collision needs the same second and the same 64 random bits
+            run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(8)
             try:
                 with self._write() as conn:
                     conn.execute(

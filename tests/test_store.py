@@ -3,6 +3,7 @@ import fractions
 import json
 import math
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -154,6 +155,7 @@ def test_run_ids_are_unique_safe_and_time_ordered(store):
     assert stamps == sorted(stamps)
     for run_id in ids:
         assert store.run_dir(run_id).parent == store.home / "runs"
+        assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{16}", run_id)  # 64 random bits: a link is the only way in
 
 
 @pytest.mark.parametrize("bad", ["../x", "", "a/b", ".."])
