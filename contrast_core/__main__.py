@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from contrast_core.config import ConfigError, RunConfig
@@ -40,6 +41,8 @@ def config_values(args: argparse.Namespace) -> dict:
             values = json.loads(args.config.read_text())
         except (OSError, ValueError) as exc:
             raise CommandError(f"--config: cannot read {args.config} ({exc})") from None
+        except RecursionError:
+            raise CommandError(f"--config: {args.config} is nested too deeply to hold a run's settings") from None
         if not isinstance(values, dict):
             raise CommandError(f"--config: {args.config} must hold a JSON object of RunConfig fields")
     return values | {name: getattr(args, name) for name in RunConfig.model_fields if hasattr(args, name)}
@@ -58,13 +61,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from contrast_core import data
     from contrast_core.store import RunLost
-    from contrast_core.train import TrainingError, train
+    from contrast_core.train import TrainingError, resolve_device, train
 
     config = config_from_args(args)
     for note in config.notes():
         print(f"note: {note}", file=sys.stderr)
-    bar = tqdm(total=config.steps, file=sys.stderr, unit="step", disable=args.quiet)
+    try:
+        resolve_device(config.device)  # before the run is recorded: a missing GPU is a bad flag
+    except TrainingError as exc:
+        raise CommandError(f"--{exc}") from None
     record = _recorder(args, config) if not args.no_store else None
+    bar = tqdm(total=config.steps, file=sys.stderr, unit="step", disable=args.quiet)
 
     def on_event(event):
         if event.kind == "step":
@@ -87,6 +94,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if record is not None:
             record.store.set_status(record.run_id, "failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # anything else still ends the run: never left "running" in the store
+        bar.close()
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if record is not None:
+            record.store.set_status(record.run_id, "failed", error=f"{type(exc).__name__}: {reason}")
+            (record.store.run_dir(record.run_id) / "error.log").write_text(traceback.format_exc())
+        print(f"error: {type(exc).__name__}: {reason}", file=sys.stderr)
         return 1
     bar.close()
     if record is not None:
@@ -318,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench_parser.set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)
+    from contrast_core.store import StoreError
+
     try:
         return args.run(args)
-    except CommandError as exc:
+    except (CommandError, StoreError) as exc:  # a bad argument, or a store that cannot be used
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

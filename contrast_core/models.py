@@ -62,14 +62,39 @@ class ResNet18Encoder(nn.Module):
             raise ValueError(f"model: 'resnet18' needs images, got input shape {tuple(input_shape)}")
         self.net = resnet18(weights=None)
         if weights:
-            state = torch.load(Path(weights), map_location="cpu", weights_only=True)
-            self.net.load_state_dict(state)
+            self.net.load_state_dict(_state_dict(weights, self.net.state_dict()))
         if input_shape[0] != 3:
             self.net.conv1 = nn.Conv2d(input_shape[0], 64, 7, stride=2, padding=3, bias=False)
         self.net.fc = nn.Linear(self.net.fc.in_features, embedding_dim)
 
     def forward(self, x):  # (B, C, H, W) -> (B, D)
         return self.net(x)
+
+
+def _state_dict(path: str, fits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A weights file's state dict, checked against the model's own (`fits`).
+
+    Raises:
+        ValueError: "weights: ..." in one line: a missing or unreadable file, not a state dict, or
+            names or shapes that do not fit.
+    """
+    if not Path(path).is_file():
+        raise ValueError(f"weights: file not found: {path}")
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a file that is not a safe checkpoint
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise ValueError(f"weights: {path} could not be loaded ({type(exc).__name__}: {reason})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights: {path} holds a {type(state).__name__}, not a state dict of tensors")
+    missing = sorted(set(fits) - set(state))
+    unknown = sorted(set(state) - set(fits))
+    wrong = sorted(k for k in set(fits) & set(state) if state[k].shape != fits[k].shape)
+    if missing or unknown or wrong:
+        parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
+                 (("missing", missing), ("unknown", unknown), ("of the wrong shape", wrong)) if keys]  # fmt: skip
+        raise ValueError(f"weights: {path} does not fit resnet18: " + ", ".join(parts))
+    return state
 
 
 ENCODERS: dict[str, type[nn.Module]] = {

@@ -30,6 +30,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -190,11 +191,15 @@ class RunStore:
 
     def __init__(self, home: str | Path | None = None):
         self.home = Path(home or os.environ.get("CONTRAST_HOME") or "checkpoints").absolute()
-        (self.home / "runs").mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            self.home / "index.sqlite", timeout=5.0, isolation_level=None, check_same_thread=False
-        )
+        try:
+            (self.home / "runs").mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.home / "index.sqlite", timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:  # not writable, not a folder, a read-only disk
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError(f"store: cannot use {self.home} as the run store ({reason})") from None
         self._conn.execute("PRAGMA busy_timeout = 5000")
         for attempt in range(50):  # on a new file, processes starting together race to switch it to WAL
             try:
@@ -642,7 +647,7 @@ class RunStore:
         """The arrays of one snapshot (the latest if step is None), read fully into memory.
 
         Raises:
-            StoreError: the run has no such snapshot.
+            StoreError: the run has no such snapshot, or its file is damaged (one line, no path).
         """
         if step is None:
             rows = self._read("SELECT max(step) FROM snapshots WHERE run_id = ?", (run_id,))
@@ -655,6 +660,11 @@ class RunStore:
                 return {key: npz[key] for key in npz.files}
         except FileNotFoundError:
             raise StoreError(f"snapshot: run {run_id!r} has no snapshot at step {step}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated, overwritten, not a .npz
+            raise StoreError(
+                f"snapshot: the snapshot of run {run_id} at step {step} is damaged ({type(exc).__name__}); "
+                "its other snapshots are not"
+            ) from None
 
     # -- checkpoints ------------------------------------------------------------------
 

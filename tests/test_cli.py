@@ -87,3 +87,65 @@ def test_precision_flag_rejects_an_unknown_value(capsys):
     assert main(["train", "--steps", "1", "--precision", "float16"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: --precision:")
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A store holding one finished run, and its files' bytes: bad commands must leave them as they were."""
+    home = tmp_path_factory.mktemp("cli-home")
+    assert main(["train", "--steps", "3", "--eval-size", "20", "--device", "cpu", "--quiet", "--home", str(home)]) == 0
+    return home, {p: p.read_bytes() for p in (home / "runs").rglob("*") if p.is_file()}
+
+
+def _weights(tmp_path, kind: str) -> str:
+    import torch
+
+    path = tmp_path / f"{kind}.pt"
+    if kind == "list":
+        torch.save([1, 2], path)
+    elif kind == "wrong-keys":
+        torch.save({"a": torch.zeros(2)}, path)
+    else:
+        path.write_text("not a checkpoint")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["--device", "cuda"], 2, "error: --device: cuda was asked for but no CUDA GPU is available"),
+        (["--device", "mps"], 2, "error: --device: mps was asked for but is not available"),
+        (["--margin", "1e308"], 2, "error: --margin: must be at most 10,000"),
+        (["--snapshot-every", "1", "--steps", "1000"], 2, "error: --snapshot-every: at least 6 for 1,000 steps"),
+        (["--model", "resnet18", "--weights", "/nonexistent.pt"], 1, "error: weights: file not found: /nonexistent.pt"),
+        (["--model", "resnet18", "--weights", "list"], 1, "holds a list, not a state dict of tensors"),
+        (["--model", "resnet18", "--weights", "wrong-keys"], 1, "does not fit resnet18: 122 missing (e.g. bn1.bias), 1 unknown (e.g. a)"),
+        (["--model", "resnet18", "--weights", "junk"], 1, "could not be loaded ("),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_loses_nothing_stored(stored, tmp_path, capsys, args, code, words):
+    home, files = stored
+    if "--weights" in args and not args[-1].startswith("/"):
+        args = [*args[:-1], _weights(tmp_path, args[-1])]
+    if not any(a == "--steps" for a in args):
+        args = [*args, "--steps", "2"]
+    assert main(["train", "--eval-size", "20", "--quiet", "--home", str(home), *args]) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert {p: p.read_bytes() for p in files} == files  # the stored run is byte for byte as it was
+    from contrast_core.store import RunStore
+
+    assert {run.status for run in RunStore(home).list_runs()} <= {"finished", "failed"}  # none left "running"
+
+
+def test_an_unusable_home_or_a_deep_config_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["train", "--steps", "1", "--home", str(blocker / "store")]) == 2
+    assert (
+        capsys.readouterr().err.strip().startswith(f"error: store: cannot use {blocker / 'store'} as the run store (")
+    )
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"steps": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert main(["train", "--config", str(deep)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --config: {deep} is nested too deeply to hold a run's settings"

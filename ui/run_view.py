@@ -54,6 +54,7 @@ class RunView:
     pairs: dict | None = None  # its positive / negative pair distances (see metrics.pair_distance_stats)
     ranges: dict = field(default_factory=dict)  # axis ranges kept between refreshes, by chart
     pca: np.ndarray | None = None  # (E, 2) last PCA drawn of normalised embeddings, to align the next to
+    damaged: str | None = None  # why the newest snapshot could not be read (the one before is shown)
 
     def update(self, store: RunStore) -> bool:
         """Reads what the run wrote since the last call; True if anything was new."""
@@ -70,9 +71,17 @@ class RunView:
         return bool(new_rows or new_snapshots)
 
     def _load(self, store: RunStore, step: int) -> None:
-        try:
-            self.arrays = store.load_snapshot(self.run_id, step)
-        except StoreError:  # indexed but its file is gone (a deleted run): keep the previous one
+        """The snapshot at `step`; if its file is gone (a deleted run) or damaged, the one shown stays,
+        or with none shown yet, the newest older one that reads."""
+        self.damaged = None
+        older = [s["step"] for s in self.snapshots if s["step"] < step][::-1] if self.arrays is None else []
+        for tried in (step, *older):
+            try:
+                self.arrays = store.load_snapshot(self.run_id, tried)
+                break
+            except StoreError as exc:
+                self.damaged = self.damaged or str(exc)
+        else:
             return
         self.pairs = pair_distances(self.arrays, self.config)
 
@@ -95,7 +104,8 @@ class RunView:
         return latest, previous
 
     def warnings(self, error: str | None) -> list[str]:
-        return diagnosis.diagnose(self.losses(), self.arrays, self.config, error)
+        found = diagnosis.diagnose(self.losses(), self.arrays, self.config, error)
+        return found + [f"{self.damaged}: the panels show the one before."] if self.damaged else found
 
 
 def pair_distances(arrays: dict[str, np.ndarray], config: dict) -> dict | None:

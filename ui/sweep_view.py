@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from contrast_core.metrics import METRICS
-from contrast_core.store import Run, RunStore
+from contrast_core.store import Run, RunStore, StoreError
 from contrast_core.sweep import axes_of, label
 from ui.run_view import as_measured, class_names, loss_distance, margin_distance, pair_distances
 
@@ -81,15 +81,22 @@ def _panel(home: str, run_id: str, step: int, config: dict) -> dict:
     }
 
 
-def panels_at(store: RunStore, grid: Grid, step: int) -> tuple[dict, dict, pd.DataFrame]:
-    """(scatter panels, histogram panels, metrics table) of every run at `step`, by grid cell."""
+def panels_at(
+    store: RunStore, grid: Grid, step: int, damaged: list[str] | None = None
+) -> tuple[dict, dict, pd.DataFrame]:
+    """(scatter panels, histogram panels, metrics table) of every run at `step`, by grid cell. A run whose
+    snapshot there cannot be read has no panel; why is appended to `damaged`."""
     scatter, hist, rows = {}, {}, []
     for run in grid.runs:
         snaps = {snap["step"]: snap["metrics"] for snap in store.list_snapshots(run.id)}
         shown = step_at_or_before(sorted(snaps), step)
         if shown is None:
             continue
-        panel = _panel(str(store.home), run.id, shown, run.config)
+        try:
+            panel = _panel(str(store.home), run.id, shown, run.config)
+        except StoreError as exc:
+            (damaged if damaged is not None else []).append(str(exc))
+            continue
         metrics = snaps[shown]
         badges = " · ".join(f"{METRICS[k].label} {metrics[k]:.2f}" for k in BADGES if k in metrics)
         title = f"step {shown}" + (f" · {badges}" if badges else "")

@@ -118,7 +118,10 @@ def _multiples(name: str, was_live: bool, was_playing: bool) -> None:
     ):
         st.rerun()  # the whole page: the fragment's tick follows the button
     st.query_params["step"] = str(step)
-    scatter, hist, table = sweep_view.panels_at(store, grid, step)
+    damaged = []
+    scatter, hist, table = sweep_view.panels_at(store, grid, step, damaged)
+    for reason in damaged:
+        st.warning(f"{reason}: its panel is left out at this step.", icon=":material/broken_image:")
     classes = next(iter(scatter.values()))["classes"] if scatter else []
     same = st.toggle("Same scale in every panel", value=True, key="compare.same_scale",
                      help="On: the margin's effect on the embedding's size shows. Off: each panel fills its frame.")  # fmt: skip

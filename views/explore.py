@@ -11,6 +11,7 @@ import streamlit as st
 from contrast_core import export
 from contrast_core.forces import in_plane
 from contrast_core.metrics import neighbours
+from contrast_core.store import StoreError
 from ui import backend, demo, figures, items, layouts, tab
 from ui.run_table import run_label
 from ui.run_view import as_measured, class_names, loss_distance, margin_distance
@@ -59,7 +60,11 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
     else:
         step = steps[0]
     st.query_params["step"] = str(step)
-    arrays = store.load_snapshot(run_id, step)
+    try:
+        arrays = store.load_snapshot(run_id, step)
+    except StoreError as exc:  # a damaged file: say so, and the timeline still moves to the others
+        st.error(str(exc), icon=":material/broken_image:")
+        return
     dim = arrays["embeddings"].shape[1]
     method = "PCA"
     if dim > 2:
