@@ -61,15 +61,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from contrast_core import data
     from contrast_core.store import RunLost
-    from contrast_core.train import TrainingError, resolve_device, train
+    from contrast_core.train import TrainingError, memory_refusal, resolve_device, train
 
     config = config_from_args(args)
     for note in config.notes():
         print(f"note: {note}", file=sys.stderr)
     try:
-        resolve_device(config.device)  # before the run is recorded: a missing GPU is a bad flag
+        device = resolve_device(config.device)  # before the run is recorded: a missing GPU is a bad flag
     except TrainingError as exc:
         raise CommandError(f"--{exc}") from None
+    if refused := memory_refusal(config, device):  # so is a batch that cannot fit
+        raise CommandError(f"--{refused.replace('_', '-')}")
     record = _recorder(args, config) if not args.no_store else None
     bar = tqdm(total=config.steps, file=sys.stderr, unit="step", disable=args.quiet)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -11,6 +12,7 @@ from contrast_core import data, distances, losses, models, samplers
 
 MAX_SNAPSHOTS = 200  # a run's snapshots, each a file on disk (about 12 kB each for the default run)
 MAX_MARGIN = 10_000.0
+MEMORY_SHARE = 0.8  # of the free memory one run's step may take
 VAE_KNOBS = ("beta", "contrastive_weight", "contrast_on")
 TOY_KNOBS = ("noise", "n_samples")
 TOY_DATASETS = ("moons", "blobs", "circles")
@@ -153,6 +155,20 @@ class RunConfig(BaseModel):
             return None
         return self.loss_class.collapsed_loss(self.margin, self.reduction, sampler.negative_share, items or 0)
 
+    def peak_bytes(self) -> int:
+        """An upper estimate of one training step's memory beyond the model and data (see Sampler.peak_bytes)."""
+        sampler = samplers.SAMPLERS[self.sampler]
+        return sampler.peak_bytes(self.batch_size, self.m_per_class, self.embedding_dim, self.loss_class.kind)
+
+    def memory_refusal(self, available: int, where: str) -> str | None:
+        """Why this run would not fit in `available` bytes of `where` ("this machine", a GPU's name), or None."""
+        need = self.peak_bytes()
+        if need <= MEMORY_SHARE * available:
+            return None
+        return (f"batch_size: a step of {self.sampler} {self.loss_class.kind} at batch {self.batch_size:,} needs "
+                f"about {_size(need)}, more than {where}'s {_size(available)} free; use a smaller batch"
+                + (" or batch-hard" if self.sampler in ("batch-all", "semi-hard") else ""))  # fmt: skip
+
     def resolved_snapshot_every(self) -> int:
         return self.snapshot_every or max(1, self.steps // 40)
 
@@ -183,6 +199,20 @@ class RunConfig(BaseModel):
             return cls(**values)
         except ValidationError as exc:
             raise ConfigError(_field_errors(exc)) from None
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def available_memory() -> int:
+    """Bytes this machine's processes can still take (MemAvailable; the total where that is unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _check_name(field: str, value: str, registry) -> None:

@@ -114,6 +114,8 @@ def execute(store: RunStore, run_id: str, worker: str | None = None) -> str:
     except Exception as exc:  # any failure ends this run only, with a one-line reason
         recorder.pending.clear()
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, MemoryError) or any(words in message for words in OUT_OF_MEMORY):
+            message = f"out of memory: {what_it_trains(run.config)} did not fit ({message[:160]})"
         try:
             store.set_status(run_id, "failed", error=message, worker=worker)
         except (RunLost, StoreError):
@@ -204,6 +206,35 @@ def worker_alive(worker: dict, now: float | None = None) -> bool:
     return True
 
 
+OUT_OF_MEMORY = ("can't allocate memory", "CUDA out of memory", "out of memory")
+
+
+def what_it_trains(config: dict) -> str:
+    """The settings that decide a run's memory, in a few words, with its estimate (RunConfig.peak_bytes)."""
+    from contrast_core.config import RunConfig, _size
+
+    try:
+        need = f", about {_size(RunConfig.model_validate(config).peak_bytes())} a step by its estimate"
+    except Exception:  # a config this version cannot read: the words without the estimate
+        need = ""
+    return f"batch {config.get('batch_size')} of {config.get('model')} with {config.get('sampler')}{need}"
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel has killed for memory in this machine's (or container's) memory
+    cgroup, v2 or v1; None where it does not say."""
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 # --- the app side ------------------------------------------------------------------------------
 
 
@@ -221,6 +252,7 @@ class JobQueue:
         # None: one per GPU, counted at start (torch is imported then, not to read the status)
         self.n_workers = n_workers or int(os.environ.get("CONTRAST_WORKERS", 0)) or None
         self.procs: dict[str, subprocess.Popen] = {}
+        self.oom_kills = oom_kills()  # the kernel's count when last looked at
         self.cancelled_at: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -334,11 +366,17 @@ class JobQueue:
     def _check_workers(self) -> None:
         with self.lock:
             dead = [(wid, p.returncode) for wid, p in self.procs.items() if p.poll() is not None]
+            kills, self.oom_kills = self.oom_kills, oom_kills() if dead else self.oom_kills
             for worker_id, code in dead:
                 reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
                 for run in self.store.list_runs(status="running"):
-                    if run.worker == worker_id:
-                        self.store.set_status(run.id, "failed", error=f"worker died ({reason})")
+                    if run.worker != worker_id:
+                        continue
+                    if code == -signal.SIGKILL and kills is not None and (self.oom_kills or 0) > kills:
+                        error = f"killed by the system for memory: {what_it_trains(run.config)}"
+                    else:
+                        error = f"worker died ({reason})"
+                    self.store.set_status(run.id, "failed", error=error)
                 if not self.stopping.is_set():
                     self._spawn(worker_id)
 

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from contrast_core import data, distances, forces, losses, metrics, models, samplers
 from contrast_core.augment import augment
-from contrast_core.config import RunConfig
+from contrast_core.config import RunConfig, available_memory
 from contrast_core.projection import project
 
 DIVERGENCE_FACTOR = 1e6  # a loss this many times its first value (or non-finite) means the run diverged
@@ -50,6 +50,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise TrainingError("device: mps was asked for but is not available")
     return torch.device(name)
+
+
+def memory_refusal(config: RunConfig, device: torch.device) -> str | None:
+    """Why a step of this run would not fit in the device's free memory (RunConfig.peak_bytes), or None."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return config.memory_refusal(free, device_label(device))
+    return config.memory_refusal(available_memory(), "this machine")
 
 
 def device_label(device: torch.device) -> str:
@@ -381,6 +389,9 @@ def train(
     a blown-up loss of 1e31 without overflowing), stops the run with TrainingError("diverged at step N").
     `should_stop()` is checked once per step; when it says so the run ends with status "cancelled".
     """
+    refused = memory_refusal(config, resolve_device(config.device))
+    if refused:
+        raise TrainingError(refused)
     trainer = Trainer(config, resume)
     label = device_label(trainer.device)
     on_event(Event("start", trainer.step, {"device": label, "classes": trainer.data.classes}))

@@ -181,3 +181,15 @@ def test_outside_demo_mode_everything_is_shared(queue, store):
     run_id = owned_run(store, B)
     assert demo.visitor() is None and demo.can_change(store.get_run(run_id))
     assert demo.refusal(store, [RunConfig(steps=1_000_000)]) is None
+
+
+def test_a_step_too_large_for_this_machine_is_refused_on_the_page(queue, store, monkeypatch):
+    """In any mode: the page checks before queueing (the workers check again against their device)."""
+    monkeypatch.setattr(demo, "available_memory", lambda: 8 * 2**30)
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in {"loss": "triplet", "sampler": "batch-all", "batch_size": "1024"}.items():
+        at.query_params[key] = value
+    at.run()
+    button(at, "Train").click().run()
+    assert [e.value for e in at.error if e.value.startswith("batch_size: a step of batch-all triplets at batch 1,024")]
+    assert store.list_runs() == []

@@ -259,3 +259,53 @@ def test_a_run_taken_over_after_a_resume_is_trained_by_one_worker_only(store):
     assert store.read_metrics(run_id) == rows  # nobody writes: B was never started here
     run = store.get_run(run_id)
     assert (run.status, run.worker, run.final_metrics) == ("running", "B@here", None)
+
+
+def test_a_worker_killed_for_memory_says_so_with_what_the_run_trains(store, monkeypatch):
+    """The kernel's OOM killer sends SIGKILL; the cgroup's oom_kill count tells it from any other SIGKILL."""
+    kills = iter([0, 1])
+    monkeypatch.setattr(jobs, "oom_kills", lambda: next(kills))
+    q = JobQueue(store, n_workers=1).start()
+    try:
+        run_id = q.submit(
+            RunConfig(steps=1_000_000, batch_size=64, **{k: v for k, v in FAST.items() if k != "batch_size"})
+        )
+        wait_for(lambda: store.read_metrics(run_id), what="the run to train")
+        os.kill(next(w["pid"] for w in store.workers() if w["run_id"] == run_id), signal.SIGKILL)  # as the kernel would
+        wait_for(lambda: status_of(store, run_id) == "failed", what="the kill to be noticed")
+        error = store.get_run(run_id).error
+        assert error.startswith("killed by the system for memory: batch 64 of mlp with random-pairs, about ")
+        assert error.endswith(" a step by its estimate")
+    finally:
+        q.shutdown()
+
+
+def test_an_allocation_that_fails_mid_run_is_named_out_of_memory(store, monkeypatch):
+    from contrast_core import train as train_module
+
+    def starved(self):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you tried "
+                           "to allocate 42949672960 bytes. Error code 12 (Cannot allocate memory)")  # fmt: skip
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", starved)
+    run_id = store.create_run(RunConfig(steps=10, **FAST).model_dump(mode="json"))
+    store.claim_next("w@here", "cpu")
+    assert jobs.execute(store, run_id, "w@here") == "failed"
+    error = store.get_run(run_id).error
+    assert error.startswith("out of memory: batch 32 of mlp with random-pairs, about ")
+    assert "can't allocate memory" in error and "\n" not in error
+
+
+def test_a_step_too_large_for_the_device_is_refused_before_it_trains(store, monkeypatch):
+    from contrast_core import train as train_module
+
+    monkeypatch.setattr(train_module, "available_memory", lambda: 8 * 2**30)  # an 8 GB machine
+    config = RunConfig(loss="triplet", sampler="batch-all", batch_size=1024, steps=10, eval_size=40, device="cpu")
+    run_id = store.create_run(config.model_dump(mode="json"))
+    store.claim_next("w@here", "cpu")
+    assert jobs.execute(store, run_id, "w@here") == "failed"
+    assert store.get_run(run_id).error == (
+        "batch_size: a step of batch-all triplets at batch 1,024 needs about 10.2 GB, more than this machine's "
+        "8.0 GB free; use a smaller batch or batch-hard"
+    )
+    assert store.read_metrics(run_id) == []  # refused before the first step

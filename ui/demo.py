@@ -19,7 +19,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from contrast_core.config import RunConfig
+from contrast_core.config import RunConfig, available_memory
 from contrast_core.store import LIVE_STATUSES, Run, RunStore
 
 VISITOR = "demo.visitor"  # session_state: this browser's owner token
@@ -103,7 +103,12 @@ def visible(runs: list[Run]) -> list[Run]:
 
 
 def refusal(store: RunStore, configs: list[RunConfig]) -> str | None:
-    """Why these runs may not be queued now (None: they may): a cap, or a path on the server."""
+    """Why these runs may not be queued now (None: they may): a step too large for this machine's memory
+    (the workers check again against their own device), or in demo mode a cap or a path on the server."""
+    free = available_memory()
+    for config in configs:
+        if too_large := config.memory_refusal(free, "this machine"):
+            return too_large
     if not enabled():
         return None
     limits, uploads = caps(), upload_dir(store).resolve()
