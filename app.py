@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from contrast_core.store import StoreError
 from ui import demo
 from ui.sidebar import sidebar
 
@@ -21,5 +22,8 @@ try:
 except ValueError as exc:
     st.error(f"{exc}: fix the setting and restart the app.", icon=":material/error:")
     st.stop()
-sidebar(docs)
-page.run()
+try:
+    sidebar(docs)
+    page.run()
+except StoreError as exc:  # a damaged index, a full disk: one line, and every page says the same
+    st.error(str(exc), icon=":material/database:")

@@ -208,6 +208,28 @@ def _print_sweep_run(run, as_json: bool) -> None:
         print(f"{run.id}  {run.name:<40} {run.status:<10} {shown}", flush=True)
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    import os
+
+    from contrast_core import store
+
+    home = Path(args.home or os.environ.get("CONTRAST_HOME") or "checkpoints")
+    if not (home / "runs").is_dir():
+        raise CommandError(f"--home: {home} holds no run store (no runs/ folder)")
+    if args.action == "check":
+        problems = store.check(home)
+        for line in problems:
+            print(line)
+        print(f"{len(problems)} problems" if problems else "the index and the run folders agree", file=sys.stderr)
+        return 1 if problems else 0
+    found = store.rebuild(home)
+    for line in found["skipped"]:
+        print(f"skipped {line}")
+    print(f"rebuilt: {found['runs']} runs, {found['metric_rows']} metric rows, {found['snapshots']} snapshots"
+          + (f"; the old index is kept as {', '.join(found['kept_aside'])}" if found["kept_aside"] else ""))  # fmt: skip
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from contrast_core import export
     from contrast_core.store import RunStore, StoreError
@@ -319,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--out", type=Path, default=Path("."), help="a folder (or, for a zip, a file name)")
     export_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
     export_parser.set_defaults(run=cmd_export)
+    store_parser = commands.add_parser("store", help="check the index against the run folders, or rebuild it from them")
+    store_parser.add_argument("action", choices=["check", "rebuild"],
+                              help="check: list what differs (read-only); rebuild: a new index from the folders "
+                              "(stop the app and its workers first; the old index is kept aside)")  # fmt: skip
+    store_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
+    store_parser.set_defaults(run=cmd_store)
     worker_parser = commands.add_parser("worker", help="train queued runs from the store, one at a time")
     worker_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
     worker_parser.add_argument("--id", default=None, help="worker id (default: pid@host)")

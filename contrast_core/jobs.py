@@ -23,12 +23,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contrast_core.store import RESUMABLE_STATUSES, RunLost, RunStore, StoreError
+from contrast_core.store import RESUMABLE_STATUSES, DiskFull, RunLost, RunStore, StoreError
 
 POLL_SECONDS = 0.05  # an idle worker looks for a queued run this often (one query, ~20 us): a click starts within it
 FLUSH_SECONDS = 0.25  # metric rows are written in batches at most this old: pages see them live
 HEARTBEAT_SECONDS = 1.0  # a worker's heartbeat thread beats this often, whatever training is doing
 HEARTBEAT_STALE_SECONDS = 20.0  # a worker silent this long is dead; its run becomes interrupted
+MIN_FREE_MB = 50.0  # a worker claims no run with less free disk under the store
 CANCEL_GRACE_SECONDS = 3.0  # a run still going this long after cancel has its worker killed
 SUPERVISE_SECONDS = 0.5
 
@@ -116,6 +117,8 @@ def execute(store: RunStore, run_id: str, worker: str | None = None) -> str:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, MemoryError) or any(words in message for words in OUT_OF_MEMORY):
             message = f"out of memory: {what_it_trains(run.config)} did not fit ({message[:160]})"
+        if isinstance(exc, DiskFull):
+            store.release_reserve()  # room to say so: a full disk cannot take even the failure's row
         try:
             store.set_status(run_id, "failed", error=message, worker=worker)
         except (RunLost, StoreError):
@@ -135,12 +138,40 @@ def run_worker(home: str | Path | None = None, worker_id: str | None = None, par
     label = local_device()
     beating = Heartbeat(RunStore(home), worker_id, label).start()  # the app reads the device from here
     warm_up()
+    trouble = Trouble(f"contrast worker {worker_id}")
     while (parent is None or os.getppid() == parent) and beating.is_alive():
-        run = store.claim_next(worker_id, label)
+        try:
+            if store.free_mb() < MIN_FREE_MB:  # a full disk: claim nothing until there is room again
+                raise DiskFull(f"disk full: {store.free_mb():.0f} MB free under CONTRAST_HOME; waiting for room")
+            run = store.claim_next(worker_id, label)
+        except StoreError as exc:  # a damaged index, a full disk: said once, tried again less and less often
+            time.sleep(trouble.seen(exc))
+            continue
+        trouble.clear()
+        store.keep_reserve()
         if run is not None:
             execute(store, run.id, worker_id)
         else:
             time.sleep(POLL_SECONDS)
+
+
+class Trouble:
+    """A failure that repeats: printed once (one line, not a traceback at every try), with the wait
+    before the next try doubling up to a limit."""
+
+    def __init__(self, who: str, first: float = 0.5, limit: float = 30.0):
+        self.who, self.first, self.limit, self.wait, self.last = who, first, limit, first, None
+
+    def seen(self, exc: Exception) -> float:
+        """Seconds to wait before trying again."""
+        if str(exc) != self.last:
+            print(f"{self.who}: {exc}", file=sys.stderr, flush=True)
+            self.last = str(exc)
+        wait, self.wait = self.wait, min(self.wait * 2, self.limit)
+        return wait
+
+    def clear(self) -> None:
+        self.wait, self.last = self.first, None
 
 
 class Heartbeat(threading.Thread):
@@ -354,14 +385,17 @@ class JobQueue:
                 self.store.mark_interrupted(worker=run.worker)
 
     def _supervise(self) -> None:
-        while not self.stopping.wait(SUPERVISE_SECONDS):
+        trouble, wait = Trouble("contrast supervisor", SUPERVISE_SECONDS), SUPERVISE_SECONDS
+        while not self.stopping.wait(wait):
             try:
                 self._check_workers()
                 self._enforce_run_seconds()
                 self._enforce_cancels()
                 self._interrupt_stale()
-            except Exception:  # the supervisor must outlive any one bad check
-                traceback.print_exc()
+                trouble.clear()
+                wait = SUPERVISE_SECONDS
+            except Exception as exc:  # the supervisor outlives any one bad check, saying it once
+                wait = trouble.seen(exc)
 
     def _check_workers(self) -> None:
         with self.lock:

@@ -8,8 +8,14 @@ Layout under the home folder (``CONTRAST_HOME``, default ``checkpoints``)::
 
     index.sqlite                      runs, metrics, snapshot index, worker heartbeats
     runs/<run_id>/config.json         the run's config, written at creation
+    runs/<run_id>/run.json            its row of the index (status, name, error, final metrics...)
+    runs/<run_id>/metrics.jsonl       its metric rows, appended as they are written
     runs/<run_id>/snapshots/<step:08d>.npz
+    runs/<run_id>/snapshots/index.jsonl   each snapshot's step and metrics, appended
     runs/<run_id>/model.pt            the latest checkpoint
+
+Nothing is only in the index: each run folder holds what its rows say, written in the same
+transaction, so `rebuild` makes a new index from the folders if the old one is lost or damaged.
 
 Metrics are stored one row per step as ``(run_id, step, json)`` in a table clustered on
 ``(run_id, step)``: an incremental read (``step > since``) is one range scan and one
@@ -21,6 +27,8 @@ without paying for it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import operator
 import os
@@ -33,7 +41,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,12 +57,23 @@ CHECKPOINT_KEYS = ("model", "step", "config")  # what makes a file a Contrast La
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also keeps ids safe as folder names
 
 
+RESERVE_BYTES = 2 * 2**20  # kept free for recording a failure on a full disk (RunStore.keep_reserve)
+
+
 class StoreError(Exception):
     """A store operation failed; the message is one line naming the run, field or file."""
 
 
 class CheckpointError(StoreError):
     """A file is missing, corrupt or not a Contrast Lab checkpoint."""
+
+
+class DiskFull(StoreError):
+    """The disk under the store is full: nothing was written; what is stored is kept."""
+
+
+class IndexDamaged(StoreError):
+    """The index file cannot be read (truncated, overwritten): `rebuild` restores it from the run folders."""
 
 
 class RunLost(StoreError):
@@ -238,19 +257,74 @@ class RunStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; BEGIN IMMEDIATE takes the write lock before any read."""
+        """One write transaction; BEGIN IMMEDIATE takes the write lock before any read. SQLite's and
+        the file system's failures come out as StoreError (DiskFull, IndexDamaged) in one line."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except (sqlite3.DatabaseError, OSError) as exc:
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise
+                raise self._failure(exc) from None
 
     def _read(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._failure(exc) from None
+
+    def free_mb(self) -> float:
+        """Megabytes free on the disk that holds the store."""
+        return shutil.disk_usage(self.home).free / 1e6
+
+    def keep_reserve(self) -> None:
+        """Puts back `reserve.bin` (RESERVE_BYTES) while there is room: when the disk fills, a worker
+        deletes it to record why its run failed, which a full disk would refuse."""
+        path = self.home / "reserve.bin"
+        if path.exists() or self.free_mb() * 1e6 < 4 * RESERVE_BYTES:
+            return
+        with contextlib.suppress(OSError):
+            _write_atomic(path, lambda f: f.write(bytes(RESERVE_BYTES)))
+
+    def release_reserve(self) -> None:
+        (self.home / "reserve.bin").unlink(missing_ok=True)
+
+    def _failure(self, exc: Exception) -> StoreError:
+        """A StoreError saying what went wrong with the index or the disk, without a path."""
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in text:
+            return DiskFull(f"disk full: {self.free_mb():.0f} MB free under CONTRAST_HOME; nothing stored was lost")
+        if isinstance(exc, sqlite3.DatabaseError) and any(
+            words in text for words in ("malformed", "not a database", "disk I/O error")
+        ):
+            return IndexDamaged(
+                f"store: the index is damaged ({text}); `python -m contrast_core store rebuild` makes it again "
+                "from the run folders"
+            )
+        return StoreError(f"store: {text}")
+
+    def _mirror(self, conn: sqlite3.Connection, run_ids: list[str]) -> None:
+        """Inside a write transaction: each run's row, as the index now holds it, to its folder's run.json."""
+        for row in conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ({', '.join('?' * len(run_ids))})", run_ids
+        ).fetchall():
+            run = asdict(_run_from_row(row))
+            folder = self.run_dir(run["id"])
+            folder.mkdir(parents=True, exist_ok=True)
+            text = json.dumps({k: v for k, v in run.items() if k != "config"}, allow_nan=True)
+            try:
+                _write_atomic(folder / "run.json", lambda f, text=text: f.write(text.encode()))
+            except OSError as exc:  # a full disk: the index still records it (a failure, say); the file
+                if exc.errno != errno.ENOSPC:  # keeps its last whole version and catches up at the next write
+                    raise
 
     def _update_run(self, conn: sqlite3.Connection, run_id: str, sql: str, params: tuple) -> None:
         if conn.execute(sql, params).rowcount == 0:
@@ -305,6 +379,7 @@ class RunStore:
             run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(8)
             try:
                 with self._write() as conn:
+                    folder = self.run_dir(run_id)
                     conn.execute(
                         "INSERT INTO runs (id, name, config, status, created_at, owner, parent_id,"
                         " worker, device, started_at, sweep) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -322,11 +397,11 @@ class RunStore:
                             sweep,
                         ),
                     )
+                    (folder / "snapshots").mkdir(parents=True, exist_ok=True)
+                    _write_atomic(folder / "config.json", lambda f: f.write(config_json.encode()))
+                    self._mirror(conn, [run_id])
             except sqlite3.IntegrityError:
                 continue
-            folder = self.run_dir(run_id)
-            (folder / "snapshots").mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / "config.json", lambda f: f.write(config_json.encode()))
             return run_id
         raise StoreError("run: could not pick a unique run id")
 
@@ -414,6 +489,7 @@ class RunStore:
                 "UPDATE runs SET status = 'running', worker = ?, device = ?, started_at = ? WHERE id = ?",
                 (worker, device, time.time(), row[0]),
             )
+            self._mirror(conn, [row[0]])
             claimed = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (row[0],)).fetchone()
         return _run_from_row(claimed)
 
@@ -441,6 +517,7 @@ class RunStore:
         with self._write() as conn:
             self._fence(conn, run_id, worker)
             self._update_run(conn, run_id, sql, params)
+            self._mirror(conn, [run_id])
 
     def request_cancel(self, run_id: str, reason: str | None = None) -> None:
         """Cancels a queued run at once; asks a running run's worker to stop. `reason`, if given,
@@ -461,6 +538,7 @@ class RunStore:
                 " WHERE id = ?",
                 (time.time(), reason, run_id),
             )
+            self._mirror(conn, [run_id])
 
     def cancel_requested(self, run_id: str, worker: str | None = None) -> bool:
         """Whether the run should stop (one primary-key SELECT; workers poll it every step).
@@ -478,6 +556,7 @@ class RunStore:
         """Sets the run's display name."""
         with self._write() as conn:
             self._update_run(conn, run_id, "UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+            self._mirror(conn, [run_id])
 
     def delete_run(self, run_id: str) -> None:
         """Deletes the run's rows (runs, metrics, snapshots) and its folder, in any state: a worker
@@ -500,6 +579,7 @@ class RunStore:
         with self._write() as conn:
             self._fence(conn, run_id, worker)
             self._update_run(conn, run_id, "UPDATE runs SET final_metrics = ? WHERE id = ?", (text, run_id))
+            self._mirror(conn, [run_id])
 
     # -- workers ----------------------------------------------------------------------
 
@@ -538,6 +618,7 @@ class RunStore:
                 f" error = coalesce(error, 'worker stopped') WHERE {where}",
                 (time.time(), *params),
             )
+            self._mirror(conn, ids)
             if worker is None:
                 conn.execute("DELETE FROM workers")
             else:
@@ -558,9 +639,9 @@ class RunStore:
             StoreError: no such run; RunLost: `worker` (when given) no longer holds it.
         """
         merged: dict[int, dict] = {}
-        for index, row in enumerate(rows):
-            step, fields = _metric_row(row, index)
-            merged.setdefault(step, {}).update(fields)
+        rows_as_given = [_metric_row(row, index) for index, row in enumerate(rows)]
+        for step, values in rows_as_given:
+            merged.setdefault(step, {}).update(values)
         if not merged:
             return
         low, high = min(merged), max(merged)
@@ -577,6 +658,8 @@ class RunStore:
                 "INSERT OR REPLACE INTO metrics (run_id, step, row) VALUES (?, ?, ?)",
                 ((run_id, step, json.dumps(row)) for step, row in merged.items()),
             )
+            with open(self.run_dir(run_id) / "metrics.jsonl", "a") as f:  # the rows as given: rebuild merges again
+                f.write("".join(json.dumps({"step": step, **values}) + "\n" for step, values in rows_as_given))
 
     def read_metrics(self, run_id: str, since: int = -1) -> list[dict]:
         """Metric rows with step > since, ascending by step (pages poll with their last step).
@@ -624,10 +707,13 @@ class RunStore:
                 raise StoreError(f"run: no run {run_id!r}")
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, lambda f: np.savez(f, **arrays))
+            now = time.time()
             conn.execute(
                 "INSERT OR REPLACE INTO snapshots (run_id, step, metrics, created_at) VALUES (?, ?, ?, ?)",
-                (run_id, step, metrics_json, time.time()),
+                (run_id, step, metrics_json, now),
             )
+            with open(path.parent / "index.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "metrics": json.loads(metrics_json), "created_at": now}) + "\n")
 
     def runs_with_snapshots(self) -> set[str]:
         """The ids of the runs that have at least one snapshot (one query, for pickers)."""
@@ -724,3 +810,137 @@ def _not_a_checkpoint(path: Path, reason: str) -> CheckpointError:
 def _check_status(status: str) -> None:
     if status not in STATUSES:
         raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+
+
+# -- check and rebuild: the index from the run folders ---------------------------------
+
+
+def check(home: str | Path) -> list[str]:
+    """What differs between the index and the run folders, one line each (empty: they agree).
+
+    Read-only: it opens neither a store nor a write transaction, so it runs beside the app.
+    """
+    home = Path(home).absolute()
+    try:
+        db = sqlite3.connect(f"file:{home / 'index.sqlite'}?mode=ro", uri=True)
+        try:
+            verdict = db.execute("PRAGMA integrity_check").fetchone()[0]
+            runs = dict(db.execute("SELECT id, status FROM runs").fetchall())
+            metric_rows = dict(db.execute("SELECT run_id, count(*) FROM metrics GROUP BY run_id").fetchall())
+            snapshots = dict(db.execute("SELECT run_id, count(*) FROM snapshots GROUP BY run_id").fetchall())
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return [f"index: cannot be read ({exc}); `python -m contrast_core store rebuild` makes it again"]
+    problems = [] if verdict == "ok" else [f"index: integrity check says {verdict!r}"]
+    folders = {p.name for p in (home / "runs").iterdir() if p.is_dir()} if (home / "runs").is_dir() else set()
+    problems += [f"run {r}: a folder the index does not list" for r in sorted(folders - set(runs))]
+    problems += [f"run {r}: listed by the index, but its folder is gone" for r in sorted(set(runs) - folders)]
+    for run_id in sorted(folders & set(runs)):
+        folder = home / "runs" / run_id
+        kept = len(_metric_lines(folder))
+        if kept != metric_rows.get(run_id, 0):
+            problems.append(f"run {run_id}: {metric_rows.get(run_id, 0)} metric rows indexed, {kept} in metrics.jsonl")
+        files = len(_snapshot_files(folder))
+        if files != snapshots.get(run_id, 0):
+            problems.append(f"run {run_id}: {snapshots.get(run_id, 0)} snapshots indexed, {files} files")
+    return problems
+
+
+def rebuild(home: str | Path) -> dict:
+    """Makes a new index from the run folders; the old index files are kept beside it, renamed
+    `index.sqlite*.damaged-<time>`. Stop the app and its workers first: they hold the old file open.
+
+    A run that was running has lost its worker: it comes back interrupted (Resume continues it from
+    its checkpoint). Returns {"runs", "metric_rows", "snapshots", "skipped": [reasons], "kept_aside": [names]}.
+    """
+    home = Path(home).absolute()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    kept_aside = []
+    for suffix in ("", "-wal", "-shm"):
+        old = home / f"index.sqlite{suffix}"
+        if old.exists():
+            old.rename(old.with_name(f"{old.name}.damaged-{stamp}"))
+            kept_aside.append(f"{old.name}.damaged-{stamp}")
+    store = RunStore(home)
+    found = {"runs": 0, "metric_rows": 0, "snapshots": 0, "skipped": [], "kept_aside": kept_aside}
+    try:
+        for folder in sorted((home / "runs").iterdir()):
+            if folder.is_dir() and _RUN_ID.fullmatch(folder.name):
+                _restore(store, folder, found)
+    finally:
+        store.close()
+    return found
+
+
+def _restore(store: RunStore, folder: Path, found: dict) -> None:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        found["skipped"].append(f"run {folder.name}: no readable config.json")
+        return
+    try:
+        info = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):  # an older run, or a torn file: what the folder itself says
+        info = {}
+    status, error = info.get("status", "interrupted"), info.get("error")
+    if status not in STATUSES or status == "running":
+        status, error = "interrupted", "its worker was gone when the index was rebuilt"
+    merged: dict[int, dict] = {}
+    for row in _metric_lines(folder):
+        merged.setdefault(row["step"], {}).update(row)
+    snapshots = _snapshot_files(folder)
+    row = {
+        "id": folder.name, "name": info.get("name") or "", "config": json.dumps(config), "status": status,
+        "created_at": info.get("created_at") or folder.stat().st_mtime, "started_at": info.get("started_at"),
+        "finished_at": info.get("finished_at"), "device": info.get("device"), "error": error,
+        "owner": info.get("owner"), "parent_id": info.get("parent_id"), "step": max(merged, default=0),
+        "worker": info.get("worker"), "cancel_requested": 0,
+        "final_metrics": json.dumps(info["final_metrics"]) if info.get("final_metrics") is not None else None,
+        "sweep": info.get("sweep"),
+    }  # fmt: skip
+    with store._write() as conn:
+        conn.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+        conn.executemany("INSERT INTO metrics (run_id, step, row) VALUES (?, ?, ?)",
+                         [(folder.name, step, json.dumps(values)) for step, values in sorted(merged.items())])  # fmt: skip
+        conn.executemany("INSERT INTO snapshots (run_id, step, metrics, created_at) VALUES (?, ?, ?, ?)",
+                         [(folder.name, step, json.dumps(entry["metrics"]), entry["created_at"])
+                          for step, entry in sorted(snapshots.items())])  # fmt: skip
+        store._mirror(conn, [folder.name])
+    found["runs"] += 1
+    found["metric_rows"] += len(merged)
+    found["snapshots"] += len(snapshots)
+
+
+def _metric_lines(folder: Path) -> list[dict]:
+    """metrics.jsonl's rows, merged per step as add_metrics merges them (a torn last line is skipped)."""
+    rows: dict[int, dict] = {}
+    try:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            row = json.loads(line)
+            rows.setdefault(int(row["step"]), {}).update(row)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return [rows[step] for step in sorted(rows)]
+
+
+def _snapshot_files(folder: Path) -> dict[int, dict]:
+    """{step: {"metrics", "created_at"}} for each snapshot file present; its metrics from index.jsonl."""
+    entries: dict[int, dict] = {}
+    try:
+        for line in (folder / "snapshots" / "index.jsonl").read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                entries[int(entry["step"])] = entry
+            except (ValueError, KeyError, TypeError):
+                continue
+    except OSError:
+        pass
+    files = {int(p.stem): p for p in (folder / "snapshots").glob("*.npz") if p.stem.isdigit()}
+    return {
+        step: entries.get(step, {"metrics": {}, "created_at": path.stat().st_mtime}) for step, path in files.items()
+    }

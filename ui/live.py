@@ -18,7 +18,7 @@ from contrast_core import distances
 from contrast_core.metrics import METRICS
 from contrast_core.projection import project, umap_compiled
 from contrast_core.store import LIVE_STATUSES, Run, StoreError
-from ui import backend, figures, items
+from ui import backend, figures, items, tab
 from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
 
 REFRESH_SECONDS = 1.0
@@ -73,14 +73,14 @@ def live_panels(run_id: str) -> None:
     run = _first_step(run)
     live = run.status in LIVE_STATUSES
     # The progress line keeps going while the charts are paused, and reruns the page when the run ends.
-    st.fragment(run_every=REFRESH_SECONDS if live else None)(_progress)(run_id, live)
+    st.fragment(run_every=REFRESH_SECONDS if live else None)(tab.guarded(_progress))(run_id, live)
     # An ended run's panels poll only while a projection the user chose is computing (see _scatter_panel).
     waiting = not live and st.session_state.get(WAITING) == run_id
     period = REFRESH_SECONDS if live and not paused else POLL_SECONDS if waiting else None
     st.session_state[POLLING] = None if live else waiting
-    st.fragment(run_every=period)(_panels)(run_id, refreshing=period is not None)
+    st.fragment(run_every=period)(tab.guarded(_panels))(run_id, refreshing=period is not None)
     if live and run.step == 0 and time.time() - run.created_at < FIRST_STEP_WATCH_SECONDS:
-        st.fragment(run_every=FIRST_STEP_POLL_SECONDS)(_rerun_at_first_step)(run_id)
+        st.fragment(run_every=FIRST_STEP_POLL_SECONDS)(tab.guarded(_rerun_at_first_step))(run_id)
 
 
 def _first_step(run: Run) -> Run:

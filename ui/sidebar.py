@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-from ui import backend
+from contrast_core.jobs import MIN_FREE_MB
+from ui import backend, tab
 
 QUEUE_REFRESH_SECONDS = 2.0  # while runs are queued or running; not at all when idle
 
@@ -19,13 +20,17 @@ def sidebar(docs: StreamlitPage) -> None:
 
 def _queue_status() -> None:
     busy = _busy(backend.job_queue().status())
-    st.fragment(run_every=QUEUE_REFRESH_SECONDS if busy else None)(_draw_status)(busy)
+    st.fragment(run_every=QUEUE_REFRESH_SECONDS if busy else None)(tab.guarded(_draw_status))(busy)
 
 
 def _draw_status(was_busy: bool) -> None:
     status = backend.job_queue().status()  # the device as the workers report it (see JobQueue.status)
     st.markdown(f":material/memory: **{status['device']}**")
     st.caption(f"{status['running']} running · {status['queued']} queued · {status['workers']} workers")
+    free = backend.run_store().free_mb()
+    if free < MIN_FREE_MB:
+        st.warning(f"Disk full: {free:.0f} MB free under CONTRAST_HOME. Workers start no run until there is "
+                   "room; delete runs or free space.", icon=":material/storage:")  # fmt: skip
     if _busy(status) != was_busy:
         st.rerun()  # once, when the queue empties: the refresh period follows
 

@@ -6,6 +6,8 @@ open it again. st.navigation drops query parameters on a page switch: each page 
 
 from __future__ import annotations
 
+import functools
+
 import streamlit as st
 
 from contrast_core.config import RunConfig
@@ -76,3 +78,17 @@ def show_notices() -> None:
     """Shows, once, what the actions since the page last ran did (each page that acts calls it)."""
     for text, icon in st.session_state.pop(NOTICES, []):
         st.toast(text, icon=icon)
+
+
+def guarded(draw):
+    """`draw` (a page's fragment), with a store that fails (a damaged index, a full disk) said in one
+    line where the fragment draws, instead of a traceback; the fragment tries again at its next tick."""
+
+    @functools.wraps(draw)
+    def drawn(*args, **kwargs):
+        try:
+            return draw(*args, **kwargs)
+        except StoreError as exc:
+            st.error(str(exc), icon=":material/database:")
+
+    return drawn

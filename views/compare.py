@@ -87,7 +87,7 @@ def sweep_section(store, name: str) -> list[str]:
     live = any(run.status in LIVE_STATUSES for run in runs)
     playing = st.session_state.get("compare.play", False)
     period = PLAY_SECONDS if playing else REFRESH_SECONDS if live else None
-    st.fragment(run_every=period)(_multiples)(name, live, playing)
+    st.fragment(run_every=period)(tab.guarded(_multiples))(name, live, playing)
     return [run.id for run in grid.runs]
 
 

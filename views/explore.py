@@ -348,4 +348,6 @@ if st.session_state.get("explore.run") != run_id:  # another run: its last snaps
         st.warning(f"step: run {run_id} has no snapshot at step {asked!r}; showing its last one.")
     st.session_state[STEP] = int(asked) if asked.isdigit() and int(asked) in steps else steps[-1]
 playing = st.session_state.get("explore.play", False)
-st.fragment(run_every=PLAY_SECONDS if playing else None)(snapshot_view)(run_id, steps, runs[run_id].config, playing)
+st.fragment(run_every=PLAY_SECONDS if playing else None)(tab.guarded(snapshot_view))(
+    run_id, steps, runs[run_id].config, playing
+)

@@ -130,4 +130,4 @@ st.caption(
 )
 tab.show_in_url(tab.watched_run())  # so that F5 here keeps the tab's run (a page switch dropped it)
 busy = bool(demo.visible(backend.run_store().list_runs(status=LIVE_STATUSES)))
-st.fragment(run_every=REFRESH_SECONDS if busy else None)(runs_table)(busy)
+st.fragment(run_every=REFRESH_SECONDS if busy else None)(tab.guarded(runs_table))(busy)
