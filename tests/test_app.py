@@ -508,7 +508,7 @@ def test_a_named_run_is_told_apart_in_the_pickers(queue, store):
     assert run.name == "wide margin"
     switch_as_the_sidebar_does(at, "compare")
     labels = at.multiselect[0].options
-    assert labels[0].startswith("wide margin · contrastive") and all(len(label) < 60 for label in labels)
+    assert labels[0].startswith("wide margin · contrastive") and all(len(label) < 50 for label in labels)
     assert list(at.dataframe[0].value["run"]) == ["wide margin", labels[1].split(" · ")[0]]
 
 

@@ -185,3 +185,11 @@ def test_a_finished_run_downloads_as_a_zip(queue, store):
     from contrast_core.export import run_zip
 
     assert "metrics.csv" in zipfile.ZipFile(io.BytesIO(run_zip(store, run_id))).namelist()
+
+
+def test_a_chip_names_an_unnamed_run_by_a_short_id_that_tells_it_apart():
+    from ui.run_table import short_id
+
+    assert short_id("20261124-054338-15b8f9196ad79d6c") == "1124-054338-15b8f9"
+    assert short_id("20261124-054338-15b8f0000000000f") != short_id("20261124-054338-15b8f9196ad79d6c")
+    assert short_id("old-run") == "old-run" and short_id("20250101-120000-a3f9c1") == "20250101-120000-a3f9c1"

@@ -45,9 +45,16 @@ def status(run: Run) -> str:
     return "stopping…" if run.status == "running" and run.cancel_requested else run.status
 
 
+def short_id(run_id: str) -> str:
+    """A run id without its year and with 6 of its 16 random digits ("1124-054338-15b8f9"): enough to
+    tell runs apart in a chip or a legend; tables show the whole id."""
+    date, _, rest = run_id.partition("-")
+    return f"{date[4:]}-{rest[:13]}" if len(date) == 8 and date.isdigit() and len(rest) > 13 else run_id
+
+
 def short_label(run: Run) -> str:
-    """A few words for a picker chip: the name, else the id, then the loss and the status."""
-    return f"{run.name or run.id} · {run.config['loss']} · {run.status}"
+    """A few words for a picker chip: the name, else the short id, then the loss and the status."""
+    return f"{run.name or short_id(run.id)} · {run.config['loss']} · {run.status}"
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:

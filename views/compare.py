@@ -11,7 +11,7 @@ from contrast_core.metrics import METRICS
 from contrast_core.store import LIVE_STATUSES
 from ui import backend, demo, figures, sweep_view, tab
 from ui.config_form import CHOSEN_DISTANCE, DEFAULTS, SAVED
-from ui.run_table import TABLE_METRICS, config_differences, last_metrics, short_label, summary
+from ui.run_table import TABLE_METRICS, config_differences, last_metrics, short_id, short_label, summary
 
 MODES = ("A sweep", "Chosen runs")
 # What a knob's values box starts with when the knob is picked.
@@ -161,7 +161,7 @@ def chosen_runs(runs: dict, watched: str | None) -> list[str]:
 
 
 def curves_and_table(store, runs: dict, chosen: list[str]) -> None:
-    labels = {i: runs[i].name or i for i in chosen}
+    labels = {i: runs[i].name or short_id(i) for i in chosen}
     if len(set(labels.values())) < len(labels):  # two runs of the same name: the legend needs their ids
         labels = {i: f"{runs[i].name} ({i})" if runs[i].name else i for i in chosen}
     differences = config_differences([runs[i] for i in chosen])
