@@ -1,0 +1,130 @@
+"""`python -m ui.load`: many visitors on one hosted demo, as they would come.
+
+Starts `streamlit run app.py` in demo mode on 127.0.0.1 over a fresh store, opens one headless
+Chromium context per visitor (each its own cookie, so its own runs), and has each press Train a
+moment after the one before and watch its own live page. It counts what went wrong (pages that
+did not load, exception boxes, runs that did not end) and measures what each visitor saw: how
+often its progress line changed while its own run trained (the live refresh period), how long it
+waited in the queue, and the app's memory at the start and end. Bounded in time; it stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ui.serve import CHROMIUM, CHROMIUM_ARGS, local_app
+
+# Records each change of the progress line as [seconds, text], from the moment it is installed.
+WATCH_JS = """() => { window.changes = []; let last = null; const t0 = performance.now();
+    window.watchTimer = setInterval(() => {
+        const bar = document.querySelector('[data-testid="stProgress"]');
+        const text = bar ? bar.innerText : null;
+        if (text !== last) { last = text; window.changes.push([(performance.now() - t0) / 1000, text]); }
+    }, 50); }"""
+
+
+def rss_mb(pid: int) -> float:
+    return int(subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True).stdout) / 1024
+
+
+def seen(changes: list) -> dict:
+    """From one visitor's progress-line changes: the gaps between changes while its run trained, and when
+    its run was first seen running and first seen ended (seconds from the watch's start)."""
+    running = [(t, text) for t, text in changes if text and text.startswith("running")]
+    gaps = [b[0] - a[0] for a, b in zip(running, running[1:], strict=False)]
+    ended = next((t for t, text in changes if text and text.split(" ")[0] in ("finished", "failed", "cancelled")), None)
+    return {"gaps": gaps, "running_at": running[0][0] if running else None, "ended_at": ended}
+
+
+def load(visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: Path | None = None) -> dict:
+    """Runs the visitors against one app; returns the counts and figures (see the module's docstring)."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = home or Path(tmp)
+        settings = {"CONTRAST_DEMO": "1", "CONTRAST_DEMO_RUNS_PER_VISITOR": "1"}
+        with local_app(home, home / "server.log", env=settings) as (url, pid), sync_playwright() as p:
+            memory_start = rss_mb(pid)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            pages, failed_loads = [], 0
+            for _ in range(visitors):
+                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                page.set_default_timeout(60_000)
+                try:
+                    page.goto(f"{url}/?steps={steps}")
+                    page.get_by_text("Press Train").first.wait_for()  # the page has run: a click is heard
+                    page.evaluate(WATCH_JS)
+                    page.get_by_test_id("stMain").get_by_role("button", name="Train").click()
+                    page.wait_for_function("() => new URLSearchParams(location.search).get('run')")  # queued
+                    pages.append(page)
+                except Exception:  # a page that did not load, or a Train click that queued nothing
+                    failed_loads += 1
+                time.sleep(stagger)
+            deadline, samples, next_sample = time.monotonic() + seconds, [], time.monotonic()
+            while time.monotonic() < deadline:
+                if time.monotonic() >= next_sample:  # a soak: the app's memory every half minute
+                    samples.append(round(rss_mb(pid)))
+                    next_sample += 30
+                if all(seen(page.evaluate("() => window.changes"))["ended_at"] is not None for page in pages):
+                    break
+                time.sleep(1)
+            changes = [page.evaluate("() => window.changes") for page in pages]
+            views = [seen(found) for found in changes]
+            exceptions = sum(page.locator('[data-testid="stException"]').count() for page in pages)
+            memory_end = rss_mb(pid)
+            browser.close()
+    gaps = [gap for view in views for gap in view["gaps"]]
+    return {
+        "visitors": visitors,
+        "failed_loads": failed_loads,
+        "exception_boxes": exceptions,
+        "runs_not_ended": sum(view["ended_at"] is None for view in views),
+        "visitors_with_fewer_than_3_updates_while_training": sum(len(view["gaps"]) < 2 for view in views),
+        "refresh_seconds_median": statistics.median(gaps) if gaps else None,
+        "refresh_seconds_p95": sorted(gaps)[int(0.95 * (len(gaps) - 1))] if gaps else None,
+        "refresh_seconds_max": max(gaps) if gaps else None,
+        "queue_wait_seconds_max": max((v["running_at"] for v in views if v["running_at"] is not None), default=None),
+        "app_memory_mb_start": round(memory_start),
+        "app_memory_mb_end": round(memory_end),
+        "app_memory_mb_every_30_s": samples,
+        "each_visitor": [
+            {
+                "updates_while_training": len(view["gaps"]) + 1 if view["running_at"] is not None else 0,
+                "running_at": view["running_at"],
+                "ended_at": view["ended_at"],
+                "last_line": (found[-1][1] or "")[:120] if found else None,
+            }
+            for view, found in zip(views, changes, strict=True)
+        ],  # fmt: skip
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ui.load", description="Contrast Lab under many visitors")
+    parser.add_argument("--visitors", type=int, default=8, help="browser contexts, each a visitor with a run")
+    parser.add_argument("--steps", type=int, default=1000, help="each visitor's run")
+    parser.add_argument("--seconds", type=float, default=300, help="the most the test runs")
+    parser.add_argument("--out", type=Path, default=Path("load.json"), help="JSON file for the figures")
+    args = parser.parse_args(argv)
+    if not 1 <= args.visitors <= 32:
+        print("error: --visitors: from 1 to 32", file=sys.stderr)
+        return 2
+    found = load(args.visitors, args.steps, args.seconds)
+    args.out.write_text(json.dumps(found, indent=2))
+    for key, value in found.items():
+        if key == "each_visitor":
+            continue
+        print(f"{key:>50}  {value:.2f}" if isinstance(value, float) else f"{key:>50}  {value}")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
