@@ -49,7 +49,9 @@ def load(visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: 
 
     with tempfile.TemporaryDirectory() as tmp:
         home = home or Path(tmp)
-        settings = {"CONTRAST_DEMO": "1", "CONTRAST_DEMO_RUNS_PER_VISITOR": "1"}
+        # The demo's caps, but as long a run as asked for (a soak).
+        settings = {"CONTRAST_DEMO": "1", "CONTRAST_DEMO_RUNS_PER_VISITOR": "1",
+                    "CONTRAST_DEMO_MAX_STEPS": str(max(steps, 5000)), "CONTRAST_DEMO_RUN_SECONDS": str(seconds)}  # fmt: skip
         with local_app(home, home / "server.log", env=settings) as (url, pid), sync_playwright() as p:
             memory_start = rss_mb(pid)
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
