@@ -18,6 +18,17 @@ def open_link(**params) -> AppTest:
     return at
 
 
+def vae_run_with_a_decoder(store) -> tuple[str, dict]:
+    """A finished 2-D VAE run whose step-100 snapshot holds a (random) decoder; (run id, its arrays before)."""
+    from contrast_core.models import VAE
+
+    run_id, _ = add_run(store, 100, status="finished", model="vae")
+    arrays = dict(store.load_snapshot(run_id, 100))
+    decoder = VAE((1, 8, 8), 2).decoder
+    store.add_snapshot(run_id, 100, arrays | {f"decoder.{k}": v.numpy() for k, v in decoder.state_dict().items()})
+    return run_id, arrays
+
+
 def with_forces(store, run_id, step):
     """Rewrites a snapshot with forces: item 0 pushed along +x by 2, item 1 in the batch but untouched."""
     arrays = dict(store.load_snapshot(run_id, step))
@@ -181,12 +192,7 @@ def test_a_click_a_box_and_a_click_on_empty_latent_space_are_told_apart():
 
 
 def test_a_2d_vae_latent_can_be_clicked_anywhere_to_decode(queue, store):
-    from contrast_core.models import VAE
-
-    run_id, _ = add_run(store, 100, status="finished", model="vae")
-    arrays = dict(store.load_snapshot(run_id, 100))
-    decoder = VAE((1, 8, 8), 2).decoder
-    store.add_snapshot(run_id, 100, arrays | {f"decoder.{k}": v.numpy() for k, v in decoder.state_dict().items()})
+    run_id, arrays = vae_run_with_a_decoder(store)
     at = open_link(run=run_id, step="100")
     data = chart(at, "Step 100")["data"]
     grid = data[0]  # beneath the items
@@ -236,12 +242,7 @@ def test_density_contours_are_drawn_per_class(queue, store):
 
 def test_a_vae_snapshot_offers_latent_decoding_and_interpolation(queue, store):
     """The decoding itself (the snapshot's decoder, rebuilt): tests/test_train.py."""
-    from contrast_core.models import VAE
-
-    run_id, _ = add_run(store, 100, status="finished", model="vae")
-    arrays = dict(store.load_snapshot(run_id, 100))
-    decoder = VAE((1, 8, 8), 2).decoder
-    store.add_snapshot(run_id, 100, arrays | {f"decoder.{k}": v.numpy() for k, v in decoder.state_dict().items()})
+    run_id, _ = vae_run_with_a_decoder(store)
     at = open_link(run=run_id, step="100")
     at.number_input(key="explore.from").set_value(2).run()
     at.number_input(key="explore.to").set_value(5).run()
