@@ -175,7 +175,7 @@ def config_from_link(params: dict[str, str]) -> tuple[dict, dict[str, str]]:
     Query parameters that are not RunConfig fields (`run`, say) are not settings and are left alone.
     """
     recipe = recipe_values(next(iter(PRESETS)))
-    given = {field: value for field, value in params.items() if field in RunConfig.model_fields}
+    given = {field: _whole(field, value) for field, value in params.items() if field in RunConfig.model_fields}
     if "distance" not in given:
         recipe["distance"] = None  # the linked loss's own distance
     values, refused = recipe | given, {}
@@ -191,6 +191,18 @@ def config_from_link(params: dict[str, str]) -> tuple[dict, dict[str, str]]:
             continue
         return config.model_dump(mode="json"), refused
     return recipe_values(next(iter(PRESETS))), refused | {"link": "its settings do not go together"}
+
+
+def _whole(field: str, value: str):
+    """A whole-number field's value as typed in a link ("1e10", "2000.0") read as a number, as its input
+    box reads it, so that the reason given is its limit, not the spelling; anything else as it is."""
+    if RunConfig.model_fields[field].annotation is not int:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if math.isfinite(number) and number.is_integer() else value
 
 
 def link_params(values: dict) -> dict[str, str]:

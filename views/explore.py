@@ -67,13 +67,13 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         return
     dim = arrays["embeddings"].shape[1]
     method = "PCA"
+    asked = st.query_params.get("projection")
+    if "explore.method" not in st.session_state and asked:  # a link's projection, once
+        if asked in layouts.METHODS:
+            st.session_state["explore.method"] = asked
+        else:
+            st.warning(f"projection: unknown {asked!r} (choose from {', '.join(layouts.METHODS)}); showing PCA.")
     if dim > 2:
-        asked = st.query_params.get("projection")
-        if "explore.method" not in st.session_state and asked:  # a link's projection, once
-            if asked in layouts.METHODS:
-                st.session_state["explore.method"] = asked
-            else:
-                st.warning(f"projection: unknown {asked!r} (choose from {', '.join(layouts.METHODS)}); showing PCA.")
         method = st.segmented_control("Projection", list(layouts.METHODS), default="PCA", key="explore.method") or "PCA"
     if method == "PCA":
         st.query_params.pop("projection", None)

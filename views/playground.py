@@ -5,7 +5,7 @@ import streamlit as st
 from contrast_core.config import RunConfig
 from contrast_core.store import LIVE_STATUSES
 from ui import backend, demo, figures, live, tab
-from ui.config_form import config_form, config_from_link, link_params, load_config, reset_form
+from ui.config_form import config_form, config_from_link, link_params, load_config, plain_reason, reset_form
 
 LOADED = "playground.loaded"  # session_state: the run whose config the form was last set to
 TRAIN = "playground.train"  # session_state: Train was clicked; the run is queued once the form is read
@@ -62,7 +62,8 @@ if not run_id and not st.session_state.get(LINKED):  # a link with settings: the
     else:
         refused = {}
     for field, reason in refused.items():
-        st.warning(f"{field}: {reason} (from the link; the recipe's value is used)", icon=":material/link_off:")
+        st.warning(f"{plain_reason(field, reason)} (from the link; the recipe's value is used)",
+                   icon=":material/link_off:")  # fmt: skip
 run = tab.find_run(run_id) if run_id else None
 if run is not None and st.session_state.get(LOADED) != run.id:  # a new run to watch: the form shows its config
     load_config(run.config)
