@@ -74,7 +74,8 @@ def test_a_run_no_worker_takes_is_looked_for_often_until_its_first_step(queue, s
     at = watch(run_id)
     assert "step 0 / 100" in at.get("progress")[0].proto.text
     assert periods["_rerun_at_first_step"] == [live.FIRST_STEP_POLL_SECONDS]
-    assert periods["_panels"] == [live.REFRESH_SECONDS]
+    assert periods["_panels"] == [None]  # queued: nothing to draw, so no polling (the progress line polls)
+    assert periods["_progress"] == [live.REFRESH_SECONDS]
 
 
 def test_an_old_queued_run_gets_the_plain_refresh_only(queue, store, periods, monkeypatch):

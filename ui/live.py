@@ -71,12 +71,15 @@ def live_panels(run_id: str) -> None:
         "Pause live view", key="live.paused", help="Freeze the charts to look closely; training goes on."
     )
     run = _first_step(run)
-    live = run.status in LIVE_STATUSES
-    # The progress line keeps going while the charts are paused, and reruns the page when the run ends.
-    st.fragment(run_every=REFRESH_SECONDS if live else None)(tab.guarded(_progress))(run_id, live)
-    # An ended run's panels poll only while a projection the user chose is computing (see _scatter_panel).
+    live, queued = run.status in LIVE_STATUSES, run.status == "queued"
+    # The progress line keeps going while the charts are paused (or the run waits in the queue), and
+    # reruns the page when the run starts or ends.
+    st.fragment(run_every=REFRESH_SECONDS if live else None)(tab.guarded(_progress))(run_id, live, queued)
+    # An ended run's panels poll only while a projection the user chose is computing (see _scatter_panel);
+    # a queued run's not at all: there is nothing new to draw until it starts, and a queue of visitors
+    # polling for nothing is what slows everyone's refresh on a shared server.
     waiting = not live and st.session_state.get(WAITING) == run_id
-    period = REFRESH_SECONDS if live and not paused else POLL_SECONDS if waiting else None
+    period = REFRESH_SECONDS if live and not queued and not paused else POLL_SECONDS if waiting else None
     st.session_state[POLLING] = None if live else waiting
     st.fragment(run_every=period)(tab.guarded(_panels))(run_id, refreshing=period is not None)
     if live and run.step == 0 and time.time() - run.created_at < FIRST_STEP_WATCH_SECONDS:
@@ -146,7 +149,7 @@ def _panels(run_id: str, refreshing: bool) -> None:
         _reconstruction_panel(view)
 
 
-def _progress(run_id: str, was_live: bool) -> None:
+def _progress(run_id: str, was_live: bool, was_queued: bool = False) -> None:
     """The progress line: status, step, the run's real rate, elapsed time, device."""
     store = backend.run_store()
     try:
@@ -167,7 +170,7 @@ def _progress(run_id: str, was_live: bool) -> None:
     st.progress(min(run.step / run.config["steps"], 1.0), text=" · ".join(parts))
     if run.status == "failed":
         st.error(f"Run failed: {run.error}", icon=":material/error:")
-    if was_live and run.status not in LIVE_STATUSES:
+    if (was_live and run.status not in LIVE_STATUSES) or (was_queued and run.status != "queued"):
         st.rerun()  # once: the page's buttons and the charts' refresh period follow the new status
 
 
