@@ -457,16 +457,22 @@ class RunStore:
         return [row[0] for row in rows]
 
     def queue_position(self, run_id: str) -> int | None:
-        """1-based place among queued runs (oldest first), or None if the run is not queued."""
-        rows = self._read(
-            "SELECT r.status, (SELECT count(*) FROM runs q WHERE q.status = 'queued'"
-            " AND (q.created_at, q.rowid) <= (r.created_at, r.rowid)) FROM runs r WHERE r.id = ?",
-            (run_id,),
-        )
-        if not rows:
+        """1-based place in the order `claim_next` takes queued runs (fewest runs training for the owner
+        first, then oldest), as things stand now; None if the run is not queued."""
+        status = self._read("SELECT status FROM runs WHERE id = ?", (run_id,))
+        if not status:
             raise StoreError(f"run: no run {run_id!r}")
-        status, position = rows[0]
-        return position if status == "queued" else None
+        if status[0][0] != "queued":
+            return None
+        training = dict(self._read("SELECT owner, count(*) FROM runs WHERE status = 'running' GROUP BY owner"))
+        waiting = self._read("SELECT id, owner FROM runs WHERE status = 'queued' ORDER BY created_at, rowid")
+        for position in range(1, len(waiting) + 1):  # claim as claim_next would, one run at a time
+            index = min(range(len(waiting)), key=lambda i: (training.get(waiting[i][1], 0), i))
+            taken, owner = waiting.pop(index)
+            if taken == run_id:
+                return position
+            training[owner] = training.get(owner, 0) + 1
+        return None
 
     def claim_next(self, worker: str, device: str, *, sweep: str | None = None) -> Run | None:
         """Atomically takes the oldest queued run (of `sweep`, if given) and marks it running on this worker.

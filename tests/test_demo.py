@@ -157,6 +157,14 @@ def test_a_run_over_the_wall_time_cap_is_stopped_with_its_reason(store):
     assert (run.status, run.error) == ("cancelled", "stopped at this demo's limit of 60 s a run")
 
 
+def test_a_queued_run_s_position_follows_the_fair_order(store):
+    mine = [store.create_run({}, owner=A) for _ in range(3)]
+    theirs = store.create_run({}, owner=B)
+    assert [store.queue_position(i) for i in [*mine, theirs]] == [1, 3, 4, 2]  # B's goes after A's first
+    order = [store.claim_next(f"w{k}", "cpu").id for k in range(4)]
+    assert order == [mine[0], theirs, mine[1], mine[2]]  # as claim_next takes them
+
+
 def test_the_queue_is_fair_between_visitors(store):
     first = [store.create_run({}, owner=A) for _ in range(3)]
     late = store.create_run({}, owner=B)
