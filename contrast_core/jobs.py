@@ -148,8 +148,8 @@ def run_worker(home: str | Path | None = None, worker_id: str | None = None, par
             time.sleep(trouble.seen(exc))
             continue
         trouble.clear()
-        store.keep_reserve()
         if run is not None:
+            store.keep_reserve()  # before each run: what a full disk lets it record its failure with
             execute(store, run.id, worker_id)
         else:
             time.sleep(POLL_SECONDS)

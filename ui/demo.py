@@ -133,10 +133,10 @@ def refusal(store: RunStore, configs: list[RunConfig]) -> str | None:
 
 def make_room(store: RunStore) -> list[str]:
     """Deletes the oldest ended runs until all runs fit in the disk cap (never a live run); their ids."""
-    limit = caps().disk_mb * 1e6
-    used = {run.id: _bytes(store.run_dir(run.id)) for run in store.list_runs()}
+    limit, runs = caps().disk_mb * 1e6, store.list_runs()
+    used = {run.id: _bytes(store.run_dir(run.id)) for run in runs}
     deleted = []
-    for run in reversed(store.list_runs()):  # oldest first
+    for run in reversed(runs):  # oldest first
         if sum(used.values()) <= limit:
             break
         if run.status not in LIVE_STATUSES:
