@@ -21,6 +21,8 @@ from contrast_core.store import RunStore
 from ui.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, local_app
 
 pytestmark = pytest.mark.browser
+# What a page draws can take a while on 2 busy cores (a run training beside two sessions): wait for it.
+expect.set_options(timeout=30_000)
 
 ARTIFACTS = ROOT / "test-artifacts"
 VIEWPORT = {"width": 1600, "height": 2000}  # tall: the whole Playground in one screenshot

@@ -13,6 +13,8 @@ from playwright.sync_api import expect, sync_playwright
 from ui.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, local_app
 
 pytestmark = pytest.mark.browser
+# What a page draws can take a while on 2 busy cores (a run training beside two sessions): wait for it.
+expect.set_options(timeout=30_000)
 
 ARTIFACTS = ROOT / "test-artifacts"
 URL_RUN_JS = "() => new URLSearchParams(location.search).get('run')"
