@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from contrast_core import data, distances, losses, models, samplers
+from contrast_core import rules
 
 MAX_SNAPSHOTS = 200  # a run's snapshots, each a file on disk (about 12 kB each for the default run)
 MAX_MARGIN = 10_000.0
@@ -50,7 +50,7 @@ class RunConfig(BaseModel):
     distance: str | None = None
     margin: float = 1.0  # in the distance's units; a similarity in [-1, 1] for cosine-embedding
     # contrastive / triplet: average over every term, or over the non-zero ones (pytorch-metric-learning)
-    reduction: Literal[losses.REDUCTIONS] = "mean"
+    reduction: Literal[rules.REDUCTIONS] = "mean"
     # nt-xent / supcon: 0.1 as in SimCLR's best runs; below 0.001 the logits (similarity / temperature) overflow
     temperature: float = Field(0.1, ge=0.001, le=10)
     sampler: str = "random-pairs"
@@ -93,21 +93,21 @@ class RunConfig(BaseModel):
     def _natural_distance(cls, values):
         """A run that names no distance gets its loss's natural one; an explicit choice is kept."""
         if isinstance(values, dict) and values.get("distance") is None:
-            loss = losses.LOSSES.get(values.get("loss", cls.model_fields["loss"].default))
+            loss = rules.LOSSES.get(values.get("loss", cls.model_fields["loss"].default))
             if loss is not None:  # an unknown loss is reported by _consistent
                 values = values | {"distance": loss.natural_distance}
         return values
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        _check_name("dataset", self.dataset, data.DATASETS)
-        _check_name("model", self.model, models.MODELS)
-        _check_name("loss", self.loss, losses.LOSSES)
-        _check_name("distance", self.distance, distances.DISTANCES)
-        _check_name("sampler", self.sampler, samplers.SAMPLERS)
+        _check_name("dataset", self.dataset, rules.DATASETS)
+        _check_name("model", self.model, rules.MODELS)
+        _check_name("loss", self.loss, rules.LOSSES)
+        _check_name("distance", self.distance, rules.DISTANCES)
+        _check_name("sampler", self.sampler, rules.SAMPLERS)
         loss = self.loss_class
-        if loss.kind not in samplers.SAMPLERS[self.sampler].kinds:
-            fits = [name for name, s in samplers.SAMPLERS.items() if loss.kind in s.kinds]
+        if loss.kind not in rules.SAMPLERS[self.sampler].kinds:
+            fits = [name for name, s in rules.SAMPLERS.items() if loss.kind in s.kinds]
             raise ValueError(f"sampler: '{self.sampler}' cannot feed the '{self.loss}' loss (use {', '.join(fits)})")
         limits = loss.margin_limits(self.distance)
         if limits is not None and not limits[0] <= self.margin <= limits[1]:
@@ -127,9 +127,9 @@ class RunConfig(BaseModel):
         return self
 
     @property
-    def loss_class(self) -> type[losses.Loss]:
+    def loss_class(self) -> type[rules.Objective]:
         """The loss's class: the one source of its rules (knobs, distance, margin, collapse)."""
-        return losses.LOSSES[self.loss]
+        return rules.LOSSES[self.loss]
 
     @property
     def loss_kind(self) -> str:
@@ -147,7 +147,7 @@ class RunConfig(BaseModel):
 
     def collapsed_loss(self) -> float | None:
         """The loss a collapsed embedding (every distance 0) pays in this run, where the recipe fixes it."""
-        sampler = samplers.SAMPLERS[self.sampler]
+        sampler = rules.SAMPLERS[self.sampler]
         if not sampler.finds_on_collapse:
             return 0.0  # nothing is mined, so nothing is paid
         items = self.batch_size if self.loss_kind == "views" else None  # class-balanced batch sizes vary
@@ -156,8 +156,8 @@ class RunConfig(BaseModel):
         return self.loss_class.collapsed_loss(self.margin, self.reduction, sampler.negative_share, items or 0)
 
     def peak_bytes(self) -> int:
-        """An upper estimate of one training step's memory beyond the model and data (see Sampler.peak_bytes)."""
-        sampler = samplers.SAMPLERS[self.sampler]
+        """An upper estimate of one training step's memory beyond the model and data (see rules.Sampler.peak_bytes)."""
+        sampler = rules.SAMPLERS[self.sampler]
         return sampler.peak_bytes(self.batch_size, self.m_per_class, self.embedding_dim, self.loss_class.kind)
 
     def memory_refusal(self, available: int, where: str) -> str | None:

@@ -7,7 +7,7 @@ on a row is the negative gradient: where one gradient-descent step on the embedd
 Rows of one item (the two views, or both sides of pairs) add up.
 
 Forces are stated in the space the pages draw: the raw embedding for Euclidean distances, and the
-unit sphere for the cosine, where a move `de` of the raw embedding `e` moves the drawn point
+unit sphere for the cosine (`projection.in_plane` puts them in a 2-D layout), where a move `de` of the raw embedding `e` moves the drawn point
 `u = e / |e|` by `(I - u u^T) de / |e|` (the loss ignores the length, so only that part acts).
 """
 
@@ -51,14 +51,3 @@ def item_forces(force: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) ->
     drawn = torch.zeros(len(items), dtype=torch.bool, device=force.device)
     drawn[position] = True
     return total.cpu().numpy().astype(np.float32), drawn.cpu().numpy()
-
-
-def in_plane(forces: np.ndarray, measured: np.ndarray, layout: np.ndarray) -> np.ndarray:
-    """(E, D) forces -> (E, 2) in a 2-D layout that is linear in the measured embedding (a PCA,
-    possibly rotated and shifted): the layout's map, fitted by least squares, applied to the forces."""
-    if forces.shape[1] == 2 and layout is measured:
-        return forces
-    centred = measured - measured.mean(0)
-    target = layout - layout.mean(0)
-    linear, *_ = np.linalg.lstsq(centred, target, rcond=None)  # (D, 2)
-    return forces @ linear

@@ -40,10 +40,16 @@ def worker_threads() -> int:
 
 
 def default_workers() -> int:
-    """One worker per GPU, else one."""
-    import torch
-
-    return max(1, torch.cuda.device_count())
+    """One worker per GPU, else one. Counted by torch in a short child process (where a GPU's device
+    files exist at all): the page process that starts the workers never imports torch."""
+    if not any(os.path.exists(path) for path in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")):
+        return 1
+    count = "import torch; print(torch.cuda.device_count())"
+    try:
+        found = subprocess.run([sys.executable, "-c", count], capture_output=True, text=True, timeout=120)
+        return max(1, int(found.stdout.strip().splitlines()[-1]))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return 1
 
 
 # --- the worker side ---------------------------------------------------------------------------
@@ -280,7 +286,7 @@ class JobQueue:
         its snapshots and checkpoint and says why."""
         self.store = store
         self.run_seconds = run_seconds
-        # None: one per GPU, counted at start (torch is imported then, not to read the status)
+        # None: one per GPU, counted at start (by a child process, see default_workers)
         self.n_workers = n_workers or int(os.environ.get("CONTRAST_WORKERS", 0)) or None
         self.procs: dict[str, subprocess.Popen] = {}
         self.oom_kills = oom_kills()  # the kernel's count when last looked at
@@ -295,8 +301,8 @@ class JobQueue:
             if self.supervisor is not None:
                 return self
             self._interrupt_stale()
-            # The first worker starts before the GPUs are counted: counting imports torch here
-            # (1.5-2 s on 2 cores), and a worker needs every second of its start-up before a click.
+            # The first worker starts before the GPUs are counted: on a GPU machine counting imports
+            # torch in a child (1.5-2 s on 2 cores), and a worker needs every second of its start-up.
             suffix = f"-{os.getpid()}@{socket.gethostname()}"
             self._spawn(f"w0{suffix}")
             self.n_workers = self.n_workers or default_workers()

@@ -2,10 +2,10 @@
 
 Pair labels: `same = 1` for a similar (positive) pair, `0` for a dissimilar (negative) one.
 
-Every loss class is the one source of its objective's rules: the `kind` of input it takes
-(which decides the samplers that can feed it), the RunConfig `knobs` it reads, the distance it
-measures with, what its margin means in distance units, and what a collapsed embedding costs.
-The config, the form, the tables and the diagnosis ask the class; none repeats a rule.
+Every loss class implements its objective's rules, which it inherits from `rules.py`: the `kind`
+of input it takes (which decides the samplers that can feed it), the RunConfig `knobs` it reads,
+the distance it measures with, what its margin means in distance units, and what a collapsed
+embedding costs. The config, the form, the tables and the diagnosis ask the rules; none repeats one.
 
 Kinds of input (the miners' named tuples in samplers.py):
 - "pairs":    forward(x1 (P, D), x2 (P, D), same (P,))
@@ -22,16 +22,14 @@ Reductions (the `reduction` knob of the margin losses):
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrast_core import distances
+from contrast_core import distances, rules
 from contrast_core.distances import Distance
 
-REDUCTIONS = ("mean", "mean-nonzero")
+REDUCTIONS = rules.REDUCTIONS
 
 
 def positive_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -50,66 +48,12 @@ def _mean_nonzero(values: torch.Tensor) -> torch.Tensor:
     return values.sum() / (values > 0).sum().clamp_min(1)
 
 
-class Loss(nn.Module):
-    """Base of every loss: its rules, as class methods that need no instance.
-
-    Class attributes:
-        kind: the input it takes ("pairs", "triplets", "views" or "labels").
-        knobs: the RunConfig fields it reads; the others are ignored (with a note).
-        natural_distance: the distance of a run that names none.
-    """
-
-    kind: str
-    knobs: frozenset[str] = frozenset()
-    natural_distance: str = "euclidean"
-
-    @classmethod
-    def measures_with(cls, distance: str | None = None) -> str:
-        """The distance it measures with: the run's choice if it reads one, else its natural one."""
-        return distance if distance and "distance" in cls.knobs else cls.natural_distance
-
-    @classmethod
-    def margin_limits(cls, distance: str | None = None) -> tuple[float, float] | None:
-        """(low, high) of the margin in its own units (None without a margin): a distance margin
-        lies in the distance's range (cosine: [0, 2])."""
-        if "margin" not in cls.knobs:
-            return None
-        metric = distances.build(cls.measures_with(distance))
-        return metric.low, metric.high
-
-    @classmethod
-    def margin_unit(cls, distance: str | None = None) -> str:
-        """What the margin's number is: "euclidean distance", "cosine similarity", ..."""
-        return f"{cls.measures_with(distance)} distance"
-
-    @classmethod
-    def default_margin(cls, distance: str | None = None) -> float:
-        return distances.build(cls.measures_with(distance)).default_margin
-
-    @classmethod
-    def margin_as_distance(cls, margin: float) -> float | None:
-        """The margin in the units of the distance it measures with (None without a margin)."""
-        return margin if "margin" in cls.knobs else None
-
-    @classmethod
-    def margin_from_distance(cls, d: float) -> float:
-        """Inverse of `margin_as_distance`."""
-        return d
-
-    @classmethod
-    def collapsed_loss(cls, margin: float, reduction: str, negative_share: float | None, items: int) -> float | None:
-        """The loss a collapsed embedding (every distance 0) pays; None when the batch decides it.
-
-        Args:
-            margin: the run's margin, in the loss's own units.
-            reduction: "mean" or "mean-nonzero".
-            negative_share: the share of negative pairs the sampler mines, if it is fixed.
-            items: items embedded per batch.
-        """
-        return None
+class Loss(rules.Objective, nn.Module):
+    """Base of every loss: an `nn.Module` with its objective's rules (`rules.Objective`: the kind of
+    input it takes, the knobs it reads, its distance, margin and collapsed loss)."""
 
 
-class ContrastiveLoss(Loss):
+class ContrastiveLoss(rules.Contrastive, Loss):
     """Contrastive loss of Hadsell, Chopra & LeCun, "Dimensionality Reduction by Learning an
     Invariant Mapping" (CVPR 2006):
 
@@ -118,9 +62,6 @@ class ContrastiveLoss(Loss):
     with `d` the chosen distance (the paper uses Euclidean and a factor 1/2, left out here).
     "mean-nonzero" averages the positive and the negative terms each over its non-zero ones.
     """
-
-    kind = "pairs"
-    knobs = frozenset({"margin", "distance", "reduction"})
 
     def __init__(self, distance: Distance, margin: float = 1.0, reduction: str = "mean"):
         super().__init__()
@@ -134,14 +75,8 @@ class ContrastiveLoss(Loss):
             return _mean_nonzero(pulls) + _mean_nonzero(pushes)
         return _mean(pulls + pushes, x1)
 
-    @classmethod
-    def collapsed_loss(cls, margin, reduction, negative_share, items):
-        if reduction == "mean-nonzero":
-            return margin * margin  # only the negatives are non-zero, each (m - 0)^2
-        return None if negative_share is None else negative_share * margin * margin
 
-
-class CosineEmbeddingLoss(Loss):
+class CosineEmbeddingLoss(rules.CosineEmbedding, Loss):
     """Cosine embedding loss, as `torch.nn.CosineEmbeddingLoss` (mean reduction):
 
         1 - cos(x1, x2)                  for same = 1
@@ -150,10 +85,6 @@ class CosineEmbeddingLoss(Loss):
     so it always measures with the cosine and its `margin` is a *similarity* in [-1, 1]: the
     cosine distance margin is `1 - margin`.
     """
-
-    kind = "pairs"
-    knobs = frozenset({"margin"})
-    natural_distance = "cosine"
 
     def __init__(self, distance: Distance | None = None, margin: float = 0.0):
         super().__init__()
@@ -165,33 +96,8 @@ class CosineEmbeddingLoss(Loss):
         per_pair = same * (1 - cos) + (1 - same) * F.relu(cos - self.margin)
         return _mean(per_pair, x1)
 
-    @classmethod
-    def margin_limits(cls, distance=None):
-        return -1.0, 1.0
 
-    @classmethod
-    def margin_unit(cls, distance=None):
-        return "cosine similarity"
-
-    @classmethod
-    def default_margin(cls, distance=None):
-        return 0.0  # torch's default
-
-    @classmethod
-    def margin_as_distance(cls, margin):
-        return 1 - margin  # max(0, cos - m) is zero once 1 - cos > 1 - m
-
-    @classmethod
-    def margin_from_distance(cls, d):
-        return 1 - d
-
-    @classmethod
-    def collapsed_loss(cls, margin, reduction, negative_share, items):
-        # Negatives at cos = 1 pay max(0, 1 - m); positives pay 1 - 1 = 0.
-        return None if negative_share is None else negative_share * max(0.0, 1 - margin)
-
-
-class TripletLoss(Loss):
+class TripletLoss(rules.Triplet, Loss):
     """Triplet margin loss of Schroff, Kalenichenko & Philbin, "FaceNet" (CVPR 2015):
 
         max(0, d(a, p) - d(a, n) + margin), averaged over the triplets given ("mean"),
@@ -199,9 +105,6 @@ class TripletLoss(Loss):
 
     Which triplets are given (all, batch-hard, semi-hard) is the miner's choice.
     """
-
-    kind = "triplets"
-    knobs = frozenset({"margin", "distance", "reduction"})
 
     def __init__(self, distance: Distance, margin: float = 1.0, reduction: str = "mean"):
         super().__init__()
@@ -215,10 +118,6 @@ class TripletLoss(Loss):
             return _mean_nonzero(per_triplet)
         return _mean(per_triplet, anchor)
 
-    @classmethod
-    def collapsed_loss(cls, margin, reduction, negative_share, items):
-        return margin  # max(0, 0 - 0 + m) for every triplet
-
 
 def _similarity_logits(z: torch.Tensor, distance: Distance, temperature: float) -> torch.Tensor:
     """(B, B) logits `-d(z_i, z_j) / t` with the diagonal masked out.
@@ -231,7 +130,7 @@ def _similarity_logits(z: torch.Tensor, distance: Distance, temperature: float) 
     return logits.masked_fill(self_mask, float("-inf"))
 
 
-class NTXentLoss(Loss):
+class NTXentLoss(rules.NTXent, Loss):
     """NT-Xent / InfoNCE of Chen et al., "A Simple Framework for Contrastive Learning of Visual
     Representations" (SimCLR, ICML 2020).
 
@@ -240,10 +139,6 @@ class NTXentLoss(Loss):
     of similarities scaled by `1 / temperature`, averaged over all 2N views. Its natural
     distance is SimCLR's cosine.
     """
-
-    kind = "views"
-    knobs = frozenset({"temperature", "distance"})
-    natural_distance = "cosine"
 
     def __init__(self, distance: Distance | None = None, temperature: float = 0.1):
         super().__init__()
@@ -255,12 +150,8 @@ class NTXentLoss(Loss):
         positive = torch.arange(2 * n, device=z_a.device).roll(n)  # (2N,): view i's partner is i + N mod 2N
         return F.cross_entropy(logits, positive)
 
-    @classmethod
-    def collapsed_loss(cls, margin, reduction, negative_share, items):
-        return math.log(2 * items - 1)  # equal logits: the positive is one of 2N - 1 others
 
-
-class SupConLoss(Loss):
+class SupConLoss(rules.SupCon, Loss):
     """Supervised contrastive loss of Khosla et al., "Supervised Contrastive Learning"
     (NeurIPS 2020), the L_out form:
 
@@ -269,10 +160,6 @@ class SupConLoss(Loss):
     averaged over anchors i that have at least one positive (same label, a != i). Its natural
     distance is the cosine.
     """
-
-    kind = "labels"
-    knobs = frozenset({"temperature", "distance"})
-    natural_distance = "cosine"
 
     def __init__(self, distance: Distance | None = None, temperature: float = 0.1):
         super().__init__()
@@ -286,10 +173,6 @@ class SupConLoss(Loss):
         has_pos = n_pos > 0
         pos_log_prob = log_prob.masked_fill(~positive, 0).sum(1)  # -inf diagonal is never a positive
         return _mean(-pos_log_prob[has_pos] / n_pos[has_pos], z)
-
-    @classmethod
-    def collapsed_loss(cls, margin, reduction, negative_share, items):
-        return math.log(items - 1)  # equal logits: each positive is one of B - 1 others
 
 
 LOSSES: dict[str, type[Loss]] = {

@@ -10,11 +10,9 @@ of raising, so one bad snapshot never stops a run or a page.
 """
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -30,40 +28,7 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-NAN = float("nan")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """How a metric is named and read: one table for the engine, the live panels and the run tables."""
-
-    label: str  # short: a tile, a table column, a chart legend
-    help: str  # one sentence: what it measures
-    better: str  # "higher", "lower" or "neither" (which way a change is good)
-    group: str  # "cluster", "retrieval", "pairs" (from `evaluate`) or "vae" (from `vae_metrics`)
-
-
-METRICS: dict[str, Metric] = {
-    "rand_index": Metric("Rand index", "Rand index of KMeans clusters vs true labels (1 = same partition)", "higher", "cluster"),
-    "adjusted_rand": Metric("ARI", "Adjusted Rand index of KMeans clusters vs true labels (0 = chance)", "higher", "cluster"),
-    "nmi": Metric("NMI", "Normalized mutual information of KMeans clusters vs true labels", "higher", "cluster"),
-    "ami": Metric("AMI", "Adjusted mutual information of KMeans clusters vs true labels (0 = chance)", "higher", "cluster"),
-    "davies_bouldin": Metric("Davies-Bouldin", "Davies-Bouldin index of the true classes (lower = tighter, better separated)", "lower", "cluster"),
-    "silhouette": Metric("Silhouette", "Silhouette score of the true classes, Euclidean (-1 to 1, higher = better)", "higher", "cluster"),
-    "knn_accuracy": Metric("k-NN accuracy", "k-nearest-neighbour classifier accuracy, train -> eval", "higher", "retrieval"),
-    "precision_at_1": Metric("Precision@1", "Fraction of eval queries whose nearest train item has the same label", "higher", "retrieval"),
-    "map_at_r": Metric("MAP@R", "Mean average precision at R (Musgrave et al. 2020), train -> eval", "higher", "retrieval"),
-    "linear_probe_accuracy": Metric("Linear probe", "Logistic regression on frozen embeddings, train -> eval accuracy", "higher", "retrieval"),
-    "pos_mean": Metric("Positive distance", "Mean distance of positive (same-label) pairs", "lower", "pairs"),
-    "neg_mean": Metric("Negative distance", "Mean distance of negative (different-label) pairs", "higher", "pairs"),
-    "violation_fraction": Metric("Negatives inside margin", "Fraction of negative pairs closer than the margin", "lower", "pairs"),
-    "pos_violation_fraction": Metric("Positives outside margin", "Fraction of positive pairs farther than the margin", "lower", "pairs"),
-    "recon_mse": Metric("Recon. MSE", "Mean squared error per pixel of the VAE's reconstructions of held-out items", "lower", "vae"),
-    "kl": Metric("KL", "KL divergence of the VAE's posterior from N(0, I), per item", "neither", "vae"),
-}  # fmt: skip
-
-# Distance name -> scipy metric for pair distances. "cosine" is 1 - cos, in [0, 2].
-PAIR_METRICS = {"euclidean": "euclidean", "squared-euclidean": "sqeuclidean", "cosine": "cosine"}
+from contrast_core.pair_stats import NAN, checked, pair_distance_stats
 
 # Distance name -> sklearn metric for neighbour ranking (squared Euclidean ranks as Euclidean).
 RANKING_METRICS = {"euclidean": "euclidean", "squared-euclidean": "euclidean", "cosine": "cosine"}
@@ -87,7 +52,7 @@ def cluster_metrics(embeddings: np.ndarray, labels: np.ndarray, n_clusters: int,
         Dict with the six keys above; NaN where the input makes a metric undefined (fewer
         distinct points than clusters, one class, non-finite embeddings).
     """
-    embeddings, labels = _checked(embeddings, labels, "embeddings", "labels")
+    embeddings, labels = checked(embeddings, labels, "embeddings", "labels")
     result = dict.fromkeys(["rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette"], NAN)
     if not np.isfinite(embeddings).all():
         return result
@@ -131,8 +96,8 @@ def retrieval_metrics(
         ``linear_probe_accuracy`` (standardised features + logistic regression); NaN when
         the embeddings are not finite or the train set has a single class (probe only).
     """
-    train_emb, train_labels = _checked(train_emb, train_labels, "train_emb", "train_labels")
-    test_emb, test_labels = _checked(test_emb, test_labels, "test_emb", "test_labels")
+    train_emb, train_labels = checked(train_emb, train_labels, "train_emb", "train_labels")
+    test_emb, test_labels = checked(test_emb, test_labels, "test_emb", "test_labels")
     if train_emb.shape[1] != test_emb.shape[1]:
         raise ValueError(f"test_emb: dimension {test_emb.shape[1]} != train_emb dimension {train_emb.shape[1]}")
     if metric not in RANKING_METRICS:
@@ -173,134 +138,6 @@ def map_at_r(relevant: np.ndarray, r: np.ndarray) -> float:
     precision_at_i = np.cumsum(hits, axis=1) / ranks  # (Q, K)
     average_precision = (precision_at_i * hits).sum(axis=1) / r  # (Q,)
     return float(average_precision.mean())
-
-
-def pair_distance_stats(
-    embeddings: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    distance: str,
-    margin: float | None,
-    max_pairs: int = 5000,
-    seed: int = 0,
-) -> dict:
-    """Distances of all pairs i < j, split into positive (same label) and negative pairs.
-
-    Args:
-        embeddings: (E, D) embeddings of the evaluation subset.
-        labels: (E,) labels; a pair is positive when the labels are equal.
-        distance: "euclidean", "squared-euclidean" or "cosine" (1 - cos).
-        margin: the loss margin in the same distance, or None.
-        max_pairs: cap on each returned distance array (seeded random subsample).
-        seed: seed of that subsample.
-
-    Returns:
-        ``pos_mean`` and ``neg_mean`` over all pairs (NaN without such pairs or with a NaN
-        distance); ``pos_distances`` and ``neg_distances`` (float32 arrays of at most
-        ``max_pairs``); ``violation_fraction`` (negative pairs with d < margin) and
-        ``pos_violation_fraction`` (positive pairs with d > margin), both None when margin is
-        None and NaN without such pairs.
-    """
-    embeddings, labels = _checked(embeddings, labels, "embeddings", "labels")
-    if distance not in PAIR_METRICS:
-        raise ValueError(f"distance: unknown {distance!r} (choose from {', '.join(PAIR_METRICS)})")
-    pair_distances = pdist(embeddings.astype(np.float64), metric=PAIR_METRICS[distance])  # (E(E-1)/2,)
-    # Label codes through pdist give the same i<j order as the distances, without index arrays.
-    codes = np.unique(labels, return_inverse=True)[1].reshape(-1, 1).astype(np.float64)  # (E, 1)
-    same = pdist(codes, metric="cityblock") == 0  # (E(E-1)/2,)
-    positive, negative = pair_distances[same], pair_distances[~same]
-    rng = np.random.default_rng(seed)
-    stats = {
-        "pos_mean": _mean(positive),
-        "neg_mean": _mean(negative),
-        "pos_distances": _subsample(positive, max_pairs, rng),
-        "neg_distances": _subsample(negative, max_pairs, rng),
-        "violation_fraction": None,
-        "pos_violation_fraction": None,
-    }
-    if margin is not None:
-        stats["violation_fraction"] = _fraction(negative < margin, negative)
-        stats["pos_violation_fraction"] = _fraction(positive > margin, positive)
-    return stats
-
-
-def neighbours(
-    embeddings: np.ndarray, labels: np.ndarray, query: int, distance: str, margin: float | None, k: int = 8
-) -> dict[str, np.ndarray | int]:
-    """One item's retrieval: its k nearest items, its hardest negatives and the positives beyond the margin.
-
-    Args:
-        embeddings: (E, D) embeddings as the loss measures them; `query` is a row of them.
-        distance: a PAIR_METRICS name; margin: the loss's margin in that distance, or None.
-    Returns:
-        "nearest", "hardest_negatives", "far_positives": (rows, distances) pairs of arrays, nearest
-        first (the far positives farthest first; none without a margin); "negatives_inside" and
-        "positives_beyond": how many of each there are in all.
-    """
-    embeddings, labels = _checked(embeddings, labels, "embeddings", "labels")
-    if distance not in PAIR_METRICS:
-        raise ValueError(f"distance: unknown {distance!r} (choose from {', '.join(PAIR_METRICS)})")
-    if not 0 <= query < len(embeddings):
-        raise ValueError(f"item: {query} is not one of the {len(embeddings)} items")
-    d = cdist(embeddings[query : query + 1].astype(np.float64), embeddings.astype(np.float64),
-              metric=PAIR_METRICS[distance])[0]  # fmt: skip
-    others = np.arange(len(d)) != query
-    negative, positive = others & (labels != labels[query]), others & (labels == labels[query])
-    order = np.argsort(d, kind="stable")
-    order = order[others[order]]
-
-    def take(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return rows[:k], d[rows[:k]]
-
-    far = order[::-1][positive[order[::-1]]]
-    beyond = far[d[far] > margin] if margin is not None else far[:0]
-    return {
-        "nearest": take(order),
-        "hardest_negatives": take(order[negative[order]]),
-        "far_positives": take(beyond),
-        "negatives_inside": int((d[negative] < margin).sum()) if margin is not None else 0,
-        "positives_beyond": len(beyond),
-    }
-
-
-def triplet_violation_fraction(
-    embeddings: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    distance: str,
-    margin: float,
-    seed: int = 0,
-) -> float:
-    """Share of held-out triplets that a triplet loss still pays for: d(a, n) < d(a, p) + margin.
-
-    Each item with a positive and a negative is an anchor once, with one positive and one
-    negative drawn at random (seeded), so the share does not depend on how many items a class has.
-    A triplet loss only sees d(a, n) - d(a, p): an embedding can spread far beyond the margin
-    while this share stays high.
-
-    Args:
-        embeddings: (E, D) embeddings of the evaluation subset.
-        labels: (E,) labels.
-        distance: "euclidean", "squared-euclidean" or "cosine".
-        margin: the loss margin in that distance.
-        seed: seed of the draw.
-
-    Returns:
-        The share, or NaN without an anchor that has both a positive and a negative.
-    """
-    embeddings, labels = _checked(embeddings, labels, "embeddings", "labels")
-    if distance not in PAIR_METRICS:
-        raise ValueError(f"distance: unknown {distance!r} (choose from {', '.join(PAIR_METRICS)})")
-    d = squareform(pdist(embeddings, metric=PAIR_METRICS[distance]))  # (E, E)
-    same = labels[:, None] == labels[None, :]
-    positive, negative = same & ~np.eye(len(labels), dtype=bool), ~same
-    anchors = positive.any(axis=1) & negative.any(axis=1)
-    if not anchors.any():
-        return NAN
-    rng = np.random.default_rng(seed)
-    # a random member of each row's mask: the largest of uniform keys restricted to it
-    p = np.where(positive, rng.random(d.shape), -1.0).argmax(axis=1)  # (E,)
-    n = np.where(negative, rng.random(d.shape), -1.0).argmax(axis=1)  # (E,)
-    rows = np.arange(len(d))
-    return float((d[rows, n] < d[rows, p] + margin)[anchors].mean())
 
 
 def vae_metrics(
@@ -370,20 +207,6 @@ def evaluate(
     return result
 
 
-def _checked(embeddings, labels, emb_name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return (E, D) float and (E,) label NumPy arrays, or raise naming the bad field."""
-    if isinstance(embeddings, torch.Tensor):
-        embeddings = embeddings.detach().cpu().numpy()
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    embeddings, labels = np.asarray(embeddings, dtype=np.float64), np.asarray(labels)
-    if embeddings.ndim != 2 or len(embeddings) == 0:
-        raise ValueError(f"{emb_name}: expected a non-empty (E, D) array, got shape {embeddings.shape}")
-    if labels.shape != (len(embeddings),):
-        raise ValueError(f"{labels_name}: expected shape ({len(embeddings)},), got {labels.shape}")
-    return embeddings, labels
-
-
 def _ranked_retrieval(train_emb, train_labels, test_emb, test_labels, metric: str) -> tuple[float, float]:
     """Precision@1 over all queries and MAP@R over queries whose label occurs in train."""
     classes, counts = np.unique(train_labels, return_counts=True)
@@ -405,20 +228,3 @@ def _linear_probe(train_emb, train_labels, test_emb, test_labels) -> float:
         warnings.simplefilter("ignore", ConvergenceWarning)  # an unconverged probe is still a fair score
         probe.fit(train_emb, train_labels)
     return float(probe.score(test_emb, test_labels))
-
-
-def _mean(values: np.ndarray) -> float:
-    return float(values.mean()) if len(values) else NAN
-
-
-def _fraction(condition: np.ndarray, distances: np.ndarray) -> float:
-    """Share of pairs meeting condition; NaN without pairs or with a NaN distance (cosine of a zero vector)."""
-    if len(distances) == 0 or np.isnan(distances).any():
-        return NAN
-    return float(condition.mean())
-
-
-def _subsample(values: np.ndarray, max_pairs: int, rng: np.random.Generator) -> np.ndarray:
-    if len(values) > max_pairs:
-        values = values[np.sort(rng.choice(len(values), size=max_pairs, replace=False))]
-    return values.astype(np.float32)

@@ -182,13 +182,3 @@ def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Te
         out = torch.cat([fn(chunk) for chunk in x.split(batch_size)])
     model.train(was_training)
     return out
-
-
-def decoder_from_arrays(arrays: dict, latent_dim: int, prefix: str = "decoder.") -> nn.Module:
-    """A VAE's decoder rebuilt from a snapshot's arrays (its weights under `prefix`, the item shape
-    from its "originals"), in eval mode on the CPU: it decodes latent points as the run's decoder
-    did at that snapshot."""
-    vae = VAE(tuple(arrays["originals"].shape[1:]), latent_dim)
-    state = {key[len(prefix) :]: torch.as_tensor(value) for key, value in arrays.items() if key.startswith(prefix)}
-    vae.decoder.load_state_dict(state)
-    return vae.decoder.eval()

@@ -11,24 +11,24 @@ least-squares scale, applied snapshot after snapshot, compounds; it once drew a 
 because each fit sets it afresh (umap-learn rescales its init to a box of side 10, `_tsne` starts
 from an init of std TSNE_INIT_STD).
 
-umap-learn is imported inside the UMAP function only: importing it compiles numba code
-(about 2 s with a warm numba cache, 15 s on a fresh install, plus about 5 s to compile the
-fit itself). `warm_up` pays that once per process; `LiveProjector` calls it before its first UMAP.
+PCA and the alignment are NumPy alone. scikit-learn and umap-learn are imported inside the t-SNE
+and UMAP functions only, and `LiveProjector` runs those in child processes: the page process never
+loads them. Importing umap-learn compiles numba code (about 2 s with a warm numba cache, 15 s on a
+fresh install, plus about 5 s to compile the fit itself); `warm_up` pays that once per process.
 """
 
 import contextlib
 import functools
+import multiprocessing
 import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
-from scipy.linalg import orthogonal_procrustes
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
-from sklearn.neighbors import NearestNeighbors
-from threadpoolctl import threadpool_limits
 
 UMAP_NEIGHBORS = 15  # umap-learn's default; local structure of a few hundred points per class
 # From the previous layout: 100 epochs at learning rate 0.1 instead of 500 at 1.0. Measured on
@@ -103,7 +103,8 @@ def align(layout: np.ndarray, previous: np.ndarray) -> np.ndarray:
     centred, target = layout - layout.mean(axis=0), previous - previous.mean(axis=0)
     if not centred.any():  # all points on one spot: only the translation is defined
         return np.broadcast_to(previous.mean(axis=0), layout.shape).copy()
-    rotation, _ = orthogonal_procrustes(centred, target)  # (2, 2), orthogonal
+    u, _, vt = np.linalg.svd(centred.T @ target)  # orthogonal Procrustes: argmin_R |centred R - target|
+    rotation = u @ vt  # (2, 2), orthogonal
     return centred @ rotation + previous.mean(axis=0)
 
 
@@ -121,6 +122,17 @@ def mean_displacement(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise ValueError(f"b: shape {b.shape} does not match a shape {a.shape}")
     return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+def in_plane(forces: np.ndarray, measured: np.ndarray, layout: np.ndarray) -> np.ndarray:
+    """(E, D) forces -> (E, 2) in a 2-D layout that is linear in the measured embedding (a PCA,
+    possibly rotated and shifted): the layout's map, fitted by least squares, applied to the forces."""
+    if forces.shape[1] == 2 and layout is measured:
+        return forces
+    centred = measured - measured.mean(0)
+    target = layout - layout.mean(0)
+    linear, *_ = np.linalg.lstsq(centred, target, rcond=None)  # (D, 2)
+    return forces @ linear
 
 
 def warm_up() -> None:
@@ -141,9 +153,9 @@ def _pca(embeddings: np.ndarray, previous: np.ndarray | None, seed: int, **_) ->
     """PCA to 2-D with each axis' sign fixed: the largest-|loading| feature loads positively."""
     if len(embeddings) < 2 or np.ptp(embeddings, axis=0).max() == 0:  # no variance to project
         return np.zeros((len(embeddings), 2))
-    pca = PCA(n_components=2)
-    layout = pca.fit_transform(embeddings)  # (E, <=2)
-    components = pca.components_  # (2, D)
+    centred = embeddings.astype(np.float64) - embeddings.mean(axis=0, dtype=np.float64)
+    components = np.linalg.svd(centred, full_matrices=False)[2][:2]  # (<=2, D), the leading axes
+    layout = centred @ components.T  # (E, <=2)
     signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
     layout = layout * signs
     return np.pad(layout, ((0, 0), (0, 2 - layout.shape[1])))
@@ -162,6 +174,7 @@ def _umap(
     if len(embeddings) <= 4:  # too few points for a neighbour graph and spectral init
         return _pca(embeddings, previous, seed)
     import umap  # here, not at the top: importing it compiles numba code; pay that only for UMAP
+    from sklearn.neighbors import NearestNeighbors
 
     if previous is not None and np.ptp(previous, axis=0).min() == 0:
         previous = None  # umap-learn rescales an init per axis by its range; a flat one gives NaN
@@ -188,6 +201,9 @@ def _tsne(embeddings: np.ndarray, previous: np.ndarray | None, seed: int, perple
     """t-SNE (van der Maaten & Hinton 2008), starting from the previous layout when given, else PCA."""
     if len(embeddings) <= 4:
         return _pca(embeddings, previous, seed)
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
     init = None if previous is None else _tsne_init(previous)
     if init is None:
         init = _tsne_init(_pca(embeddings, None, seed))
@@ -225,18 +241,30 @@ def _unit_rms(layout: np.ndarray) -> np.ndarray:
 
 
 class LiveProjector:
-    """UMAP / t-SNE layouts of live snapshots, computed on a background thread.
+    """UMAP / t-SNE layouts of live snapshots, computed off the page: a background thread hands each
+    to a child process of its method (`ChildProcess`), so the page process never imports scikit-learn
+    or umap-learn and a page never waits on a projection.
 
     `get` never blocks: it returns the newest finished layout of a run (maybe of an older step)
     and asks for the given step. Only the newest request per run is kept, so a projection that
     falls behind skips stale snapshots instead of queueing them, and each layout starts from the
     run's previous one. A step already asked for, being computed or failed is not asked again, and
     runs are served oldest ask first, so a run whose snapshots keep coming cannot starve another.
-    The first UMAP ask compiles umap-learn (`warm_up`) on a thread of its own: t-SNE and PCA asks are
+    The first UMAP ask compiles umap-learn (`warm_up`) in the UMAP process: t-SNE and PCA asks are
     served meanwhile, UMAP asks once it is done. Thread-safe: one instance serves every page session.
+
+    Args:
+        runner: `runner(fn, *args, **kwargs)` calls fn somewhere and returns its result; by default
+            a child process per method (PCA, NumPy alone, runs on the thread). `call_here` runs
+            everything in this process.
     """
 
-    def __init__(self):
+    def __init__(self, runner: Callable | None = None):
+        self._runners = {
+            "pca": call_here,
+            "umap": runner or ChildProcess("UMAP"),
+            "tsne": runner or ChildProcess("t-SNE"),
+        }
         self._cond = threading.Condition()
         # All keyed by (run, method).
         self._pending: dict[tuple[str, str], tuple[int, np.ndarray]] = {}  # newest ask not started; oldest key first
@@ -276,9 +304,18 @@ class LiveProjector:
             failed = self._failed.get((run_id, method))
         return None if failed is None else failed[1]
 
+    def now(self, embeddings: np.ndarray, method: str, **options) -> np.ndarray:
+        """`project(embeddings, method, **options)` at once, in the method's process (blocks the caller)."""
+        return self._runners[method](project, embeddings, method, **options)
+
+    def compiling(self, method: str = "umap") -> bool:
+        """Whether `method` is still being compiled for its first use (UMAP only, about 20 s)."""
+        with self._cond:
+            return method == "umap" and self._umap != "ready"
+
     def _warm_up(self) -> None:
         with contextlib.suppress(Exception):  # umap-learn missing, say: each UMAP ask then reports it
-            warm_up()
+            self._runners["umap"](warm_up)
         with self._cond:
             self._umap = "ready"
             self._cond.notify_all()
@@ -298,7 +335,7 @@ class LiveProjector:
             start = None if previous is None or len(previous[1]) != len(embeddings) else previous[1]
             layout, why = None, None
             try:
-                layout = project(embeddings, key[1], start)
+                layout = self._runners[key[1]](project, embeddings, key[1], start)
             except Exception as exc:  # a bad snapshot must not end the thread that serves every page
                 why = f"{key[1]}: {exc}".splitlines()[0]
             with self._cond:
@@ -311,3 +348,34 @@ class LiveProjector:
                     self._since[key] = time.monotonic()  # the newer ask starts its own wait
                 else:
                     self._since.pop(key, None)
+
+
+def call_here(fn: Callable, *args, **kwargs):
+    """`fn(*args, **kwargs)` on the calling thread: the runner of what needs no other process."""
+    return fn(*args, **kwargs)
+
+
+class ChildProcess:
+    """One spawned process that runs what its parent should not import (scikit-learn, umap-learn).
+
+    A call blocks the calling thread until the child answers. The child starts at the first call and
+    is started again after it dies (killed for memory, say: that call raises a one-line reason).
+    """
+
+    def __init__(self, name: str):
+        self.name, self._pool, self._lock = name, None, threading.Lock()
+
+    def __call__(self, fn: Callable, *args, **kwargs):
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool
+        try:
+            return pool.submit(fn, *args, **kwargs).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            raise RuntimeError(
+                f"the {self.name} process stopped (out of memory?); the next ask starts it again"
+            ) from None

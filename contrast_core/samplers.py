@@ -8,10 +8,12 @@ A sampler is built with the distance and margin (in distance units) its miner us
 - `draw(generator) -> Batch`: which items to embed (and whether as two augmented views);
 - `mine(embeddings, batch, kind)`: the arguments of a loss of that `kind` as a named tuple
   (see losses.py): `Pairs`, `Triplets`, `Views` or `Labelled`;
+and inherits its rules from `rules.py`:
 - `kinds`: the loss kinds it can feed;
 - `graph_kinds`: the kinds for which draw + mine have fixed shapes and never wait on the
   device, so a whole training step can be captured as a CUDA graph;
-- `negative_share`: the share of negative pairs among the pairs it mines, where that is fixed.
+- `negative_share`: the share of negative pairs among the pairs it mines, where that is fixed;
+- `peak_bytes(...)`: an upper estimate of one step's sampling and mining memory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 
+from contrast_core import rules
 from contrast_core.distances import Distance
 from contrast_core.losses import positive_mask
 
@@ -112,20 +115,8 @@ class ClassIndex:
         return self.table[class_pos[:, None], within[class_pos]]
 
 
-class Sampler:
+class Sampler(rules.Sampler):
     """Base sampler over the rows `pool` (dataset indices) with labels `labels` (N,)."""
-
-    kinds: frozenset[str] = frozenset()
-    graph_kinds: frozenset[str] = frozenset()
-    negative_share: float | None = None
-    finds_on_collapse = True  # whether it still mines pairs / triplets when every distance is 0
-
-    @classmethod
-    def peak_bytes(cls, batch_size: int, m_per_class: int, embedding_dim: int, kind: str) -> int:
-        """An upper estimate of the memory one step's sampling and mining holds at once, in bytes:
-        what decides whether a large batch fits (the model and the data are small beside it)."""
-        b, d = batch_size, embedding_dim
-        return 4 * 4 * b * b + 2 * 8 * 4 * b * d  # a few (B, B) distances, (B, D) copies and their gradients
 
     def __init__(
         self,
@@ -154,14 +145,11 @@ class Sampler:
         raise NotImplementedError
 
 
-class RandomPairs(Sampler):
+class RandomPairs(rules.RandomPairs, Sampler):
     """`batch_size` pairs, half similar and half dissimilar (the classic Siamese recipe).
 
     First items are all different; a similar pair's partner is another row of its class.
     """
-
-    kinds = graph_kinds = frozenset({"pairs"})
-    negative_share = 0.5
 
     def draw(self, g):
         n_pairs, n_classes, by_class = self.batch_size, len(self.by_class.classes), self.by_class
@@ -185,15 +173,12 @@ class RandomPairs(Sampler):
         return Pairs(first, second, batch.same)
 
 
-class AugmentedViews(Sampler):
+class AugmentedViews(rules.AugmentedViews, Sampler):
     """`batch_size` different items, each embedded as two random augmentations; no labels used.
 
     Views of one item are positives; for pair losses, each item's first view is also paired
     with another item's second view as a negative (so pairs are 50 / 50).
     """
-
-    kinds = graph_kinds = frozenset({"views", "pairs"})
-    negative_share = 0.5
 
     def draw(self, g):
         dev = self.pool.device
@@ -211,7 +196,7 @@ class AugmentedViews(Sampler):
         return Pairs(torch.cat([z_a, z_a]), torch.cat([z_b, z_b[other]]), same)
 
 
-class ClassBalanced(Sampler):
+class ClassBalanced(rules.ClassBalanced, Sampler):
     """`batch_size` items: `m_per_class` different rows from each of `batch_size // m_per_class`
     random classes.
 
@@ -238,46 +223,19 @@ class ClassBalanced(Sampler):
         a, p, n = self.triplets(embeddings.detach(), positive, negative)
         return Triplets(embeddings[a], embeddings[p], embeddings[n])
 
-    # Per (B, B, B) entry while triplets are mined: the bool masks and what torch's nonzero takes over them.
-    # Measured on a CPU: batch-all triplets at batch 512 / 1024 grew the process by 1.3 / 10.7 GB (10 bytes),
-    # semi-hard at 512 by 1.0 GB.
-    mask_bytes = 10
-
-    @classmethod
-    def peak_bytes(cls, batch_size, m_per_class, embedding_dim, kind):
-        b, d, m = batch_size, embedding_dim, min(m_per_class, batch_size)
-        base = super().peak_bytes(batch_size, m_per_class, embedding_dim, kind)
-        if kind == "triplets":  # anchors x positives x negatives, indexed (int64) and gathered with gradients
-            t = b * (m - 1) * (b - m)
-            return base + cls.mask_bytes * b**3 + 3 * 8 * t + 2 * 3 * 4 * t * d
-        if kind == "pairs":  # every pair of the batch
-            p = b * (b - 1) // 2
-            return base + 2 * 8 * p + 2 * 2 * 4 * p * d
-        return base
-
     def triplets(self, embeddings, positive, negative):
         """All valid triplets (a, p, n): label(a) = label(p), a != p, label(n) != label(a)."""
         valid = positive[:, :, None] & negative[:, None, :]  # (B, B, B)
         return valid.nonzero(as_tuple=True)
 
 
-class BatchAll(ClassBalanced):
+class BatchAll(rules.BatchAll, ClassBalanced):
     """Every valid pair / triplet of a class-balanced batch (Hermans et al. 2017, "batch all")."""
 
-    kinds = frozenset({"pairs", "triplets", "labels"})
-    graph_kinds = frozenset({"pairs"})
 
-
-class BatchHard(ClassBalanced):
+class BatchHard(rules.BatchHard, ClassBalanced):
     """For each anchor, its farthest positive and closest negative in the batch
     (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person Re-Identification", 2017)."""
-
-    kinds = frozenset({"pairs", "triplets"})
-    negative_share = 0.5  # as pairs: (anchor, hardest positive) and (anchor, hardest negative)
-
-    @classmethod
-    def peak_bytes(cls, batch_size, m_per_class, embedding_dim, kind):
-        return Sampler.peak_bytes(batch_size, m_per_class, embedding_dim, kind)  # (B, B) only: one per anchor
 
     def _hardest(self, embeddings, batch):
         positive = positive_mask(batch.labels)
@@ -297,15 +255,12 @@ class BatchHard(ClassBalanced):
         return Pairs(embeddings[torch.cat([a, a])], embeddings[torch.cat([p, n])], same)
 
 
-class SemiHard(ClassBalanced):
+class SemiHard(rules.SemiHard, ClassBalanced):
     """Triplets whose negative is farther than the positive but inside the margin:
     d(a, p) < d(a, n) < d(a, p) + margin, both strict (Schroff et al., "FaceNet", 2015).
 
     A collapsed embedding has no such triplet (every distance is 0), so it pays no loss.
     """
-
-    kinds = frozenset({"triplets"})
-    finds_on_collapse = False
 
     def triplets(self, embeddings, positive, negative):
         d = self.distance.pairwise(embeddings, embeddings)  # (B, B)

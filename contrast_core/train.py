@@ -214,8 +214,9 @@ class Trainer:
         return stats | mining_shares(dict(zip(mining, values[len(sums) :], strict=True)))
 
     # --- snapshots and state --------------------------------------------------------------
-    def snapshot(self, final: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """Embeddings of the evaluation subset (+ their PCA, VAE reconstructions) and their metrics.
+    def snapshot(self, final: bool = False, items: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Embeddings of the evaluation subset (+ their PCA, VAE reconstructions) and their metrics;
+        with `items`, the evaluation items themselves too (images as uint8), for the pages to show.
 
         Metrics and the PCA see the embeddings as the loss measures them: unit length for the
         cosine distance, which ignores length. The PCA is aligned to the previous snapshot's.
@@ -229,6 +230,9 @@ class Trainer:
             "index": ds.eval_index.cpu().numpy(),
             "classes": np.array(ds.classes),
         }
+        if items:
+            x = x_eval.cpu().numpy()
+            arrays["items"] = (x * 255).round().astype(np.uint8) if ds.kind == "image" else x
         distance = self.loss.distance.name
         measured = distances.as_measured(eval_emb, distance).cpu().numpy()
         if self.is_vae:
@@ -397,7 +401,7 @@ def train(
     on_event(Event("start", trainer.step, {"device": label, "classes": trainer.data.classes}))
     snapshot_every, checkpoint_every = config.resolved_snapshot_every(), config.resolved_checkpoint_every()
     if trainer.step == 0:
-        _emit_snapshot(trainer, on_event)
+        _emit_snapshot(trainer, on_event, items=True)  # the pages show these items from then on
     status, step_seconds, steps_done, started = "finished", 0.0, 0, time.perf_counter()
     first_loss = None
     while trainer.step < config.steps:
@@ -441,7 +445,7 @@ def train(
     return result
 
 
-def _emit_snapshot(trainer: Trainer, on_event, final: bool = False) -> dict[str, float]:
-    arrays, found = trainer.snapshot(final=final)
+def _emit_snapshot(trainer: Trainer, on_event, final: bool = False, items: bool = False) -> dict[str, float]:
+    arrays, found = trainer.snapshot(final=final, items=items)
     on_event(Event("snapshot", trainer.step, {"arrays": arrays, "metrics": found, "final": final}))
     return found

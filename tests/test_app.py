@@ -92,6 +92,8 @@ def snapshot(step: int, dim: int = 2, spread: float = 1.0, vae: bool = False) ->
     centres = np.stack([np.cos(labels), np.sin(labels)], axis=1) * 3  # (E, 2): one spot per class
     embeddings = np.pad(centres, ((0, 0), (0, dim - 2))) + rng.normal(size=(E, dim)) * 0.2
     arrays = {"embeddings": embeddings * spread, "labels": labels, "index": np.arange(E)}
+    if step == 0:  # a run's first snapshot carries its items (8 x 8 images, as digits)
+        arrays["items"] = rng.integers(0, 256, size=(E, 1, 8, 8), dtype=np.uint8)
     if dim > 2:
         arrays["pca"] = (centres + 100).astype(np.float32)  # recognisable: the page must draw it as given
     if vae:
@@ -385,6 +387,9 @@ class FakeProjector:
 
     def waiting(self, run_id, method="umap"):
         return 1.0
+
+    def compiling(self, method="umap"):
+        return False
 
     def error(self, run_id, method="umap"):
         return None

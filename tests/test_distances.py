@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from contrast_core.distances import DISTANCES, as_measured, build, convert_margin
+from contrast_core.distances import DISTANCES, as_measured, build
+from contrast_core.rules import convert_margin
 
 # Two 2-D points at known positions: a = (0, 0)... use unit vectors at 90 degrees and one scaled.
 A = torch.tensor([[1.0, 0.0], [0.0, 2.0]])

@@ -5,8 +5,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import APP, E, add_run, chart, open_app, values
 
-from contrast_core.forces import in_plane
-from ui import figures
+from contrast_core.projection import in_plane
+from ui import backend, figures
 
 
 def open_link(**params) -> AppTest:
@@ -257,7 +257,12 @@ def test_umap_and_tsne_settings_reach_the_projection(queue, store, monkeypatch):
     from ui import layouts
 
     asked = []
-    monkeypatch.setattr(layouts, "project", lambda x, method, **options: asked.append((method, options)) or x[:, :2])
+
+    class Projector:  # the background projector's `now`, recorded
+        def now(self, x, method, **options):
+            return asked.append((method, options)) or x[:, :2]
+
+    monkeypatch.setattr(backend, "projector", Projector)
     layouts.layout.clear()
     add_run(store, 100, status="finished", embedding_dim=8)
     at = open_app("explore")

@@ -55,6 +55,9 @@ class FakeProjector:
     def waiting(self, run_id, method="umap"):
         return None if self.failure or (self.done and self.done[0] == self.asked[-1][1]) else 12.3
 
+    def compiling(self, method="umap"):
+        return False
+
     def error(self, run_id, method="umap"):
         return self.failure
 

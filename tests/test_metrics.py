@@ -15,17 +15,9 @@ from sklearn.metrics import (
 )
 from sklearn.neighbors import KNeighborsClassifier
 
-from contrast_core.metrics import (
-    METRICS,
-    cluster_metrics,
-    evaluate,
-    map_at_r,
-    neighbours,
-    pair_distance_stats,
-    retrieval_metrics,
-    triplet_violation_fraction,
-    vae_metrics,
-)
+from contrast_core.metrics import cluster_metrics, evaluate, map_at_r, retrieval_metrics, vae_metrics
+from contrast_core.pair_stats import neighbours, pair_distance_stats, triplet_violation_fraction
+from contrast_core.rules import METRICS
 
 
 def blobs(n, dim=4, classes=3, spread=0.6, seed=0):

@@ -230,7 +230,7 @@ def scripted(monkeypatch):
 
     def make(fake: ScriptedProject):
         monkeypatch.setattr(projection, "project", fake)
-        return projection.LiveProjector()
+        return projection.LiveProjector(runner=projection.call_here)
 
     return make
 
@@ -297,18 +297,19 @@ def test_live_projector_reports_a_failure_and_does_not_retry_the_same_step(scrip
 
 
 def test_tsne_runs_on_at_most_tsne_threads(monkeypatch):
+    from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_info
 
     from contrast_core import projection
 
     seen = []
-    real = projection.TSNE.fit_transform
+    real = TSNE.fit_transform
 
     def spy(self, x):
         seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp")
         return real(self, x)
 
-    monkeypatch.setattr(projection.TSNE, "fit_transform", spy)
+    monkeypatch.setattr(TSNE, "fit_transform", spy)
     monkeypatch.setattr(projection, "TSNE_THREADS", 1)
     project(blobs(40), "tsne")
     assert seen and max(seen) == 1
@@ -342,7 +343,7 @@ def test_umap_and_tsne_take_their_own_settings(monkeypatch):
         perplexities.append(kwargs["perplexity"])
         return real(**kwargs)
 
-    monkeypatch.setattr("contrast_core.projection.TSNE", tsne)
+    monkeypatch.setattr(manifold, "TSNE", tsne)
     project(x, "tsne", perplexity=5)
     project(x, "tsne")
     assert perplexities == [5.0, 13.0]  # the default 30, capped below (40 - 1) / 3

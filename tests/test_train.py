@@ -252,16 +252,30 @@ def test_a_2d_vae_snapshot_decodes_its_latent_plane_on_a_grid():
     assert "latent_grid" not in wide  # no plane to map
 
 
-def test_a_vae_snapshot_carries_its_decoder_which_decodes_as_the_run_s_did():
-    from contrast_core.models import decoder_from_arrays
+@pytest.mark.parametrize("dataset", ["digits", "moons"])  # the transposed-conv decoder, the MLP one
+def test_a_vae_snapshot_carries_its_decoder_which_decodes_as_the_run_s_did(dataset):
+    """The pages decode with NumPy (contrast_core.decoding); torch's decoder is the reference."""
+    from contrast_core import decoding
 
-    trainer = Trainer(RunConfig(model="vae", beta=0.1, steps=5, eval_size=60, batch_size=16, embedding_dim=3))
+    trainer = Trainer(RunConfig(dataset=dataset, model="vae", beta=0.1, steps=5, eval_size=60, batch_size=16,
+                                embedding_dim=3))  # fmt: skip
     trainer.train_step()
     arrays, _ = trainer.snapshot()
-    decoder = decoder_from_arrays(arrays, latent_dim=3)
     z = torch.randn(4, 3)
     trainer.model.eval()
     with torch.no_grad():
-        assert decoder(z).numpy() == pytest.approx(trainer.model.decoder(z).numpy(), abs=1e-6)
-        mu = torch.as_tensor(arrays["embeddings"][:16])  # the means decode to the stored reconstructions
-        assert decoder(mu).numpy() == pytest.approx(arrays["reconstructions"], abs=1e-5)
+        assert decoding.decode(arrays, z.numpy()) == pytest.approx(trainer.model.decoder(z).numpy(), abs=1e-5)
+    mu = arrays["embeddings"][:16]  # the means decode to the stored reconstructions
+    assert decoding.decode(arrays, mu) == pytest.approx(arrays["reconstructions"], abs=1e-5)
+
+
+@pytest.mark.parametrize("size, stride, padding", [(3, 2, 1), (4, 1, 0), (2, 3, 2)])
+def test_numpy_transposed_convolution_is_torch_s(size, stride, padding):
+    from contrast_core.decoding import conv_transpose
+
+    g = torch.Generator().manual_seed(size)
+    x, weight = torch.randn(2, 3, size, size + 1, generator=g), torch.randn(3, 5, 4, 4, generator=g)
+    bias = torch.randn(5, generator=g)
+    expected = torch.nn.functional.conv_transpose2d(x, weight, bias, stride=stride, padding=padding)
+    found = conv_transpose(x.double().numpy(), weight.double().numpy(), bias.double().numpy(), stride, padding)
+    assert found.shape == expected.shape and found == pytest.approx(expected.numpy(), abs=1e-5)

@@ -16,12 +16,12 @@ from typing import get_args
 import annotated_types
 import streamlit as st
 
-from contrast_core import data, distances, losses, models, samplers
+from contrast_core import rules
 from contrast_core.config import CLASS_BALANCED, TOY_DATASETS, ConfigError, RunConfig
 from ui import backend, demo
 
 DEFAULTS = {name: info.default for name, info in RunConfig.model_fields.items()}
-DEFAULTS["distance"] = losses.LOSSES[DEFAULTS["loss"]].natural_distance  # None in RunConfig: the loss's own
+DEFAULTS["distance"] = rules.LOSSES[DEFAULTS["loss"]].natural_distance  # None in RunConfig: the loss's own
 SAVED = "cfg_saved"  # session_state key: the form's last values, kept while its widgets are not drawn
 PRESETS: dict[str, dict] = {  # recipes, applied over RunConfig's defaults
     "Siamese + contrastive (Hadsell)": {},  # the defaults are this recipe: random pairs, margin 1, 2-D
@@ -44,26 +44,26 @@ LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0,
 def margin_scale(loss: str, distance: str) -> tuple[float, float, float]:
     """(low, high, default) of the margin slider: the loss's margin limits, an unbounded distance
     shown up to 2.5x the distance of opposite unit vectors (5 Euclidean, 10 squared)."""
-    rules = losses.LOSSES[loss]
-    low, high = rules.margin_limits(distance) or (0.0, 1.0)
+    objective = rules.LOSSES[loss]
+    low, high = objective.margin_limits(distance) or (0.0, 1.0)
     if not math.isfinite(high):
-        high = 2.5 * distances.build(rules.measures_with(distance)).from_cosine(2.0)
-    return low, float(high), rules.default_margin(distance)
+        high = 2.5 * rules.distance(objective.measures_with(distance)).from_cosine(2.0)
+    return low, float(high), objective.default_margin(distance)
 
 
 def margin_to_cosine(margin: float, loss: str, distance: str) -> float:
     """The cosine distance between unit vectors that this margin stands for."""
-    rules = losses.LOSSES[loss]
-    return distances.build(rules.measures_with(distance)).to_cosine(rules.margin_as_distance(margin))
+    objective = rules.LOSSES[loss]
+    return rules.distance(objective.measures_with(distance)).to_cosine(objective.margin_as_distance(margin))
 
 
 def translate_margin(margin: float, old: tuple[str, str], new: tuple[str, str]) -> float:
     """Carries a margin over a change of (loss, distance), keeping its meaning on unit vectors."""
-    if "margin" not in losses.LOSSES[old[0]].knobs:
+    if "margin" not in rules.LOSSES[old[0]].knobs:
         return margin_scale(*new)[2]
     d_cos = min(max(margin_to_cosine(margin, *old), 0.0), 2.0)
-    rules = losses.LOSSES[new[0]]
-    value = rules.margin_from_distance(distances.build(rules.measures_with(new[1])).from_cosine(d_cos))
+    objective = rules.LOSSES[new[0]]
+    value = objective.margin_from_distance(rules.distance(objective.measures_with(new[1])).from_cosine(d_cos))
     low, high, _ = margin_scale(*new)
     return round(min(max(value, low), high), 2)
 
@@ -73,9 +73,9 @@ def equivalent_margins(margin: float, loss: str, distance: str) -> str:
     d_cos = margin_to_cosine(margin, loss, distance)
     if not 0 <= d_cos <= 2:
         return "No unit-vector equivalent: cosine distances lie in [0, 2]."
-    unit = losses.LOSSES[loss].margin_unit(distance)
-    shown = [n for n in distances.DISTANCES if unit != f"{n} distance"]
-    parts = [f"{name} {distances.build(name).from_cosine(d_cos):.3g}" for name in shown]
+    unit = rules.LOSSES[loss].margin_unit(distance)
+    shown = [n for n in rules.DISTANCES if unit != f"{n} distance"]
+    parts = [f"{name} {rules.distance(name).from_cosine(d_cos):.3g}" for name in shown]
     return "Same margin on unit vectors: " + ", ".join(parts)
 
 
@@ -119,7 +119,7 @@ CHOSEN_DISTANCE = "cfg.distance_chosen"  # session_state: the person picked a di
 def recipe_values(name: str) -> dict:
     """Every field's value in a recipe: RunConfig's defaults, the loss's natural distance, the recipe's own."""
     preset = PRESETS[name]
-    return DEFAULTS | {"distance": losses.LOSSES[preset.get("loss", DEFAULTS["loss"])].natural_distance} | preset
+    return DEFAULTS | {"distance": rules.LOSSES[preset.get("loss", DEFAULTS["loss"])].natural_distance} | preset
 
 
 def recipe_of(values: dict) -> str | None:
@@ -163,7 +163,7 @@ def load_config(config: dict) -> None:
     Call it before the form is drawn in this run (Streamlit refuses to set a drawn widget's value).
     """
     values = DEFAULTS | {field: value for field, value in config.items() if field in DEFAULTS}
-    natural = losses.LOSSES[values["loss"]].natural_distance
+    natural = rules.LOSSES[values["loss"]].natural_distance
     values["distance"] = values["distance"] or natural
     _set_values(values, chosen_distance=values["distance"] != natural)
 
@@ -208,7 +208,7 @@ def _whole(field: str, value: str):
 def link_params(values: dict) -> dict[str, str]:
     """The settings that differ from the first recipe, as query parameters: the form's link."""
     recipe = recipe_values(next(iter(PRESETS)))
-    natural = losses.LOSSES[values.get("loss", recipe["loss"])].natural_distance
+    natural = rules.LOSSES[values.get("loss", recipe["loss"])].natural_distance
     params = {}
     for field, value in values.items():
         if field == "distance" and value == natural:
@@ -220,9 +220,9 @@ def link_params(values: dict) -> dict[str, str]:
 
 def _on_loss_change() -> None:
     """A new loss measures with its natural distance, unless the person chose one it can use."""
-    rules = losses.LOSSES[st.session_state["cfg.loss"]]
-    if not (st.session_state.get(CHOSEN_DISTANCE) and "distance" in rules.knobs):
-        st.session_state["cfg.distance"] = rules.natural_distance
+    objective = rules.LOSSES[st.session_state["cfg.loss"]]
+    if not (st.session_state.get(CHOSEN_DISTANCE) and "distance" in objective.knobs):
+        st.session_state["cfg.distance"] = objective.natural_distance
     _translate_margin()
 
 
@@ -327,7 +327,7 @@ def config_form() -> RunConfig | dict[str, str]:
 
 def _data_controls(form: _Form) -> None:
     st.markdown("**Data**")
-    dataset = form.control("dataset", st.selectbox, "Dataset", options=list(data.DATASETS),
+    dataset = form.control("dataset", st.selectbox, "Dataset", options=list(rules.DATASETS),
                            help="digits and the toy sets are bundled; the torchvision sets download on first use.")  # fmt: skip
     if dataset in TOY_DATASETS:
         with form.row() as (left, right):
@@ -363,7 +363,7 @@ def _model_controls(form: _Form) -> None:
     st.markdown("**Model**")
     with form.row() as (left, right):
         with left:
-            model = form.control("model", st.selectbox, "Encoder", options=models.MODELS,
+            model = form.control("model", st.selectbox, "Encoder", options=rules.MODELS,
                                  help="A Siamese encoder (one network embeds both items of a pair), or a VAE.")  # fmt: skip
         with right:
             form.control("embedding_dim", st.select_slider, "Embedding dim", options=_with_current("embedding_dim", EMBEDDING_DIMS),
@@ -379,31 +379,31 @@ def _model_controls(form: _Form) -> None:
 def _objective_controls(form: _Form) -> None:
     st.markdown("**Objective**")
     # One per line: names like cosine-embedding, squared-euclidean, augmented-views are cut off in half the column.
-    loss = form.control("loss", st.selectbox, "Loss", options=list(losses.LOSSES), on_change=_on_loss_change)
-    rules = losses.LOSSES[loss]
-    natural = f"{rules.natural_distance} is the {loss} loss's own distance"
-    distance = form.control("distance", st.selectbox, "Distance", options=list(distances.DISTANCES),
-                            on_change=_on_distance_change, used="distance" in rules.knobs,
-                            help=f"cosine = 1 - cos, in [0, 2]; {natural}." if "distance" in rules.knobs
-                            else f"The {loss} loss always measures with the {rules.natural_distance}.")  # fmt: skip
+    loss = form.control("loss", st.selectbox, "Loss", options=list(rules.LOSSES), on_change=_on_loss_change)
+    objective = rules.LOSSES[loss]
+    natural = f"{objective.natural_distance} is the {loss} loss's own distance"
+    distance = form.control("distance", st.selectbox, "Distance", options=list(rules.DISTANCES),
+                            on_change=_on_distance_change, used="distance" in objective.knobs,
+                            help=f"cosine = 1 - cos, in [0, 2]; {natural}." if "distance" in objective.knobs
+                            else f"The {loss} loss always measures with the {objective.natural_distance}.")  # fmt: skip
     low, high, _ = margin_scale(loss, distance)
     key = _key("margin")
     st.session_state[key] = min(max(float(st.session_state[key]), low), high)  # a slider refuses values outside
-    margin = form.control("margin", st.slider, f"Margin ({rules.margin_unit(distance)})", min_value=low,
-                          max_value=high, step=0.01, used="margin" in rules.knobs,
+    margin = form.control("margin", st.slider, f"Margin ({objective.margin_unit(distance)})", min_value=low,
+                          max_value=high, step=0.01, used="margin" in objective.knobs,
                           help="Negatives closer than the margin are pushed apart; farther ones cost nothing.")  # fmt: skip
-    if "margin" in rules.knobs:
+    if "margin" in objective.knobs:
         st.caption(equivalent_margins(margin, loss, distance))
-    if "reduction" in rules.knobs:
+    if "reduction" in objective.knobs:
         form.control("reduction", st.selectbox, "Reduction", options=_choices("reduction"),
                      help="mean: average over every pair / triplet, zero-loss ones included. mean-nonzero: "
                           "each part (positive pairs, negative pairs; triplets) averaged over its non-zero terms, "
                           "as pytorch-metric-learning does by default.")  # fmt: skip
     form.control("temperature", st.number_input, "Temperature", step=0.01, format="%.2f",
-                 used="temperature" in rules.knobs,
+                 used="temperature" in objective.knobs,
                  help="Softmax temperature of NT-Xent / SupCon: lower is sharper.")  # fmt: skip
-    sampler = form.control("sampler", st.selectbox, "Sampler / miner", options=list(samplers.SAMPLERS),
-                           help=f"{loss} takes {losses.LOSSES[loss].kind}; the sampler must produce them.")  # fmt: skip
+    sampler = form.control("sampler", st.selectbox, "Sampler / miner", options=list(rules.SAMPLERS),
+                           help=f"{loss} takes {rules.LOSSES[loss].kind}; the sampler must produce them.")  # fmt: skip
     form.control("augment", st.slider, "Augmentation", step=0.05,
                  help="Strength of the random per-item augmentation; 0 = none.")  # fmt: skip
     if sampler in CLASS_BALANCED:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from contrast_core.config import RunConfig
-from contrast_core.distances import as_measured
-from contrast_core.losses import LOSSES
+from contrast_core.rules import LOSSES, as_measured
 
 COLLAPSE_FRACTION = 0.01  # points all within 1% of the margin (or of 1 without one): collapsed
 STUCK_WINDOW = 100  # steps of loss looked at for "stuck"

@@ -577,7 +577,7 @@ LATENT_POINT = -1  # the customdata of the click grid's points: a place to decod
 
 
 def add_neighbours(fig: go.Figure, xy: np.ndarray, query: int, found: dict) -> None:
-    """Marks a chosen item on the scatter and the items of its retrieval (`metrics.neighbours`): rings on
+    """Marks a chosen item on the scatter and the items of its retrieval (`pair_stats.neighbours`): rings on
     its nearest items, crosses on its hardest negatives, diamonds on the positives beyond the margin."""
     marks = (
         ("nearest items", found["nearest"][0], dict(symbol="circle-open", size=13, color="#222", line_width=2)),

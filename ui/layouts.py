@@ -6,6 +6,7 @@ import numpy as np
 import streamlit as st
 
 from contrast_core.projection import project
+from ui import backend
 from ui.run_view import as_measured
 
 METHODS = {"PCA": "pca", "t-SNE": "tsne", "UMAP": "umap"}
@@ -26,4 +27,6 @@ def layout(
         return arrays["pca"]
     if not np.isfinite(embeddings).all():
         return np.nan_to_num(embeddings[:, :2])
-    return project(embeddings, METHODS[method], **dict(options))
+    if method == "PCA":
+        return project(embeddings, "pca")
+    return backend.projector().now(embeddings, METHODS[method], **dict(options))  # in its own process

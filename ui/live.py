@@ -14,9 +14,9 @@ import time
 import numpy as np
 import streamlit as st
 
-from contrast_core import distances
-from contrast_core.metrics import METRICS
-from contrast_core.projection import project, umap_compiled
+from contrast_core import rules
+from contrast_core.projection import project
+from contrast_core.rules import METRICS
 from contrast_core.store import LIVE_STATUSES, Run, StoreError
 from ui import backend, figures, items, tab
 from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
@@ -37,7 +37,7 @@ PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne"}
 POLL_SECONDS = 1.0
 WAITING = "live.waiting"  # session_state: the run whose chosen projection was last seen computing
 POLLING = "live.polling"  # session_state: whether live_panels made the panels poll for it (None: a live run)
-# Drawn over time; the tiles show these and the retrieval and VAE metrics (labels, help: metrics.METRICS).
+# Drawn over time; the tiles show these and the retrieval and VAE metrics (labels, help: rules.METRICS).
 HISTORY_METRICS = ("rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette", "knn_accuracy")
 TILE_METRICS = (*HISTORY_METRICS, "precision_at_1", "map_at_r", "linear_probe_accuracy", "recon_mse", "kl")
 DELTA_COLOURS = {"higher": "normal", "lower": "inverse", "neither": "off"}  # by Metric.better
@@ -231,7 +231,7 @@ def _projected(run_id: str, step: int, embeddings: np.ndarray, method: str) -> t
         return done, f":material/error: {method} of step {step:,} failed ({error})", False
     seconds = projector.waiting(run_id, name) or 0.0
     status = f":material/hourglass_top: {method} of {len(embeddings):,} points computing… {seconds:.0f} s"
-    if name == "umap" and not umap_compiled():
+    if projector.compiling(name):
         status += " (compiling UMAP first, about 20 s)"
     status += "; PCA meanwhile" if done is None else f"; step {done[0]:,} meanwhile"
     if st.session_state.get(POLLING) is None and st.session_state.get("live.paused"):
@@ -255,7 +255,7 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
     view.ranges[drawn] = ranges = figures.square_ranges(xy, view.ranges.get(drawn))
     circle = _margin_circle(xy, config) if arrays["embeddings"].shape[1] == 2 else None
     classes = class_names(arrays)
-    hover = items.hover_texts(items.data_key(config), arrays["index"]) if thumbnails else None
+    hover = items.hover_texts(view.run_id, arrays["index"]) if thumbnails else None
     fig = figures.scatter_figure(xy, arrays["labels"], classes, ranges, hover=hover, circle=circle, title=title)
     st.plotly_chart(fig, key="live.scatter", config={"displayModeBar": False})
     notes = [NOTES["scatter"], NOTES["circle"] if circle else "", "" if thumbnails else NOTES["hover"]]
@@ -288,7 +288,7 @@ def _pairs_panel(view: RunView) -> None:
     pos, neg = view.pairs["pos_distances"], view.pairs["neg_distances"]
     margin = margin_distance(view.config)
     high = max(np.nanmax(np.concatenate([pos, neg, [0.0]])), margin or 0.0)
-    bound = distances.build(loss_distance(view.config)).high  # cosine: [0, 2]
+    bound = rules.distance(loss_distance(view.config)).high  # cosine: [0, 2]
     x_range = (0.0, bound) if np.isfinite(bound) else (0.0, high * 1.05 or 1.0)
     view.ranges["pairs"] = x_range = figures.steady_range(view.ranges.get("pairs"), *x_range, pad=0.0)
     fig = figures.distance_histogram(pos, neg, margin, x_range)

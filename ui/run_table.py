@@ -6,8 +6,7 @@ import time
 
 import pandas as pd
 
-from contrast_core.losses import LOSSES
-from contrast_core.metrics import METRICS
+from contrast_core.rules import LOSSES, METRICS
 from contrast_core.store import Run, RunStore
 
 # The final metrics a run table shows, as {key: column label}.

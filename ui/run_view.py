@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from contrast_core import distances, metrics
-from contrast_core.losses import LOSSES
+from contrast_core import pair_stats, rules
+from contrast_core.rules import LOSSES
 from contrast_core.store import RunStore, StoreError
 from ui import diagnosis
 
@@ -31,7 +31,7 @@ def margin_distance(config: dict) -> float | None:
 def as_measured(embeddings: np.ndarray, config: dict) -> np.ndarray:
     """(E, D) -> (E, D): the embeddings as the loss sees them, scaled to unit length for the cosine
     (it ignores length, and raw lengths can be tiny or huge)."""
-    return distances.as_measured(embeddings, loss_distance(config))
+    return rules.as_measured(embeddings, loss_distance(config))
 
 
 def class_names(arrays: dict[str, np.ndarray]) -> list[str]:
@@ -51,7 +51,7 @@ class RunView:
     last_step: int = -1  # metric rows up to this step are read
     snapshots: list[dict] = field(default_factory=list)  # [{"step", "metrics"}], ascending
     arrays: dict[str, np.ndarray] | None = None  # the latest snapshot's arrays
-    pairs: dict | None = None  # its positive / negative pair distances (see metrics.pair_distance_stats)
+    pairs: dict | None = None  # its positive / negative pair distances (see pairs.pair_distance_stats)
     ranges: dict = field(default_factory=dict)  # axis ranges kept between refreshes, by chart
     pca: np.ndarray | None = None  # (E, 2) last PCA drawn of normalised embeddings, to align the next to
     damaged: str | None = None  # why the newest snapshot could not be read (the one before is shown)
@@ -114,9 +114,9 @@ def pair_distances(arrays: dict[str, np.ndarray], config: dict) -> dict | None:
     if not np.isfinite(embeddings).all():
         return None
     distance, margin = loss_distance(config), margin_distance(config)
-    pairs = metrics.pair_distance_stats(embeddings, arrays["labels"], distance, margin, max_pairs=MAX_PAIRS)
+    pairs = pair_stats.pair_distance_stats(embeddings, arrays["labels"], distance, margin, max_pairs=MAX_PAIRS)
     if LOSSES[config["loss"]].kind == "triplets":  # what a triplet loss pays for, beside the pairs
-        pairs["triplet_violation_fraction"] = metrics.triplet_violation_fraction(
+        pairs["triplet_violation_fraction"] = pair_stats.triplet_violation_fraction(
             embeddings, arrays["labels"], distance, margin
         )
     return pairs

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from contrast_core.metrics import METRICS
+from contrast_core.rules import METRICS
 from contrast_core.store import Run, RunStore, StoreError
 from contrast_core.sweep import axes_of, label
 from ui.run_view import as_measured, class_names, loss_distance, margin_distance, pair_distances

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from contrast_core import sweep
-from contrast_core.metrics import METRICS
+from contrast_core.rules import METRICS
 from contrast_core.store import LIVE_STATUSES
 from ui import backend, demo, figures, sweep_view, tab
 from ui.config_form import CHOSEN_DISTANCE, DEFAULTS, SAVED

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from contrast_core import export
-from contrast_core.forces import in_plane
-from contrast_core.metrics import neighbours
+from contrast_core import decoding, export
+from contrast_core.pair_stats import neighbours
+from contrast_core.projection import in_plane
 from contrast_core.store import StoreError
 from ui import backend, demo, figures, items, layouts, tab
 from ui.run_table import run_label
@@ -83,7 +83,7 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
     with st.spinner(f"{method} of {len(arrays['embeddings'])} points (UMAP compiles on first use)..."):
         xy = layouts.layout(run_id, step, method, arrays, config, options)
     classes = class_names(arrays)
-    hover = items.hover_texts(items.data_key(config), arrays["index"])
+    hover = items.hover_texts(run_id, arrays["index"])
     title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")
     fig = figures.scatter_figure(xy, arrays["labels"], classes, hover=hover, title=title, height=560)
     if st.toggle("Density contours", key="explore.density", help="Per class: how tight its cluster is."):
@@ -131,7 +131,7 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         for column, (name, text) in zip((left, right), files.items(), strict=True):
             column.download_button(name, text, f"{run_id}-{step}-{name}", "text/tab-separated-values",
                                    icon=":material/download:", width="stretch", key=f"explore.{name}")  # fmt: skip
-    selection(arrays, classes, config, found)
+    selection(run_id, arrays, classes, config, found)
     rows = _metric_rows(backend.home(), run_id, store.get_run(run_id).step)
     if "mined" in rows:
         st.plotly_chart(figures.mining_figure(rows, config["steps"], 0.6, at_step=step), key="explore.mining")
@@ -222,19 +222,13 @@ def vae_panels(arrays: dict, step: int) -> None:
 def decoder_panels(arrays: dict, config: dict, step: int) -> None:
     """Decode a latent point (2-D latents: the sliders, or a click on the scatter) and interpolate between
     two items' means, with the decoder as it was at this snapshot."""
-    if not any(key.startswith("decoder.") for key in arrays) or arrays["originals"].ndim != 4:
+    if not any(key.startswith(decoding.PREFIX) for key in arrays) or arrays["originals"].ndim != 4:
         return
-    import torch
-
-    from contrast_core.models import decoder_from_arrays
-
     mu = arrays["embeddings"]
-    decoder = decoder_from_arrays(arrays, mu.shape[1])
     scale = max(1, 64 // arrays["originals"].shape[-1])
 
     def decode(points: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return decoder(torch.as_tensor(points, dtype=torch.float32)).numpy()
+        return decoding.decode(arrays, points)
 
     left, right = st.columns(2)
     with left:
@@ -256,7 +250,7 @@ def decoder_panels(arrays: dict, config: dict, step: int) -> None:
                  caption=f"Decoded along the straight line from item {a}'s mean to item {b}'s, at step {step}")  # fmt: skip
 
 
-def selection(arrays: dict, classes: list[str], config: dict, found: dict | None) -> None:
+def selection(run_id: str, arrays: dict, classes: list[str], config: dict, found: dict | None) -> None:
     """The chosen item's neighbours (`found`, as marked on the scatter), or the items box-selected."""
     positions = np.array(st.session_state.get(SELECTED, []), dtype=int)
     chosen = st.number_input("Item", min_value=0, max_value=len(arrays["labels"]) - 1, value=None, step=1,
@@ -264,7 +258,7 @@ def selection(arrays: dict, classes: list[str], config: dict, found: dict | None
                              help="An item's nearest neighbours in the embedding, its hardest negatives and "
                              "the positives beyond the margin, also marked on the scatter.")  # fmt: skip
     if chosen is not None:
-        neighbours_panel(arrays, classes, config, int(chosen), found or retrieval(arrays, config, int(chosen)))
+        neighbours_panel(run_id, arrays, classes, config, int(chosen), found or retrieval(arrays, config, int(chosen)))
         return
     if len(positions) == 0:
         st.caption("Click a point for its neighbours (a double click clears it); pick the box or lasso tool above "
@@ -273,7 +267,7 @@ def selection(arrays: dict, classes: list[str], config: dict, found: dict | None
     labels = arrays["labels"][positions]
     counts = ", ".join(f"{classes[c]}: {n}" for c, n in zip(*np.unique(labels, return_counts=True), strict=True))
     st.markdown(f"**{len(positions)} selected** ({counts})")
-    x = items.items(items.data_key(config), arrays["index"][positions])
+    x = items.items(run_id, arrays["index"][positions])
     if x is None:
         st.info("The dataset's items cannot be loaded here, so only their classes are shown.")
     elif x.ndim == 4:
@@ -292,13 +286,13 @@ def retrieval(arrays: dict, config: dict, query: int) -> dict:
     return neighbours(embeddings, arrays["labels"], query, loss_distance(config), margin_distance(config), NEIGHBOURS)
 
 
-def neighbours_panel(arrays: dict, classes: list[str], config: dict, query: int, found: dict) -> None:
+def neighbours_panel(run_id: str, arrays: dict, classes: list[str], config: dict, query: int, found: dict) -> None:
     """The retrieval a Siamese network exists for: an item's nearest items, in the loss's own distance."""
     distance, margin = loss_distance(config), margin_distance(config)
     label = arrays["labels"][query]
     dim = arrays["embeddings"].shape[1]
     st.markdown(f"**Item {query}** (class {classes[label]}), in the {dim}-D embedding by {distance} distance")
-    x = items.items(items.data_key(config), arrays["index"])
+    x = items.items(run_id, arrays["index"])
     rows = {
         "Nearest items": found["nearest"],
         "Hardest negatives: the closest items of another class": found["hardest_negatives"],
