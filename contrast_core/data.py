@@ -4,8 +4,8 @@ A loader returns raw `(x, y, classes, kind)`: images as (N, C, H, W) float32 in 
 tables as (N, F) float32 standardised features, labels as (N,) int64 class ids.
 `load` adds the train/test split and the fixed evaluation subset, all decided by the seed.
 
-torchvision, scikit-learn and pandas are imported inside the loaders that use them: the UI
-imports this module for `DATASETS` alone and should not pay for them.
+torchvision, scikit-learn and pandas are imported inside the loaders that use them: a worker pays
+only for its own dataset. The pages never import this module (the names are in `rules.DATASETS`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from contrast_core import tables
 
 DATA_HOME = Path(os.environ.get("CONTRAST_DATA", "data"))  # torchvision download/root folder
 
@@ -258,7 +260,7 @@ def _torchvision(name: str, class_name: str, *, download: bool = True, **_):
     try:
         source = getattr(torchvision.datasets, class_name)(root=DATA_HOME, train=True, download=download)
     except (RuntimeError, OSError) as err:  # missing/corrupt files; URLError and socket errors are OSErrors
-        reason = _last_line(err) if download else "download=False"
+        reason = tables.last_line(err) if download else "download=False"
         raise DatasetUnavailable(
             f"{name}: not found under {DATA_HOME}/ and could not be downloaded ({reason}); "
             "place the files there or connect to the internet"
@@ -269,53 +271,13 @@ def _torchvision(name: str, class_name: str, *, download: bool = True, **_):
     return x, torch.as_tensor(source.targets, dtype=torch.int64), list(source.classes), "image"
 
 
-def _last_line(err: Exception) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-1] if lines else type(err).__name__
-
-
-MIN_CSV_ROWS = 10
+MIN_CSV_ROWS = tables.MIN_ROWS
 
 
 def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = 200_000, **_):
-    """Numeric feature columns of a csv file, labelled by `csv_label`. Every problem is a ValueError.
-
-    Labels may be strings or numbers; classes are the sorted distinct labels, as strings.
-    Rows are counted from 1, the header not included. No message quotes the file's contents (not even
-    its header): the path may name any file the process can read.
-    """
-    import pandas as pd
-
-    if not csv_path:
-        raise ValueError("csv: no file given (csv_path is empty)")
-    if not Path(csv_path).is_file():
-        raise ValueError(f"csv: file not found: {csv_path}")
-    try:
-        table = pd.read_csv(csv_path, nrows=max_rows + 1)  # one extra row tells that the file is too long
-    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
-        raise ValueError(f"csv: could not be read ({_last_line(err)})") from err
-    if len(table) == 0:
-        raise ValueError("csv: the file has no rows")
-    if len(table) > max_rows:
-        raise ValueError(f"csv: more than {max_rows} rows (the limit is max_rows={max_rows})")
-    if len(table) < MIN_CSV_ROWS:
-        raise ValueError(f"csv: {len(table)} rows; at least {MIN_CSV_ROWS} are needed (a fifth are held out "
-                         "to measure the embedding)")  # fmt: skip
-    if csv_label not in table.columns:
-        raise ValueError(f"csv: label column '{csv_label}' not found among the file's {table.shape[1]} columns")
-    features = table.drop(columns=csv_label).select_dtypes("number")
-    if features.shape[1] == 0:
-        raise ValueError(f"csv: no numeric feature columns beside the label (of {table.shape[1]} columns)")
-    missing = (features.isna().any(axis=1) | table[csv_label].isna()).to_numpy()
-    if missing.any():
-        raise ValueError(f"csv: {missing.sum()} rows contain missing values (first at row {missing.argmax() + 1})")
-    infinite = ~np.isfinite(features.to_numpy(dtype=np.float64)).all(axis=1)
-    if infinite.any():
-        raise ValueError(f"csv: {infinite.sum()} rows contain infinite values (first at row {infinite.argmax() + 1})")
-    classes, y = np.unique(table[csv_label].to_numpy(), return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"csv: label column '{csv_label}' has {len(classes)} class (need at least 2)")
-    return _standardise(features.to_numpy(dtype=np.float64)), _labels(y), [str(c) for c in classes], "table"
+    """Numeric feature columns of a csv file, labelled by `csv_label` (read and checked by `tables.read`)."""
+    features, y, classes = tables.read(csv_path, csv_label, max_rows)
+    return _standardise(features), _labels(y), classes, "table"
 
 
 DATASETS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor, list[str], str]]] = {

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from contrast_core.store import RunStore
-from ui.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, local_app
+from ui.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, local_app, memory_mb
 
 pytestmark = pytest.mark.browser
 expect.set_options(timeout=60_000)
@@ -27,12 +27,6 @@ def mapped(pid: int) -> set[str]:
     """The files mapped into a process."""
     with open(f"/proc/{pid}/maps") as f:
         return {line.split(maxsplit=5)[5].strip() for line in f if len(line.split(maxsplit=5)) == 6}
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        fields = dict(line.split(":", 1) for line in f)
-    return int(fields["VmRSS"].split()[0]) / 1024
 
 
 def test_no_page_loads_torch_scikit_learn_or_umap_into_the_page_process(tmp_path):
@@ -74,5 +68,7 @@ def test_no_page_loads_torch_scikit_learn_or_umap_into_the_page_process(tmp_path
         finally:
             browser.close()
         heavy = sorted(path for path in mapped(pid) if any(name in path for name in HEAVY))
-        (ARTIFACTS / "page-process.json").write_text(json.dumps({"rss_mb": rss_mb(pid), "heavy": heavy}))
+        (ARTIFACTS / "page-process.json").write_text(
+            json.dumps({"processes_mb": memory_mb(pid), "heavy": heavy}, indent=1)
+        )
         assert heavy == []

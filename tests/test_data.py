@@ -305,7 +305,7 @@ def test_csv_numeric_labels_sort_as_numbers(tmp_path):
 
 
 BAD_CSVS = [
-    (GOOD_CSV, {"csv_label": "y"}, "csv: label column 'y' not found among the file's 5 columns"),
+    (GOOD_CSV, {"csv_label": "y"}, "csv_label: label column 'y' not found among the file's 5 columns"),
     ("name,label\n" + "p,dog\nq,cat\n" * 5, {}, "csv: no numeric feature columns beside the label (of 2 columns)"),
     (
         GOOD_CSV.replace("3,30", "3,inf").replace("7,70", "-Infinity,70"),
@@ -319,7 +319,7 @@ BAD_CSVS = [
         "csv: 2 rows contain missing values (first at row 3)",
     ),
     (GOOD_CSV, {"max_rows": 5}, "csv: more than 5 rows (the limit is max_rows=5)"),
-    (GOOD_CSV.replace("cat", "dog"), {}, "csv: label column 'label' has 1 class (need at least 2)"),
+    (GOOD_CSV.replace("cat", "dog"), {}, "csv_label: label column 'label' has 1 class (need at least 2)"),
     ("a,label\n", {}, "csv: the file has no rows"),
     ("", {}, "csv: could not be read"),
 ]

@@ -107,16 +107,16 @@ def test_no_page_reads_a_path_on_the_server(demo_mode, queue, store, tmp_path):
 
 def test_an_upload_is_kept_by_content_within_the_caps(demo_mode, store, monkeypatch):
     table = b"x,y,label\n" + b"".join(b"%d,%d,%d\n" % (i, i * i, i % 2) for i in range(30))
-    path = demo.save_upload(store, table)
+    path = demo.save_upload(store, table, "label")
     assert path.read_bytes() == table and path.parent == demo.upload_dir(store)
-    assert demo.save_upload(store, table) == path  # one copy
+    assert demo.save_upload(store, table, "label") == path  # one copy
     assert demo.refusal(store, [RunConfig(dataset="csv", csv_path=str(path))]) is None
     monkeypatch.setenv("CONTRAST_DEMO_UPLOAD_ROWS", "29")
     with pytest.raises(ValueError, match="csv upload: 30 rows, over this demo's 29"):
-        demo.save_upload(store, table)
+        demo.save_upload(store, table, "label")
     monkeypatch.setenv("CONTRAST_DEMO_UPLOAD_MB", "0.0001")
     with pytest.raises(ValueError, match=r"csv upload: 0\.0 MB, over this demo's 0\.0001 MB"):
-        demo.save_upload(store, table)
+        demo.save_upload(store, table, "label")
 
 
 def test_a_sweep_over_the_demo_s_cap_is_refused_and_queues_nothing(demo_mode, queue, store):

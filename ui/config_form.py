@@ -352,7 +352,8 @@ def _csv_upload(form: _Form) -> None:
     path = None
     if upload is not None:
         try:
-            path = str(demo.save_upload(backend.run_store(), upload.getvalue()))
+            label = st.session_state.get("cfg.csv_label") or DEFAULTS["csv_label"]  # drawn below, kept from before
+            path = str(demo.save_upload(backend.run_store(), upload.getvalue(), label))
         except ValueError as exc:
             st.error(str(exc), icon=":material/error:")
     form.slots["csv_path"] = st.empty()

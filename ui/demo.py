@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import secrets
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from contrast_core import tables
 from contrast_core.config import RunConfig, available_memory
 from contrast_core.store import LIVE_STATUSES, Run, RunStore
 
@@ -154,11 +156,13 @@ def upload_dir(store: RunStore) -> Path:
     return store.home / "uploads"
 
 
-def save_upload(store: RunStore, data: bytes) -> Path:
-    """Keeps an uploaded CSV where the workers read it, named by its content (one copy however often sent).
+def save_upload(store: RunStore, data: bytes, label: str) -> Path:
+    """Keeps an uploaded CSV where the workers read it, named by its content (one copy however often sent),
+    once it passes the checks a run's data would (`tables.read`, with `label` as its label column).
 
     Raises:
-        ValueError: over the demo's size or row cap, named.
+        ValueError: over the demo's size or row cap, or not a table a run can train on: one line, naming
+            the field; nothing is written then.
     """
     limits = caps()
     if len(data) > limits.upload_mb * 1e6:
@@ -166,6 +170,7 @@ def save_upload(store: RunStore, data: bytes) -> Path:
     rows = data.count(b"\n") + (not data.endswith(b"\n")) - 1  # lines after the header
     if rows > limits.upload_rows:
         raise ValueError(f"csv upload: {rows:,} rows, over this demo's {limits.upload_rows:,}")
+    tables.read(io.BytesIO(data), label, max_rows=limits.upload_rows)
     folder = upload_dir(store)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.csv"

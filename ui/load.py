@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ui.serve import CHROMIUM, CHROMIUM_ARGS, local_app
+from ui.serve import CHROMIUM, CHROMIUM_ARGS, local_app, memory_mb
 
 # Records each change of the progress line as [seconds, text], from the moment it is installed.
 WATCH_JS = """() => { window.changes = []; let last = null; const t0 = performance.now();
@@ -80,7 +80,7 @@ def load(visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: 
             changes = [page.evaluate("() => window.changes") for page in pages]
             views = [seen(found) for found in changes]
             exceptions = sum(page.locator('[data-testid="stException"]').count() for page in pages)
-            memory_end = rss_mb(pid)
+            memory_end, processes = rss_mb(pid), memory_mb(pid)
             browser.close()
     gaps = [gap for view in views for gap in view["gaps"]]
     return {
@@ -96,6 +96,7 @@ def load(visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: 
         "app_memory_mb_start": round(memory_start),
         "app_memory_mb_end": round(memory_end),
         "app_memory_mb_every_30_s": samples,
+        "processes_mb_end": processes,
         "each_visitor": [
             {
                 "updates_while_training": len(view["gaps"]) + 1 if view["running_at"] is not None else 0,

@@ -58,6 +58,14 @@ def local_app(
             proc.wait()
 
 
+def memory_mb(pid: int) -> dict[str, int]:
+    """Resident memory (MB) of the app's process and of each process it started (workers, projection
+    processes: all of its session), keyed "pid command"."""
+    found = subprocess.run(["ps", "-o", "pid=,rss=,args=", "--sid", str(pid)], capture_output=True, text=True).stdout
+    rows = (line.split(maxsplit=2) for line in found.splitlines())
+    return {f"{p} {args[:60]}": round(int(rss) / 1024) for p, rss, args in rows}
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float, log: Path | None) -> None:
     deadline = time.monotonic() + timeout
     see = f"; see {log}" if log else ""

@@ -1,0 +1,61 @@
+"""A CSV of numeric features and a label column, read and checked without torch (pages check an
+upload with it; `data` trains on what it returns). Every problem is a ValueError of one line.
+
+No message quotes the file's contents (not even its header): a path may name any file the process
+can read. Rows are counted from 1, the header not included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+MIN_ROWS = 10
+
+
+def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: int = 200_000):
+    """(features (N, F) float64, class ids (N,) int64, class names) of a CSV file or an open one.
+
+    Labels may be strings or numbers; classes are the sorted distinct labels, as strings.
+    """
+    import pandas as pd
+
+    if source is None or source == "":
+        raise ValueError("csv: no file given (csv_path is empty)")
+    if isinstance(source, str | Path) and not Path(source).is_file():
+        raise ValueError(f"csv: file not found: {source}")
+    try:
+        table = pd.read_csv(source, nrows=max_rows + 1)  # one extra row tells that the file is too long
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise ValueError(f"csv: could not be read ({last_line(err)})") from err
+    if len(table) == 0:
+        raise ValueError("csv: the file has no rows")
+    if len(table) > max_rows:
+        raise ValueError(f"csv: more than {max_rows} rows (the limit is max_rows={max_rows})")
+    if len(table) < MIN_ROWS:
+        raise ValueError(f"csv: {len(table)} rows; at least {MIN_ROWS} are needed (a fifth are held out "
+                         "to measure the embedding)")  # fmt: skip
+    if label not in table.columns:
+        raise ValueError(f"csv_label: label column '{label}' not found among the file's {table.shape[1]} columns")
+    features = table.drop(columns=label).select_dtypes("number")
+    if features.shape[1] == 0:
+        raise ValueError(f"csv: no numeric feature columns beside the label (of {table.shape[1]} columns)")
+    missing = (features.isna().any(axis=1) | table[label].isna()).to_numpy()
+    if missing.any():
+        raise ValueError(f"csv: {missing.sum()} rows contain missing values (first at row {missing.argmax() + 1})")
+    values = features.to_numpy(dtype=np.float64)
+    infinite = ~np.isfinite(values).all(axis=1)
+    if infinite.any():
+        raise ValueError(f"csv: {infinite.sum()} rows contain infinite values (first at row {infinite.argmax() + 1})")
+    classes, y = np.unique(table[label].to_numpy(), return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"csv_label: label column '{label}' has {len(classes)} class (need at least 2)")
+    return values, y.astype(np.int64), [str(c) for c in classes]
+
+
+def last_line(err: Exception) -> str:
+    """The last non-empty line of an error's message (a parser's own words, without its traceback)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
