@@ -19,14 +19,14 @@ fresh install, plus about 5 s to compile the fit itself); `warm_up` pays that on
 
 import contextlib
 import functools
-import multiprocessing
 import os
+import pickle
+import subprocess
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -356,26 +356,33 @@ def call_here(fn: Callable, *args, **kwargs):
 
 
 class ChildProcess:
-    """One spawned process that runs what its parent should not import (scikit-learn, umap-learn).
+    """One child process (`contrast_core.child`) that runs what its parent should not import
+    (scikit-learn, umap-learn), one call at a time.
 
-    A call blocks the calling thread until the child answers. The child starts at the first call and
-    is started again after it dies (killed for memory, say: that call raises a one-line reason).
+    A call blocks the calling thread until the child answers; an exception in the child comes back
+    as a RuntimeError with its message. The child starts at the first call and again after it dies
+    (killed for memory, say: that call raises a one-line reason). It exits when its parent does.
     """
 
     def __init__(self, name: str):
-        self.name, self._pool, self._lock = name, None, threading.Lock()
+        self.name, self._proc, self._lock = name, None, threading.Lock()
 
     def __call__(self, fn: Callable, *args, **kwargs):
         with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            pool = self._pool
-        try:
-            return pool.submit(fn, *args, **kwargs).result()
-        except BrokenProcessPool:
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = None
-            raise RuntimeError(
-                f"the {self.name} process stopped (out of memory?); the next ask starts it again"
-            ) from None
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = subprocess.Popen([sys.executable, "-m", "contrast_core.child"],
+                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+            try:
+                pickle.dump((fn, args, kwargs), self._proc.stdin)
+                self._proc.stdin.flush()
+                done, value = pickle.load(self._proc.stdout)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                self._proc.kill()
+                self._proc.wait()
+                self._proc = None
+                raise RuntimeError(
+                    f"the {self.name} process stopped (out of memory?); the next ask starts it again"
+                ) from None
+        if not done:
+            raise RuntimeError(value)
+        return value

@@ -347,3 +347,21 @@ def test_umap_and_tsne_take_their_own_settings(monkeypatch):
     project(x, "tsne", perplexity=5)
     project(x, "tsne")
     assert perplexities == [5.0, 13.0]  # the default 30, capped below (40 - 1) / 3
+
+
+def test_a_child_process_answers_says_why_it_failed_and_comes_back_after_it_is_killed():
+    import os
+    import signal
+
+    from contrast_core.projection import ChildProcess
+
+    child = ChildProcess("t-SNE")
+    x = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
+    assert np.allclose(child(project, x, "pca"), project(x, "pca"))  # pickled there and back
+    with pytest.raises(RuntimeError, match=r"^method: unknown 'nope'"):
+        child(project, x, "nope")
+    pid = child._proc.pid
+    assert child(os.getpid) == pid  # the same child served every call
+    with pytest.raises(RuntimeError, match="the t-SNE process stopped"):
+        child(os.kill, pid, signal.SIGKILL)  # killed while it works on a call
+    assert child(os.getpid) not in (pid, os.getpid())  # a new child
