@@ -287,3 +287,22 @@ def test_the_projection_is_in_the_link(queue, store, monkeypatch):
     assert "projection" not in at.query_params
     bad = open_link(run=run_id, projection="MDS")
     assert any("projection: unknown 'MDS'" in w.value for w in bad.warning) and chart(bad, "Step 100: PCA")
+
+
+def test_a_projection_that_fails_in_its_process_is_one_line_and_pca_is_drawn(queue, store, monkeypatch):
+    from ui import layouts
+
+    class Projector:  # the projection process, killed for memory while it worked
+        def now(self, x, method, **options):
+            raise RuntimeError("the t-SNE process stopped (out of memory?); the next ask starts it again")
+
+    monkeypatch.setattr(backend, "projector", Projector)
+    layouts.layout.clear()
+    add_run(store, 100, status="finished", embedding_dim=8)
+    at = open_app("explore")
+    at.segmented_control(key="explore.method").set_value("t-SNE").run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "t-SNE: the t-SNE process stopped (out of memory?); the next ask starts it again; showing PCA"
+    ]
+    assert chart(at, "Step 100: PCA of the 8-D embedding")

@@ -81,7 +81,11 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         st.query_params["projection"] = method
     options = projection_options(method)
     with st.spinner(f"{method} of {len(arrays['embeddings'])} points (UMAP compiles on first use)..."):
-        xy = layouts.layout(run_id, step, method, arrays, config, options)
+        try:
+            xy = layouts.layout(run_id, step, method, arrays, config, options)
+        except RuntimeError as exc:  # from its process: a bad snapshot, or the process killed for memory
+            st.error(f"{method}: {exc}; showing PCA", icon=":material/error:")
+            method, xy = "PCA", layouts.layout(run_id, step, "PCA", arrays, config)
     classes = class_names(arrays)
     hover = items.hover_texts(run_id, arrays["index"])
     title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")
