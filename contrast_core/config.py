@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from contrast_core import rules
+from contrast_core import cgroups, rules
 
 MAX_SNAPSHOTS = 200  # a run's snapshots, each a file on disk (about 12 kB each for the default run)
 MAX_MARGIN = 10_000.0
@@ -206,13 +206,16 @@ def _size(n: float) -> str:
 
 
 def available_memory() -> int:
-    """Bytes this machine's processes can still take (MemAvailable; the total where that is unknown)."""
+    """Bytes this process can still take: MemAvailable, or less where its cgroup's limit (a container's)
+    leaves less room; the machine's total where neither is known."""
     try:
         with open("/proc/meminfo") as f:
             fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) * 1024
+        free = int(fields["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limited = cgroups.room(cgroups.memory_cgroup())
+    return free if limited is None else min(free, limited)
 
 
 def _check_name(field: str, value: str, registry) -> None:

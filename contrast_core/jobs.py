@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contrast_core import cgroups
 from contrast_core.store import RESUMABLE_STATUSES, DiskFull, RunLost, RunStore, StoreError
 
 POLL_SECONDS = 0.05  # an idle worker looks for a queued run this often (one query, ~20 us): a click starts within it
@@ -257,21 +258,6 @@ def what_it_trains(config: dict) -> str:
     return f"batch {config.get('batch_size')} of {config.get('model')} with {config.get('sampler')}{need}"
 
 
-def oom_kills() -> int | None:
-    """How many processes the kernel has killed for memory in this machine's (or container's) memory
-    cgroup, v2 or v1; None where it does not say."""
-    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    name, _, value = line.partition(" ")
-                    if name == "oom_kill":
-                        return int(value)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 # --- the app side ------------------------------------------------------------------------------
 
 
@@ -289,7 +275,9 @@ class JobQueue:
         # None: one per GPU, counted at start (by a child process, see default_workers)
         self.n_workers = n_workers or int(os.environ.get("CONTRAST_WORKERS", 0)) or None
         self.procs: dict[str, subprocess.Popen] = {}
-        self.oom_kills = oom_kills()  # the kernel's count when last looked at
+        # Each live worker's memory cgroup and the kernel's count of processes it killed for memory there,
+        # when last looked at (a worker may be moved to another cgroup while it lives).
+        self.oom_counts: dict[str, tuple[Path | None, int | None]] = {}
         self.cancelled_at: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -406,19 +394,25 @@ class JobQueue:
     def _check_workers(self) -> None:
         with self.lock:
             dead = [(wid, p.returncode) for wid, p in self.procs.items() if p.poll() is not None]
-            kills, self.oom_kills = self.oom_kills, oom_kills() if dead else self.oom_kills
             for worker_id, code in dead:
+                cgroup, kills = self.oom_counts.pop(worker_id, (None, None))
+                for_memory = code == -signal.SIGKILL and (cgroups.oom_kills(cgroup) or 0) > (kills or 0)
                 reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
                 for run in self.store.list_runs(status="running"):
                     if run.worker != worker_id:
                         continue
-                    if code == -signal.SIGKILL and kills is not None and (self.oom_kills or 0) > kills:
+                    if for_memory:
                         error = f"killed by the system for memory: {what_it_trains(run.config)}"
                     else:
                         error = f"worker died ({reason})"
                     self.store.set_status(run.id, "failed", error=error)
                 if not self.stopping.is_set():
                     self._spawn(worker_id)
+            for worker_id, proc in self.procs.items():
+                cgroup = cgroups.memory_cgroup(proc.pid)
+                kills = cgroups.oom_kills(cgroup)
+                if proc.poll() is None:  # alive after the count was read: a kill since will raise it
+                    self.oom_counts[worker_id] = (cgroup, kills)
 
     def _enforce_run_seconds(self) -> None:
         if self.run_seconds is None:

@@ -263,19 +263,52 @@ def test_a_run_taken_over_after_a_resume_is_trained_by_one_worker_only(store):
 
 def test_a_worker_killed_for_memory_says_so_with_what_the_run_trains(store, monkeypatch):
     """The kernel's OOM killer sends SIGKILL; the cgroup's oom_kill count tells it from any other SIGKILL."""
-    kills = iter([0, 1])
-    monkeypatch.setattr(jobs, "oom_kills", lambda: next(kills))
+    victim = []  # the kernel counts its kill before the process is gone
+    monkeypatch.setattr(
+        jobs.cgroups, "oom_kills", lambda cgroup: int(bool(victim) and not Path(f"/proc/{victim[0]}").exists())
+    )
     q = JobQueue(store, n_workers=1).start()
     try:
         run_id = q.submit(
             RunConfig(steps=1_000_000, batch_size=64, **{k: v for k, v in FAST.items() if k != "batch_size"})
         )
         wait_for(lambda: store.read_metrics(run_id), what="the run to train")
-        os.kill(next(w["pid"] for w in store.workers() if w["run_id"] == run_id), signal.SIGKILL)  # as the kernel would
+        victim.append(next(w["pid"] for w in store.workers() if w["run_id"] == run_id))
+        os.kill(victim[0], signal.SIGKILL)  # as the kernel would
         wait_for(lambda: status_of(store, run_id) == "failed", what="the kill to be noticed")
         error = store.get_run(run_id).error
         assert error.startswith("killed by the system for memory: batch 64 of mlp with random-pairs, about ")
         assert error.endswith(" a step by its estimate")
+    finally:
+        q.shutdown()
+
+
+def test_a_worker_the_kernel_kills_for_memory_fails_its_run_with_that_cause(store, memory_limit, tmp_path):
+    """A real kill: the worker is put where it has 32 MB to grow and given a run whose 100,000-row CSV
+    cannot load in that (the estimate of a step's memory, batch 64, fits: the data is what does not)."""
+    rng = np.random.default_rng(0)
+    big = tmp_path / "big.csv"
+    np.savetxt(big, np.column_stack([rng.normal(size=(100_000, 32)), rng.integers(0, 5, 100_000)]),
+               delimiter=",", fmt="%.5f", header=",".join([f"x{i}" for i in range(32)] + ["label"]), comments="")  # fmt: skip
+    q = JobQueue(store, n_workers=1).start()
+    try:
+        before = q.submit(RunConfig(steps=20, **FAST))  # the worker is warm (its imports and kernels loaded)
+        wait_for(lambda: status_of(store, before) == "finished", what="the first run")
+        rows = store.read_metrics(before)
+        worker = store.workers()[0]["pid"]
+        memory_limit(worker, 32 * 2**20)
+        time.sleep(3 * jobs.SUPERVISE_SECONDS)  # the supervisor has seen where the worker lives
+        doomed = q.submit(
+            RunConfig(dataset="csv", csv_path=str(big), steps=200, eval_size=40, batch_size=64, device="cpu")
+        )
+        wait_for(lambda: status_of(store, doomed) == "failed", what="the kill to be noticed")
+        assert store.get_run(doomed).error.startswith(
+            "killed by the system for memory: batch 64 of mlp with random-pairs"
+        )
+        after = q.submit(RunConfig(steps=20, **FAST))  # a new worker, outside the limit, goes on
+        wait_for(lambda: status_of(store, after) == "finished", what="the next run")
+        assert store.workers()[0]["pid"] != worker
+        assert store.read_metrics(before) == rows  # what was stored stays
     finally:
         q.shutdown()
 
