@@ -459,19 +459,25 @@ class RunStore:
     def queue_position(self, run_id: str) -> int | None:
         """1-based place in the order `claim_next` takes queued runs (fewest runs training for the owner
         first, then oldest), as things stand now; None if the run is not queued."""
+        ahead = self.queue_ahead(run_id)
+        return None if ahead is None else len(ahead) + 1
+
+    def queue_ahead(self, run_id: str) -> list[Run] | None:
+        """The queued runs `claim_next` would take before this one, in that order; None if it is not queued."""
         status = self._read("SELECT status FROM runs WHERE id = ?", (run_id,))
         if not status:
             raise StoreError(f"run: no run {run_id!r}")
         if status[0][0] != "queued":
             return None
         training = dict(self._read("SELECT owner, count(*) FROM runs WHERE status = 'running' GROUP BY owner"))
-        waiting = self._read("SELECT id, owner FROM runs WHERE status = 'queued' ORDER BY created_at, rowid")
-        for position in range(1, len(waiting) + 1):  # claim as claim_next would, one run at a time
-            index = min(range(len(waiting)), key=lambda i: (training.get(waiting[i][1], 0), i))
-            taken, owner = waiting.pop(index)
-            if taken == run_id:
-                return position
-            training[owner] = training.get(owner, 0) + 1
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY created_at, rowid")
+        waiting, ahead = [_run_from_row(row) for row in rows], []
+        while waiting:  # claim as claim_next would, one run at a time
+            run = waiting.pop(min(range(len(waiting)), key=lambda i: (training.get(waiting[i].owner, 0), i)))
+            if run.id == run_id:
+                return ahead
+            ahead.append(run)
+            training[run.owner] = training.get(run.owner, 0) + 1
         return None
 
     def claim_next(self, worker: str, device: str, *, sweep: str | None = None) -> Run | None:

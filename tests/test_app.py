@@ -262,7 +262,7 @@ def test_live_panels_draw_what_the_run_wrote_and_follow_it(queue, store):
     raw, smooth = loss["data"]
     assert values(raw["x"])[-1] == 100 and values(raw["y"])[-1] == pytest.approx(1 / 100)
     scatter = chart(at, "Embedding (2-D, step 100)")
-    classes = [t for t in scatter["data"] if t["type"] == "scattergl" and t["name"] != "anchor"]
+    classes = [t for t in scatter["data"] if t["type"] == "scatter" and t["name"] != "anchor"]
     assert [t["name"] for t in classes] == [str(c) for c in range(10)]
     assert sum(len(values(t["x"])) for t in classes) == E
     circle = next(s for s in scatter["layout"]["shapes"] if s["type"] == "circle")

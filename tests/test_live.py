@@ -71,6 +71,25 @@ def test_a_run_that_failed_before_its_first_snapshot_says_so(queue, store):
     assert any("ended (failed) before its first snapshot" in t for t in texts), texts
 
 
+def test_a_queued_run_shows_its_place_the_wait_and_the_run_training_less_often(queue, store, periods):
+    training = store.create_run(RunConfig(steps=1000).model_dump(mode="json"), owner="a" * 32)
+    ahead = store.create_run(RunConfig(steps=2000).model_dump(mode="json"), owner="b" * 32)
+    mine = store.create_run(RunConfig(steps=100).model_dump(mode="json"), owner="a" * 32)
+    run = store.claim_next("w@here", "cpu")
+    assert run.id == training
+    store.add_metrics(training, [{"step": 500, "loss": 1.0}])
+    # 500 steps in 10 s: 50 steps/s; left: 500 of the run training and 2,000 of B's, which goes before A's second
+    text = live.waiting_text(store, store.get_run(mine), now=run.started_at + 10)
+    assert text == "queue position 2 · about 50 s to wait (the run training is at step 500 / 1,000)"
+    assert live.waiting_text(store, store.get_run(ahead), now=run.started_at + 10).startswith(
+        "queue position 1 · about 10 s"
+    )
+    at = watch(store, mine)
+    assert periods["_progress"][-1] == live.QUEUED_REFRESH_SECONDS and periods["_panels"][-1] is None
+    (bar,) = at.get("progress")
+    assert "queue position 2 · about " in bar.proto.text
+
+
 def test_the_rate_is_over_the_runs_wall_clock_time():
     # 600 steps of 100 pairs in 144 s: 417 pairs/s, not the 9,847 its steps alone ran at.
     text = live.rate_text({"sampler": "random-pairs", "batch_size": 100}, 600, 144.0, 9847.0)

@@ -75,7 +75,20 @@ def test_a_run_no_worker_takes_is_looked_for_often_until_its_first_step(queue, s
     assert "step 0 / 100" in at.get("progress")[0].proto.text
     assert periods["_rerun_at_first_step"] == [live.FIRST_STEP_POLL_SECONDS]
     assert periods["_panels"] == [None]  # queued: nothing to draw, so no polling (the progress line polls)
-    assert periods["_progress"] == [live.REFRESH_SECONDS]
+    assert periods["_progress"] == [live.QUEUED_REFRESH_SECONDS]
+
+
+def test_a_run_queued_behind_one_training_is_not_looked_for_often(queue, store, periods):
+    """It starts when the run ahead ends: its progress line sees that. A queue of visitors each polling
+    ten times a second for a first step that cannot come is what slows the watched run's refresh."""
+    ahead = store.create_run(RunConfig(steps=100).model_dump(mode="json"))
+    store.claim_next("w", "cpu")
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"))
+    watch(run_id)
+    assert "_rerun_at_first_step" not in periods
+    assert periods["_progress"] == [live.QUEUED_REFRESH_SECONDS]
+    watch(ahead)  # the run training, without its first step yet, is looked for often
+    assert periods["_rerun_at_first_step"] == [live.FIRST_STEP_POLL_SECONDS]
 
 
 def test_an_old_queued_run_gets_the_plain_refresh_only(queue, store, periods, monkeypatch):

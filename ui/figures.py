@@ -146,8 +146,14 @@ def scatter_figure(
     circle: tuple[float, float, float] | None = None,
     title: str = "Embedding",
     height: int = 420,
+    webgl: bool = False,
 ) -> go.Figure:
-    """Points coloured by class, one Scattergl trace per class (so colours and legend stay put).
+    """Points coloured by class, one trace per class (so colours and legend stay put).
+
+    SVG unless `webgl`: on a chart redrawn every second (the live view), for the reason loss_figure
+    gives. With one run watched and a new snapshot at each refresh, a browser without a GPU spent 0.15
+    cores more in WebGL (its GPU process) and its page's main thread was 84% busy (67% in SVG).
+    Explore's chart, drawn once per step chosen, with arrows and selections over it, stays WebGL.
 
     Args:
         xy: (E, 2) layout.
@@ -161,11 +167,12 @@ def scatter_figure(
     keep = thin(len(xy))
     xy, labels, position = xy[keep], labels[keep], keep
     texts = np.asarray(hover, dtype=object)[keep] if hover is not None else None
+    add = fig.add_scattergl if webgl else fig.add_scatter
     for c, name in enumerate(classes):
         mask = labels == c
         if not mask.any():
             continue
-        fig.add_scattergl(
+        add(
             x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, customdata=position[mask],
             marker=dict(size=6, color=PALETTE[c % len(PALETTE)], opacity=0.8),
             text=texts[mask] if texts is not None else None,
@@ -175,7 +182,7 @@ def scatter_figure(
     if circle is not None:
         x, y, r = circle
         fig.add_shape(type="circle", x0=x - r, x1=x + r, y0=y - r, y1=y + r, line=dict(color="#333", dash="dash"))
-        fig.add_scattergl(x=[x], y=[y], mode="markers", name="anchor", hoverinfo="skip",
+        add(x=[x], y=[y], mode="markers", name="anchor", hoverinfo="skip",
                           marker=dict(symbol="star", size=14, color="#333"))  # fmt: skip
     fig.update_yaxes(scaleanchor="x", scaleratio=1)  # equal units: distances read true, circles are round
     if ranges is not None and circle is not None:

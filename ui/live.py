@@ -22,6 +22,9 @@ from ui import backend, figures, items, tab
 from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
 
 REFRESH_SECONDS = 1.0
+# A queued run's progress line (its place, the wait): less often, as a queue of visitors each polling every
+# second for a line that changes when a run ends is what slows the watched runs' refresh on a shared server.
+QUEUED_REFRESH_SECONDS = 2.0
 # A free worker stores a new run's first step (after its step-0 snapshot) 0.1-0.3 s after the click.
 # The click's own page run waits for it and draws it: FIRST_CLAIM_SECONDS for a worker to take the
 # run (an idle one looks every jobs.POLL_SECONDS), FIRST_STEP_WAIT_SECONDS at most after queueing it.
@@ -74,7 +77,8 @@ def live_panels(run_id: str) -> None:
     live, queued = run.status in LIVE_STATUSES, run.status == "queued"
     # The progress line keeps going while the charts are paused (or the run waits in the queue), and
     # reruns the page when the run starts or ends.
-    st.fragment(run_every=REFRESH_SECONDS if live else None)(tab.guarded(_progress))(run_id, live, queued)
+    period = QUEUED_REFRESH_SECONDS if queued else REFRESH_SECONDS if live else None
+    st.fragment(run_every=period)(tab.guarded(_progress))(run_id, live, queued)
     # An ended run's panels poll only while a projection the user chose is computing (see _scatter_panel);
     # a queued run's not at all: there is nothing new to draw until it starts, and a queue of visitors
     # polling for nothing is what slows everyone's refresh on a shared server.
@@ -82,7 +86,7 @@ def live_panels(run_id: str) -> None:
     period = REFRESH_SECONDS if live and not queued and not paused else POLL_SECONDS if waiting else None
     st.session_state[POLLING] = None if live else waiting
     st.fragment(run_every=period)(tab.guarded(_panels))(run_id, refreshing=period is not None)
-    if live and run.step == 0 and time.time() - run.created_at < FIRST_STEP_WATCH_SECONDS:
+    if live and run.step == 0 and _starts_soon(run):
         st.fragment(run_every=FIRST_STEP_POLL_SECONDS)(tab.guarded(_rerun_at_first_step))(run_id)
 
 
@@ -101,13 +105,22 @@ def _first_step(run: Run) -> Run:
     return run
 
 
+def _starts_soon(run: Run) -> bool:
+    """Whether a run without its first step is about to show it: started (or queued with no run ahead
+    training: a worker is starting or about to take it) less than FIRST_STEP_WATCH_SECONDS ago. A run
+    queued behind others starts when they end, and its progress line sees that."""
+    if time.time() - (run.started_at or run.created_at) >= FIRST_STEP_WATCH_SECONDS:
+        return False
+    return run.status == "running" or not backend.run_store().list_runs(status="running")
+
+
 def _rerun_at_first_step(run_id: str) -> None:
     """Reruns the page once the run's first step is stored, it ended, or FIRST_STEP_WATCH_SECONDS passed."""
     try:
         run = backend.run_store().get_run(run_id)
     except StoreError:
         st.rerun()
-    if run.step > 0 or run.status not in LIVE_STATUSES or time.time() - run.created_at >= FIRST_STEP_WATCH_SECONDS:
+    if run.step > 0 or run.status not in LIVE_STATUSES or not _starts_soon(run):
         st.rerun()
 
 
@@ -166,12 +179,32 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False) -> None:
         parts.append(f"{elapsed:.1f} s elapsed")
     parts.append(run.device or backend.job_queue().status()["device"])
     if run.status == "queued":
-        parts.append(f"queue position {store.queue_position(run.id)}")
+        parts.append(waiting_text(store, run))
     st.progress(min(run.step / run.config["steps"], 1.0), text=" · ".join(parts))
     if run.status == "failed":
         st.error(f"Run failed: {run.error}", icon=":material/error:")
     if (was_live and run.status not in LIVE_STATUSES) or (was_queued and run.status != "queued"):
         st.rerun()  # once: the page's buttons and the charts' refresh period follow the new status
+
+
+def waiting_text(store, run: Run, now: float | None = None) -> str:
+    """ "queue position 3 · about 40 s to wait (the run training is at step 500 / 1,000)": the wait is the
+    steps left of the runs training and ahead, at the rate the runs training now go, over as many workers."""
+    now = now or time.time()
+    ahead, running = store.queue_ahead(run.id) or [], store.list_runs(status="running")
+    text = f"queue position {len(ahead) + 1}"
+    rates = [r.step / (now - r.started_at) for r in running if r.step and r.started_at and now > r.started_at]
+    if rates:
+        left = sum(max(0, r.config["steps"] - r.step) for r in running) + sum(r.config["steps"] for r in ahead)
+        text += f" · about {_duration(left / (sum(rates) / len(rates)) / len(running))} to wait"
+    if running:
+        first = min(running, key=lambda r: r.started_at or now)
+        text += f" (the run training is at step {first.step:,} / {first.config['steps']:,})"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def rate_text(config: dict, steps: int, elapsed: float, stepping_rate: float | None) -> str:

@@ -34,6 +34,20 @@ def rss_mb(pid: int) -> float:
     return int(subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True).stdout) / 1024
 
 
+def cpu_seconds(app: int) -> dict[str, float]:
+    """CPU seconds used so far by the app's process, its workers (and projection processes) and this
+    test's Chromium: where the machine's cores went."""
+    used = {"app": 0.0, "workers": 0.0, "chromium": 0.0}
+    ps = subprocess.run(["ps", "-e", "-o", "sid=,cputimes=,args="], capture_output=True, text=True).stdout
+    for line in ps.splitlines():
+        sid, seconds, args = line.split(maxsplit=2)
+        if int(sid) == app:
+            used["app" if "streamlit" in args else "workers"] += int(seconds)
+        elif "chromium" in args:
+            used["chromium"] += int(seconds)
+    return used
+
+
 def seen(changes: list) -> dict:
     """From one visitor's progress-line changes: the gaps between changes while its run trained, and when
     its run was first seen running and first seen ended (seconds from the watch's start)."""
@@ -43,8 +57,11 @@ def seen(changes: list) -> dict:
     return {"gaps": gaps, "running_at": running[0][0] if running else None, "ended_at": ended}
 
 
-def load(visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: Path | None = None) -> dict:
-    """Runs the visitors against one app; returns the counts and figures (see the module's docstring)."""
+def load(
+    visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: Path | None = None, shots: Path | None = None
+) -> dict:
+    """Runs the visitors against one app; returns the counts and figures (see the module's docstring).
+    `shots`: a folder for a screenshot of each visitor whose run was not seen to end."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,7 +70,7 @@ def load(visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: 
         settings = {"CONTRAST_DEMO": "1", "CONTRAST_DEMO_RUNS_PER_VISITOR": "1",
                     "CONTRAST_DEMO_MAX_STEPS": str(max(steps, 5000)), "CONTRAST_DEMO_RUN_SECONDS": str(seconds)}  # fmt: skip
         with local_app(home, home / "server.log", env=settings) as (url, pid), sync_playwright() as p:
-            memory_start = rss_mb(pid)
+            memory_start, cpu_start, wall_start = rss_mb(pid), cpu_seconds(pid), time.monotonic()
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             pages, failed_loads = [], 0
             for _ in range(visitors):
@@ -79,8 +96,13 @@ def load(visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: 
                 time.sleep(1)
             changes = [page.evaluate("() => window.changes") for page in pages]
             views = [seen(found) for found in changes]
+            if shots is not None:  # what each visitor whose run did not end sees
+                for i, (page, view) in enumerate(zip(pages, views, strict=True)):
+                    if view["ended_at"] is None:
+                        page.screenshot(path=shots / f"visitor-{i + 1}.png", full_page=True)
             exceptions = sum(page.locator('[data-testid="stException"]').count() for page in pages)
-            memory_end, processes = rss_mb(pid), memory_mb(pid)
+            memory_end, processes, cpu_end = rss_mb(pid), memory_mb(pid), cpu_seconds(pid)
+            wall = time.monotonic() - wall_start
             browser.close()
     gaps = [gap for view in views for gap in view["gaps"]]
     return {
@@ -97,11 +119,14 @@ def load(visitors: int, steps: int, seconds: float, stagger: float = 0.5, home: 
         "app_memory_mb_end": round(memory_end),
         "app_memory_mb_every_30_s": samples,
         "processes_mb_end": processes,
+        "wall_seconds": round(wall),
+        "cpu_seconds": {name: cpu_end[name] - cpu_start[name] for name in cpu_end},
         "each_visitor": [
             {
                 "updates_while_training": len(view["gaps"]) + 1 if view["running_at"] is not None else 0,
                 "running_at": view["running_at"],
                 "ended_at": view["ended_at"],
+                "gaps": [round(gap, 2) for gap in view["gaps"]],
                 "last_line": (found[-1][1] or "")[:120] if found else None,
             }
             for view, found in zip(views, changes, strict=True)
@@ -115,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="each visitor's run")
     parser.add_argument("--seconds", type=float, default=300, help="the most the test runs")
     parser.add_argument("--out", type=Path, default=Path("load.json"), help="JSON file for the figures")
+    parser.add_argument("--shots", type=Path, help="folder for screenshots of visitors whose run was not seen to end")
     args = parser.parse_args(argv)
     if not 1 <= args.visitors <= 32:
         print("error: --visitors: from 1 to 32", file=sys.stderr)
         return 2
-    found = load(args.visitors, args.steps, args.seconds)
+    if args.shots:
+        args.shots.mkdir(parents=True, exist_ok=True)
+    found = load(args.visitors, args.steps, args.seconds, shots=args.shots)
     args.out.write_text(json.dumps(found, indent=2))
     for key, value in found.items():
         if key == "each_visitor":

@@ -8,7 +8,9 @@ from streamlit.navigation.page import StreamlitPage
 from contrast_core.jobs import MIN_FREE_MB
 from ui import backend, tab
 
-QUEUE_REFRESH_SECONDS = 2.0  # while runs are queued or running; not at all when idle
+# While runs are queued or running; not at all when idle. Every fragment rerun costs a browser about 0.1 s
+# of rendering the page again, and a page watching a run has its own progress line every second.
+QUEUE_REFRESH_SECONDS = 5.0
 
 
 def sidebar(docs: StreamlitPage) -> None:

@@ -89,7 +89,7 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
     classes = class_names(arrays)
     hover = items.hover_texts(run_id, arrays["index"])
     title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")
-    fig = figures.scatter_figure(xy, arrays["labels"], classes, hover=hover, title=title, height=560)
+    fig = figures.scatter_figure(xy, arrays["labels"], classes, hover=hover, title=title, height=560, webgl=True)
     if st.toggle("Density contours", key="explore.density", help="Per class: how tight its cluster is."):
         figures.add_density(fig, xy, arrays["labels"], classes)
     can_draw_forces = "forces" in arrays and method == "PCA"  # UMAP and t-SNE are not linear: no arrows
