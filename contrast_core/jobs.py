@@ -396,7 +396,7 @@ class JobQueue:
             dead = [(wid, p.returncode) for wid, p in self.procs.items() if p.poll() is not None]
             for worker_id, code in dead:
                 cgroup, kills = self.oom_counts.pop(worker_id, (None, None))
-                for_memory = code == -signal.SIGKILL and (cgroups.oom_kills(cgroup) or 0) > (kills or 0)
+                for_memory = code == -signal.SIGKILL and kills is not None and (cgroups.oom_kills(cgroup) or 0) > kills
                 reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
                 for run in self.store.list_runs(status="running"):
                     if run.worker != worker_id:
