@@ -74,7 +74,11 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
         else:
             st.warning(f"projection: unknown {asked!r} (choose from {', '.join(layouts.METHODS)}); showing PCA.")
     if dim > 2:
-        method = st.segmented_control("Projection", list(layouts.METHODS), default="PCA", key="explore.method") or "PCA"
+        # No default once the state holds one (a link's, set above): Streamlit warns of a widget given both.
+        default = None if "explore.method" in st.session_state else "PCA"
+        method = (
+            st.segmented_control("Projection", list(layouts.METHODS), default=default, key="explore.method") or "PCA"
+        )
     if method == "PCA":
         st.query_params.pop("projection", None)
     else:
