@@ -13,7 +13,7 @@ import sys
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from contrast_core.store import RunStore
 from ui.serve import CHROMIUM, CHROMIUM_ARGS, ROOT, local_app
@@ -75,7 +75,8 @@ def _click(page, item: int, then: str) -> dict:
             continue
         page.mouse.click(point["left"], point["top"])
         try:
-            page.get_by_text(then(point) if callable(then) else then, exact=True).wait_for(timeout=5000)
+            # Long enough for a slow rerun: a second click on the same point would unselect it.
+            page.get_by_text(then(point) if callable(then) else then, exact=True).wait_for(timeout=20_000)
             return point
         except PlaywrightTimeout:
             continue
@@ -94,7 +95,8 @@ def test_a_click_on_a_point_shows_its_neighbours_and_marks_them(page, server):
     _click(page, 3, "Item 3")
     page.wait_for_function(f"() => ({TRACES_JS})().includes('item 3')")
     assert {"nearest items", "hardest negatives"} <= set(page.evaluate(TRACES_JS))
-    assert page.get_by_test_id("stNumberInput").filter(has_text="Item").locator("input").input_value() == "3"
+    item_box = page.get_by_test_id("stNumberInput").filter(has_text="Item").locator("input")
+    expect(item_box).to_have_value("3", timeout=20_000)
     _shoot(page, "explore-item-clicked")
 
 
