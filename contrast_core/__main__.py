@@ -117,6 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{name:>24}  {value:.4f}")
         print(f"{'train_seconds':>24}  {result['train_seconds']:.2f}")
         print(f"{'pairs_per_second':>24}  {result['pairs_per_second']:.0f}")
+        print(f"{'seconds by phase':>24}  " + " · ".join(f"{k} {v:.2f}" for k, v in result["seconds"].items()))
     return 0
 
 

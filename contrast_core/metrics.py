@@ -79,6 +79,7 @@ def retrieval_metrics(
     k: int = 5,
     metric: str = "euclidean",
     linear_probe: bool = True,
+    ranked: bool = True,
 ) -> dict[str, float]:
     """How well the train embeddings retrieve and classify the test embeddings.
 
@@ -90,6 +91,8 @@ def retrieval_metrics(
         k: neighbours for the k-NN classifier (capped at N).
         metric: "euclidean", "squared-euclidean" (ranks as Euclidean) or "cosine".
         linear_probe: fit the logistic-regression probe (the slowest part); NaN when False.
+        ranked: rank every train item for MAP@R (R neighbours per query); NaN when False, and
+            precision@1 comes from each query's single nearest neighbour.
 
     Returns:
         ``knn_accuracy``, ``precision_at_1``, ``map_at_r`` (see `map_at_r`) and
@@ -108,8 +111,12 @@ def retrieval_metrics(
     ranking = RANKING_METRICS[metric]
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train_emb)), metric=ranking)
     result["knn_accuracy"] = float(knn.fit(train_emb, train_labels).score(test_emb, test_labels))
-    precision, mean_ap = _ranked_retrieval(train_emb, train_labels, test_emb, test_labels, ranking)
-    result["precision_at_1"], result["map_at_r"] = precision, mean_ap
+    if ranked:
+        precision, mean_ap = _ranked_retrieval(train_emb, train_labels, test_emb, test_labels, ranking)
+        result["precision_at_1"], result["map_at_r"] = precision, mean_ap
+    else:
+        nearest = knn.kneighbors(test_emb, n_neighbors=1, return_distance=False)[:, 0]  # (Q,)
+        result["precision_at_1"] = float((train_labels[nearest] == test_labels).mean())
     if linear_probe:
         result["linear_probe_accuracy"] = _linear_probe(train_emb, train_labels, test_emb, test_labels)
     return result
@@ -169,6 +176,13 @@ def vae_metrics(
     return {"recon_mse": float((recon - x).pow(2).mean()), "kl": float(kl.mean())}
 
 
+# What a snapshot measures, from cheapest to complete (see `evaluate`).
+LIGHT_METRICS = ("knn_accuracy", "precision_at_1", "pos_mean", "neg_mean", "violation_fraction",
+                 "pos_violation_fraction")  # fmt: skip
+WHOLE_SET_METRICS = ("rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette", "map_at_r")
+FINAL_METRICS = ("linear_probe_accuracy",)
+
+
 def evaluate(
     train_emb: np.ndarray,
     train_labels: np.ndarray,
@@ -179,12 +193,20 @@ def evaluate(
     margin: float | None,
     seed: int = 0,
     full: bool = True,
+    whole_set: bool = True,
 ) -> dict[str, float]:
-    """All snapshot metrics in one flat dict of floats, keyed as the non-VAE entries of `METRICS`.
+    """A snapshot's metrics in one flat dict of floats, keyed as the non-VAE entries of `METRICS`.
 
-    Clustering and pair statistics are computed on the eval subset; retrieval and the
-    linear probe use the train embeddings as references and the eval embeddings as queries.
-    The violation fractions are NaN when margin is None; the linear probe is NaN unless full.
+    Three levels, each a superset of the one before, so a run can measure the cheap ones at every
+    snapshot and the rest every few: LIGHT_METRICS always (k-NN accuracy and precision@1 from each
+    query's nearest train items, the pair statistics); WHOLE_SET_METRICS with `whole_set` (KMeans
+    agreement, the classes' separation, MAP@R: each needs the whole evaluation set, or R neighbours
+    per query); FINAL_METRICS with `full` (the linear probe, the slowest; `full` implies `whole_set`).
+    A metric not measured is left out of the dict; one measured but undefined is NaN (the violation
+    fractions when margin is None, see `cluster_metrics` and `retrieval_metrics` for the others).
+
+    Clustering and pair statistics are computed on the eval subset; retrieval and the linear probe
+    use the train embeddings as references and the eval embeddings as queries.
 
     Args:
         train_emb: (N, D) train embeddings; a subset of a few thousand keeps retrieval cheap.
@@ -195,16 +217,19 @@ def evaluate(
         distance: "euclidean", "squared-euclidean" or "cosine".
         margin: the loss margin, or None.
         seed: KMeans and subsampling seed.
-        full: also fit the linear probe (slowest; for final snapshots).
+        full: every metric, the linear probe included (for final snapshots).
+        whole_set: the whole-set metrics too.
     """
+    whole_set = whole_set or full
     pairs = pair_distance_stats(eval_emb, eval_labels, distance, margin, seed=seed)
-    result = {
-        **cluster_metrics(eval_emb, eval_labels, n_clusters, seed=seed),
-        **retrieval_metrics(train_emb, train_labels, eval_emb, eval_labels, metric=distance, linear_probe=full),
-    }
+    result = retrieval_metrics(train_emb, train_labels, eval_emb, eval_labels, metric=distance, linear_probe=full,
+                               ranked=whole_set)  # fmt: skip
+    if whole_set:
+        result |= cluster_metrics(eval_emb, eval_labels, n_clusters, seed=seed)
     for key in ("pos_mean", "neg_mean", "violation_fraction", "pos_violation_fraction"):
         result[key] = NAN if pairs[key] is None else float(pairs[key])
-    return result
+    measured = LIGHT_METRICS + (WHOLE_SET_METRICS if whole_set else ()) + (FINAL_METRICS if full else ())
+    return {key: value for key, value in result.items() if key in measured}
 
 
 def _ranked_retrieval(train_emb, train_labels, test_emb, test_labels, metric: str) -> tuple[float, float]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from contrast_core import data, distances, forces, losses, metrics, models, samplers
 from contrast_core.augment import augment
@@ -21,7 +22,18 @@ RECON_ITEMS = 16  # originals / reconstructions kept in each VAE snapshot
 DECODER_PREFIX = "decoder."  # snapshot arrays holding a VAE decoder's weights, by state-dict name
 LATENT_GRID = 12  # a 2-D latent space is decoded on a grid this many points a side at each snapshot
 PROBE_TRAIN_ITEMS = 2000  # training points embedded for k-NN / linear-probe metrics
+# The metrics that need the whole evaluation set (KMeans, silhouette, Davies-Bouldin, MAP@R: about two
+# thirds of a snapshot's time) are measured at every this-many-th snapshot, the first and the last;
+# the cheap ones (k-NN, precision@1, pair distances) at every snapshot (metrics.evaluate).
+WHOLE_SET_EVERY = 4
 GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured
+
+
+@functools.cache
+def thread_pools() -> ThreadpoolController:
+    """The BLAS and OpenMP pools of the libraries loaded by now (torch, NumPy, scikit-learn: all imported
+    above). Found once: looking for them costs about 3 ms, a sixth of a cheap snapshot."""
+    return ThreadpoolController()
 
 
 @dataclass
@@ -198,12 +210,15 @@ class Trainer:
         """
         embeddings, labels = self.last_batch
         d = self.loss.distance.pairwise(embeddings, embeddings)  # (B, B)
-        positive = losses.positive_mask(labels).to(d.dtype)
-        negative = (labels[:, None] != labels[None, :]).to(d.dtype)
+        same = labels[:, None] == labels[None, :]  # (B, B), the diagonal included
+        same_sum = (d * same.to(d.dtype)).sum()
+        n = torch.tensor(float(len(labels)), device=d.device)
+        n_same = same.sum().to(d.dtype)
+        # Positives: same label, the diagonal left out (a matrix-product cdist is not exactly 0 there).
+        sums = [same_sum - d.diagonal().sum(), n_same - n, d.sum() - same_sum, n * n - n_same]
         margin = self.config.margin_distance
-        sums = [(d * positive).sum(), positive.sum(), (d * negative).sum(), negative.sum()]
         if margin is not None:
-            sums.append(((d < margin).to(d.dtype) * negative).sum())
+            sums.append(((d < margin) & ~same).sum().to(d.dtype))
         mining = mining_counts(self.last_mined, self.loss.distance, margin)
         values = torch.stack(sums + list(mining.values())).tolist()  # one transfer to the host
         pos_sum, n_pos, neg_sum, n_neg, *inside = values[: len(sums)]
@@ -217,6 +232,8 @@ class Trainer:
     def snapshot(self, final: bool = False, items: bool = False) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Embeddings of the evaluation subset (+ their PCA, VAE reconstructions) and their metrics;
         with `items`, the evaluation items themselves too (images as uint8), for the pages to show.
+        The whole-set metrics are measured at step 0, every WHOLE_SET_EVERY-th snapshot and the final one,
+        by step (so a resumed run measures at the same steps); the linear probe at the final one.
 
         Metrics and the PCA see the embeddings as the loss measures them: unit length for the
         cosine distance, which ignores length. The PCA is aligned to the previous snapshot's.
@@ -245,18 +262,22 @@ class Trainer:
         train_emb = distances.as_measured(models.embed(self.model, ds.x[self.probe_index]), distance).cpu().numpy()
         # One BLAS / OpenMP thread for these small arrays: scikit-learn's threads keep spinning
         # after a call and took the cores from the next training steps (1.5x slower steps on 2 cores).
-        with threadpool_limits(limits=1):
+        with thread_pools().limit(limits=1):
             if measured.shape[1] > 2:
                 self._pca = arrays["pca"] = project(measured, "pca", self._pca)
             found = metrics.evaluate(
                 train_emb, ds.y[self.probe_index].cpu().numpy(), measured, arrays["labels"],
                 n_clusters=ds.num_classes, distance=distance, margin=self.config.margin_distance,
-                seed=self.config.seed, full=final,
+                seed=self.config.seed, full=final, whole_set=self.measures_whole_set(),
             )  # fmt: skip
         if self.is_vae:
             found.update(self._vae_metrics(x_eval))
         arrays.update(self.forces())
         return arrays, found
+
+    def measures_whole_set(self) -> bool:
+        """Whether this step's snapshot measures the whole-set metrics (the final one always does)."""
+        return (self.step // self.config.resolved_snapshot_every()) % WHOLE_SET_EVERY == 0
 
     def forces(self) -> dict[str, np.ndarray]:
         """The loss's force on each evaluation item (see forces.py), for one batch of evaluation items
@@ -377,6 +398,19 @@ def mining_shares(counts: dict[str, float]) -> dict[str, float]:
     return row
 
 
+class Laps:
+    """Wall time by phase, as a stopwatch's laps: `lap(phase)` adds the time since the last lap to it."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+
+
 def train(
     config: RunConfig,
     on_event: Callable[[Event], None] = lambda event: None,
@@ -384,7 +418,10 @@ def train(
     resume: dict | None = None,
     log_every: int = 1,
 ) -> dict:
-    """Train one run; returns {"status", "step", "metrics", "train_seconds", "pairs_per_second", "device"}.
+    """Train one run; returns {"status", "step", "metrics", "train_seconds", "pairs_per_second", "device",
+    "seconds"}: "seconds" is the wall time by phase, "start" (data, model, the step-0 snapshot), "steps"
+    (optimiser steps only), "logging" (step rows: batch statistics, `on_event`, `should_stop`),
+    "snapshots", "checkpoints" and "final" (the last snapshot and checkpoint).
 
     Calls `on_event` with a "step" row every `log_every` steps, a "snapshot" every
     `config.resolved_snapshot_every()` steps, a "checkpoint" (with the resumable state) every
@@ -393,6 +430,7 @@ def train(
     a blown-up loss of 1e31 without overflowing), stops the run with TrainingError("diverged at step N").
     `should_stop()` is checked once per step; when it says so the run ends with status "cancelled".
     """
+    laps = Laps()
     refused = memory_refusal(config, resolve_device(config.device))
     if refused:
         raise TrainingError(refused)
@@ -402,44 +440,50 @@ def train(
     snapshot_every, checkpoint_every = config.resolved_snapshot_every(), config.resolved_checkpoint_every()
     if trainer.step == 0:
         _emit_snapshot(trainer, on_event, items=True)  # the pages show these items from then on
-    status, step_seconds, steps_done, started = "finished", 0.0, 0, time.perf_counter()
+    status, steps_done, started = "finished", 0, time.perf_counter()
+    laps.seconds |= {"steps": 0.0, "logging": 0.0, "snapshots": 0.0, "checkpoints": 0.0}
+    laps.lap("start")
     first_loss = None
     while trainer.step < config.steps:
         if should_stop():
             status = "cancelled"
             break
-        tick = time.perf_counter()
+        laps.lap("logging")
         terms = trainer.train_step()
         step = trainer.step
-        if step % log_every == 0 or step == config.steps:
+        steps_done += 1
+        logged = step % log_every == 0 or step == config.steps
+        if logged:
             row = {name: value.item() for name, value in terms.items()}  # syncs with the device
+            laps.lap("steps")
             first_loss = row["loss"] if first_loss is None else first_loss
             if not abs(row["loss"]) <= DIVERGENCE_FACTOR * max(abs(first_loss), 1.0):  # NaN fails too
                 on_event(Event("error", step, {"message": f"diverged at step {step}"}))
                 raise TrainingError(f"diverged at step {step}")
-            step_seconds += time.perf_counter() - tick
-            steps_done += 1
             row |= trainer.batch_distance_stats()
             row |= {"lr": trainer.optimizer.param_groups[0]["lr"],
-                    "pairs_per_second": config.batch_size * steps_done / max(step_seconds, 1e-9)}  # fmt: skip
+                    "pairs_per_second": config.batch_size * steps_done / max(laps.seconds["steps"], 1e-9)}  # fmt: skip
             on_event(Event("step", step, row))
-        else:
-            step_seconds += time.perf_counter() - tick
-            steps_done += 1
+        laps.lap("logging" if logged else "steps")
         if step % snapshot_every == 0 and step < config.steps:
             _emit_snapshot(trainer, on_event)
+            laps.lap("snapshots")
         if step % checkpoint_every == 0 and step < config.steps:
             on_event(Event("checkpoint", step, {"state": trainer.state()}))
+            laps.lap("checkpoints")
     train_seconds = time.perf_counter() - started
+    laps.lap("logging")
     final_metrics = _emit_snapshot(trainer, on_event, final=True)
     on_event(Event("checkpoint", trainer.step, {"state": trainer.state()}))
+    laps.lap("final")
     result = {
         "status": status,
         "step": trainer.step,
         "device": label,
         "train_seconds": train_seconds,
-        "pairs_per_second": config.batch_size * steps_done / max(step_seconds, 1e-9),
+        "pairs_per_second": config.batch_size * steps_done / max(laps.seconds["steps"], 1e-9),
         "metrics": final_metrics,
+        "seconds": laps.seconds,
     }
     on_event(Event("final", trainer.step, result))
     return result

@@ -117,6 +117,19 @@ def test_metrics_history_keeps_scores_in_zero_one_and_its_legend_off_the_step_la
     assert fig.layout.title.yref == "container" and fig.layout.title.yanchor == "top"  # above the legend
 
 
+def test_metric_curves_join_the_snapshots_that_measured_them():
+    # The whole-set metrics (NMI) are measured every few snapshots; k-NN accuracy at each.
+    history = pd.DataFrame(
+        {"step": [0, 5, 10, 15], "nmi": [0.1, np.nan, 0.5, np.nan], "knn_accuracy": [0.2, 0.4, 0.6, 0.8]}
+    )
+    fig = figures.metrics_history_figure(history, {"nmi": "NMI", "knn_accuracy": "k-NN accuracy"}, 20)
+    nmi, knn = fig.data
+    assert list(nmi.x) == [0, 10] and list(nmi.y) == [0.1, 0.5]
+    assert list(knn.x) == [0, 5, 10, 15]
+    compared = figures.compare_figure({"run": history}, 0.0, column="nmi", title="NMI")
+    assert list(compared.data[0].x) == [0, 10] and list(compared.data[0].y) == pytest.approx([0.1, 0.5])
+
+
 @pytest.mark.parametrize(
     "high, expected",
     [

@@ -15,7 +15,15 @@ from sklearn.metrics import (
 )
 from sklearn.neighbors import KNeighborsClassifier
 
-from contrast_core.metrics import cluster_metrics, evaluate, map_at_r, retrieval_metrics, vae_metrics
+from contrast_core.metrics import (
+    LIGHT_METRICS,
+    WHOLE_SET_METRICS,
+    cluster_metrics,
+    evaluate,
+    map_at_r,
+    retrieval_metrics,
+    vae_metrics,
+)
 from contrast_core.pair_stats import neighbours, pair_distance_stats, triplet_violation_fraction
 from contrast_core.rules import METRICS
 
@@ -257,8 +265,8 @@ def test_evaluate_is_a_flat_json_dict_of_the_parts():
 def test_evaluate_without_margin_or_probe_and_on_collapsed_embeddings():
     emb, labels = np.zeros((20, 4)), np.arange(20) % 2
     found = evaluate(emb, labels, emb, labels, n_clusters=2, distance="euclidean", margin=None, full=False)
-    assert set(found) == EVALUATED
-    for key in ("violation_fraction", "pos_violation_fraction", "linear_probe_accuracy", "silhouette", "nmi"):
+    assert set(found) == EVALUATED - {"linear_probe_accuracy"}  # not measured: left out, not NaN
+    for key in ("violation_fraction", "pos_violation_fraction", "silhouette", "nmi"):
         assert math.isnan(found[key]), key
     assert found["pos_mean"] == found["neg_mean"] == 0.0
 
@@ -304,3 +312,20 @@ def test_neighbours_match_scikit_learn_and_split_by_class(distance, sk_metric):
 def test_neighbours_name_a_bad_item():
     with pytest.raises(ValueError, match="item: 9 is not one of the 3 items"):
         neighbours(np.zeros((3, 2)), np.zeros(3), 9, "euclidean", None)
+
+
+def test_a_light_evaluation_measures_the_cheap_metrics_alike_and_leaves_the_rest_out():
+    train, train_labels = blobs(60, spread=2.5, seed=0)
+    test, test_labels = blobs(30, spread=2.5, seed=1)
+    light = evaluate(train, train_labels, test, test_labels, 3, "euclidean", 1.0, full=False, whole_set=False)
+    whole = evaluate(train, train_labels, test, test_labels, 3, "euclidean", 1.0, full=False)
+    assert set(light) == set(LIGHT_METRICS)
+    assert set(whole) == set(LIGHT_METRICS) | set(WHOLE_SET_METRICS)
+    assert light == {key: whole[key] for key in LIGHT_METRICS}  # precision@1 without the ranking: the same
+    full = evaluate(train, train_labels, test, test_labels, 3, "euclidean", 1.0, whole_set=False)
+    assert set(full) == EVALUATED  # full implies the whole set
+
+
+def test_precision_at_1_from_the_nearest_neighbour_alone_matches_the_hand_case():
+    found = retrieval_metrics(TRAIN, TRAIN_LABELS, QUERIES, QUERY_LABELS, k=1, ranked=False)
+    assert found["precision_at_1"] == pytest.approx(1 / 3) and math.isnan(found["map_at_r"])

@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from contrast_core.config import RunConfig
-from ui.run_view import RunView, as_measured, pair_distances
+from ui.run_view import RunView, as_measured, measured_metrics, pair_distances
 
 
 def test_update_reads_only_new_rows_and_the_latest_snapshot(store):
@@ -24,6 +24,19 @@ def test_update_reads_only_new_rows_and_the_latest_snapshot(store):
     assert view.snapshot_step == 3 and view.arrays["embeddings"][0, 0] == 1
     assert view.latest_metrics() == ({"nmi": 0.3}, {"nmi": 0.1})
     assert list(view.history()["nmi"]) == [0.1, 0.3]
+
+
+def test_a_metric_not_measured_at_the_latest_snapshot_shows_as_last_measured(store):
+    config = RunConfig(steps=100).model_dump(mode="json")
+    run_id = store.create_run(config, status="running")
+    arrays = {"embeddings": np.zeros((4, 2)), "labels": np.array([0, 0, 1, 1]), "index": np.arange(4)}
+    for step, metrics in [(0, {"knn_accuracy": 0.1, "nmi": 0.2}), (5, {"knn_accuracy": 0.3}),
+                          (10, {"knn_accuracy": 0.5, "nmi": 0.6}), (15, {"knn_accuracy": 0.7})]:  # fmt: skip
+        store.add_snapshot(run_id, step, arrays, metrics)
+    view = RunView(run_id, config)
+    view.update(store)
+    assert view.latest_metrics() == ({"knn_accuracy": 0.7, "nmi": 0.6}, {"knn_accuracy": 0.5, "nmi": 0.2})
+    assert measured_metrics(store.list_snapshots(run_id)[:2]) == {"knn_accuracy": 0.3, "nmi": 0.2}
 
 
 def test_pair_distances_use_the_loss_distance():

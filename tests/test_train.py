@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +57,36 @@ def test_events_cover_snapshots_checkpoints_and_final():
     assert first.data["arrays"]["embeddings"].shape == (50, 2)
     step_row = next(e.data for e in events if e.kind == "step")
     assert {"loss", "pos_distance", "neg_distance", "violation_fraction", "lr", "pairs_per_second"} <= step_row.keys()
+
+
+def test_whole_set_metrics_every_few_snapshots_and_complete_at_the_first_and_the_last():
+    from contrast_core.metrics import FINAL_METRICS, LIGHT_METRICS, WHOLE_SET_METRICS
+    from contrast_core.train import WHOLE_SET_EVERY
+
+    every = 5
+    steps = every * (2 * WHOLE_SET_EVERY + 1)  # the last snapshot's step is not a multiple: it is the final one
+    config = RunConfig(steps=steps + 2, batch_size=32, eval_size=50, snapshot_every=every, device="cpu")
+    result, events = collect(config)
+    measured = {e.step: set(e.data["metrics"]) for e in events if e.kind == "snapshot"}
+    whole = {step for step, keys in measured.items() if set(WHOLE_SET_METRICS) <= keys}
+    assert whole == {0, every * WHOLE_SET_EVERY, 2 * every * WHOLE_SET_EVERY, steps + 2}
+    for step, keys in measured.items():
+        assert keys == set(LIGHT_METRICS) | (set(WHOLE_SET_METRICS) if step in whole else set()) | (
+            set(FINAL_METRICS) if step == steps + 2 else set()
+        ), step
+    assert set(result["metrics"]) == set(LIGHT_METRICS) | set(WHOLE_SET_METRICS) | set(FINAL_METRICS)
+
+
+def test_a_run_reports_its_wall_time_by_phase():
+    config = RunConfig(steps=30, batch_size=32, eval_size=50, snapshot_every=10, checkpoint_every=15, device="cpu")
+    started = time.perf_counter()
+    result, _ = collect(config)
+    wall = time.perf_counter() - started
+    seconds = result["seconds"]
+    assert set(seconds) == {"start", "steps", "logging", "snapshots", "checkpoints", "final"}
+    assert all(value > 0 for value in seconds.values())
+    assert sum(seconds.values()) == pytest.approx(wall, rel=0.05)  # the phases cover the run, once each
+    assert result["pairs_per_second"] == pytest.approx(32 * 30 / seconds["steps"])
 
 
 def test_the_step_0_snapshot_comes_before_the_first_step_row():

@@ -259,7 +259,8 @@ def metrics_history_figure(history: pd.DataFrame, names: dict[str, str], steps: 
         if key not in history:
             continue
         right = key == "davies_bouldin"
-        fig.add_scatter(x=history["step"], y=history[key], name=name, mode="lines+markers", marker_size=4,
+        measured = history[history[key].notna()]  # whole-set metrics: every few snapshots
+        fig.add_scatter(x=measured["step"], y=measured[key], name=name, mode="lines+markers", marker_size=4,
                         line=dict(color=PALETTE[c], dash="dot" if right else "solid"),
                         yaxis="y2" if right else "y")  # fmt: skip
     worst = history["davies_bouldin"].max() if "davies_bouldin" in history else np.nan
@@ -318,6 +319,7 @@ def compare_figure(
     for c, (label, rows) in enumerate(curves.items()):
         if column not in rows:
             continue
+        rows = rows.dropna(subset=[column])  # a snapshot that did not measure this metric
         keep = thin(len(rows))
         smooth = ema(rows[column].to_numpy(dtype=np.float64), smoothing)[keep]
         colour = colours[c] if colours else PALETTE[c % len(PALETTE)]

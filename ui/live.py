@@ -167,6 +167,8 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False) -> None:
     store = backend.run_store()
     try:
         run = store.get_run(run_id)
+        if _ends_soon(run):
+            run = _until_ended(store, run)
     except StoreError:  # deleted while watched: the page says so
         st.rerun()
     last = store.read_metrics(run_id, since=run.step - 1)  # the newest row only
@@ -185,6 +187,24 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False) -> None:
         st.error(f"Run failed: {run.error}", icon=":material/error:")
     if (was_live and run.status not in LIVE_STATUSES) or (was_queued and run.status != "queued"):
         st.rerun()  # once: the page's buttons and the charts' refresh period follow the new status
+
+
+def _ends_soon(run: Run, now: float | None = None) -> bool:
+    """Whether a running run's steps left, at its rate so far, end before the next refresh."""
+    if run.status != "running" or not run.step or not run.started_at:
+        return False
+    seconds_per_step = ((now or time.time()) - run.started_at) / run.step
+    return (run.config["steps"] - run.step) * seconds_per_step < REFRESH_SECONDS
+
+
+def _until_ended(store, run: Run) -> Run:
+    """The run once it has ended, or as it is a refresh period later: the page says "finished" when it
+    is, not up to a period after (a person waiting for a short run sees that second)."""
+    deadline = time.monotonic() + REFRESH_SECONDS
+    while run.status in LIVE_STATUSES and time.monotonic() < deadline:
+        time.sleep(FIRST_STEP_POLL_SECONDS / 2)
+        run = store.get_run(run.id)
+    return run
 
 
 def waiting_text(store, run: Run, now: float | None = None) -> str:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from contrast_core.rules import LOSSES, METRICS
 from contrast_core.store import Run, RunStore
+from ui.run_view import measured_metrics
 
 # The final metrics a run table shows, as {key: column label}.
 TABLE_METRICS = {key: METRICS[key].label for key in
@@ -79,8 +80,7 @@ def config_differences(runs: list[Run]) -> pd.DataFrame:
 
 
 def last_metrics(store: RunStore, run: Run) -> dict:
-    """The run's final metrics, or its latest snapshot's while it has none."""
+    """The run's final metrics, or while it has none each metric as its snapshots last measured it."""
     if run.final_metrics:
         return run.final_metrics
-    snapshots = store.list_snapshots(run.id)
-    return snapshots[-1]["metrics"] if snapshots else {}
+    return measured_metrics(store.list_snapshots(run.id))

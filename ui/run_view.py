@@ -98,14 +98,26 @@ class RunView:
         return pd.DataFrame([{"step": s["step"], **s["metrics"]} for s in self.snapshots])
 
     def latest_metrics(self) -> tuple[dict, dict]:
-        """(metrics of the latest snapshot, metrics of the one before), {} where missing."""
-        latest = self.snapshots[-1]["metrics"] if self.snapshots else {}
-        previous = self.snapshots[-2]["metrics"] if len(self.snapshots) > 1 else {}
+        """(each metric's latest value, its value at the snapshot before that which measured it), {} where
+        missing: the whole-set metrics are measured every few snapshots (train.WHOLE_SET_EVERY)."""
+        latest, previous = {}, {}
+        for snapshot in reversed(self.snapshots):
+            for key, value in snapshot["metrics"].items():
+                (previous if key in latest else latest).setdefault(key, value)
         return latest, previous
 
     def warnings(self, error: str | None) -> list[str]:
         found = diagnosis.diagnose(self.losses(), self.arrays, self.config, error)
         return found + [f"{self.damaged}: the panels show the one before."] if self.damaged else found
+
+
+def measured_metrics(snapshots: list[dict]) -> dict:
+    """Each metric's value at the last of `snapshots` (in step order) that measured it: a snapshot measures
+    the cheap metrics, and every few (train.WHOLE_SET_EVERY) the whole-set ones too."""
+    found = {}
+    for snapshot in snapshots:
+        found |= snapshot["metrics"]
+    return found
 
 
 def pair_distances(arrays: dict[str, np.ndarray], config: dict) -> dict | None:

@@ -17,7 +17,7 @@ import streamlit as st
 from contrast_core.rules import METRICS
 from contrast_core.store import Run, RunStore, StoreError
 from contrast_core.sweep import axes_of, label
-from ui.run_view import as_measured, class_names, loss_distance, margin_distance, pair_distances
+from ui.run_view import as_measured, class_names, loss_distance, margin_distance, measured_metrics, pair_distances
 
 BADGES = ("knn_accuracy", "silhouette")  # the metrics shown in each panel's title
 UNIT = ((-1.15, 1.15), (-1.15, 1.15))  # the cosine panels' range: the unit circle, a margin around it
@@ -84,12 +84,13 @@ def _panel(home: str, run_id: str, step: int, config: dict) -> dict:
 def panels_at(
     store: RunStore, grid: Grid, step: int, damaged: list[str] | None = None
 ) -> tuple[dict, dict, pd.DataFrame]:
-    """(scatter panels, histogram panels, metrics table) of every run at `step`, by grid cell. A run whose
-    snapshot there cannot be read has no panel; why is appended to `damaged`."""
+    """(scatter panels, histogram panels, metrics table) of every run at `step`, by grid cell, each metric as
+    last measured at or before it. A run whose snapshot there cannot be read has no panel; why is appended
+    to `damaged`."""
     scatter, hist, rows = {}, {}, []
     for run in grid.runs:
-        snaps = {snap["step"]: snap["metrics"] for snap in store.list_snapshots(run.id)}
-        shown = step_at_or_before(sorted(snaps), step)
+        snaps = store.list_snapshots(run.id)
+        shown = step_at_or_before([snap["step"] for snap in snaps], step)
         if shown is None:
             continue
         try:
@@ -97,7 +98,7 @@ def panels_at(
         except StoreError as exc:
             (damaged if damaged is not None else []).append(str(exc))
             continue
-        metrics = snaps[shown]
+        metrics = measured_metrics([snap for snap in snaps if snap["step"] <= shown])
         badges = " · ".join(f"{METRICS[k].label} {metrics[k]:.2f}" for k in BADGES if k in metrics)
         title = f"step {shown}" + (f" · {badges}" if badges else "")
         cell = grid.cells[run.id]
