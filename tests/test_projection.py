@@ -1,5 +1,6 @@
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -316,8 +317,9 @@ def test_tsne_runs_on_at_most_tsne_threads(monkeypatch):
 
 
 def test_umap_and_tsne_take_their_own_settings(monkeypatch):
-    import sys
     import types
+
+    from contrast_core import projection
 
     seen = {}
 
@@ -328,7 +330,7 @@ def test_umap_and_tsne_take_their_own_settings(monkeypatch):
         def fit_transform(self, x):
             return np.zeros((len(x), 2))
 
-    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    monkeypatch.setattr(projection, "_umap_module", lambda: types.SimpleNamespace(UMAP=FakeUMAP))
     x = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
     project(x, "umap", n_neighbors=7, min_dist=0.5)
     assert (seen["n_neighbors"], seen["min_dist"]) == (7, 0.5)
@@ -365,3 +367,14 @@ def test_a_child_process_answers_says_why_it_failed_and_comes_back_after_it_is_k
     with pytest.raises(RuntimeError, match="the t-SNE process stopped"):
         child(os.kill, pid, signal.SIGKILL)  # killed while it works on a call
     assert child(os.getpid) not in (pid, os.getpid())  # a new child
+
+
+def test_umap_learn_s_compiled_code_is_kept_on_disk_for_the_next_process():
+    """Without numba's cache each new process compiled umap-learn's fit again (about 7 s here)."""
+    from contrast_core import projection
+
+    umap = projection._umap_module()
+    project(np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32), "umap")
+    for dispatcher in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths):
+        index = Path(dispatcher._cache._cache_file._index_path)  # numba's NullCache has no file: caching off
+        assert index.exists(), dispatcher
