@@ -285,6 +285,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             _print_block(title, found, skip=("dataset", "batch_size", "precision"))
     if "projection" in results:
         _print_block("projection", results["projection"])
+    for row in results.get("product", []):
+        title = f"the default run on {row['device']}, queued to finished ({row['worker_threads']} worker threads)"
+        _print_block(title, row, skip=("device",))
     print(f"\nwritten to {args.out}")
     return 0
 
@@ -360,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "--device", choices=["cpu", "cuda"], help="one device only (default: cpu, and cuda if present)"
     )
     bench_parser.add_argument(
-        "--only", metavar="SECTIONS", help="comma-separated: training, projection (default: both)"
+        "--only", metavar="SECTIONS", help="comma-separated: training, projection, product (default: all)"
     )
     bench_parser.set_defaults(run=cmd_bench)
     args = parser.parse_args(argv)

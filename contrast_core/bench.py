@@ -324,7 +324,111 @@ def projection_times(eval_embeddings: np.ndarray) -> dict:
     return timings
 
 
-SECTIONS = ("training", "projection")  # the dashboard's latency: python -m ui.bench
+def steps_only_seconds(config: RunConfig, dataset: data.Dataset) -> float:
+    """Seconds of the run's optimiser steps alone: no snapshot, no row, no store (the device synced once)."""
+    trainer = Trainer(config, dataset=dataset)
+    trainer.train_step()  # lazy initialisation stays out, as a warm worker's would
+    _sync(trainer.device)
+    start = time.perf_counter()
+    for _ in range(config.steps - 1):
+        trainer.train_step()
+    _sync(trainer.device)
+    return (time.perf_counter() - start) * config.steps / (config.steps - 1)
+
+
+def product_path(config: RunConfig, runs: int = 3) -> dict:
+    """The default run as a click on Train runs it, without the browser (`python -m ui.bench --browser`
+    times that): queued in a store, trained by a warm worker process of the job queue (at its own
+    thread count), snapshots, rows and checkpoints written, until the store says "finished". Medians of
+    `runs` runs, against the same run's steps alone at the worker's thread count; and the wall time by
+    phase of the same path in this process (`train` with the worker's recorder on a store)."""
+    import tempfile
+
+    from contrast_core import jobs
+    from contrast_core.store import RunStore
+    from contrast_core.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(jobs.worker_threads())
+    try:
+        dataset = data.load(config.dataset, seed=config.seed, eval_size=config.eval_size, device=config.device)
+        steps_only = statistics.median(steps_only_seconds(config, dataset) for _ in range(runs))
+        with tempfile.TemporaryDirectory() as home:
+            store = RunStore(home)
+            phases = []
+            for _ in range(runs + 1):  # the first warms this process up
+                run_id = store.create_run(config.model_dump(mode="json"))
+                recorder = jobs.RunRecorder(store, store.claim_next("bench", config.device).id, "bench")
+                phases.append(train(config, recorder, recorder.should_stop)["seconds"])
+                store.set_status(run_id, "finished", worker="bench")
+            phases = {name: statistics.median(p[name] for p in phases[1:]) for name in phases[-1]}
+            queue = jobs.JobQueue(store, n_workers=1).start()
+            try:
+                _until(lambda: queue.status()["workers"], 120)
+                warm_up = queue.submit(config.model_copy(update={"steps": 20}))
+                _until(lambda: store.get_run(warm_up).status in ENDED, 120)
+                walls = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    run_id = queue.submit(config)
+                    _until(lambda run_id=run_id: store.get_run(run_id).status in ENDED, 600)
+                    walls.append(time.perf_counter() - start)
+            finally:
+                queue.shutdown()
+            store.close()
+    finally:
+        torch.set_num_threads(threads)
+    wall = statistics.median(walls)
+    in_process = sum(phases.values())
+    return {
+        "device": config.device,
+        "steps": config.steps,
+        "snapshots": -(-config.steps // config.resolved_snapshot_every()) + 1,
+        "worker_threads": jobs.worker_threads(),
+        "queued_to_finished_seconds": wall,
+        "steps_only_seconds": steps_only,
+        "over_steps_only": wall / steps_only,
+        "in_process_seconds": in_process,
+        **{f"share_{name}": seconds / in_process for name, seconds in phases.items()},
+    }
+
+
+def first_umap_in_a_new_process() -> dict:
+    """Seconds of a new process's first UMAP of the default run's evaluation subset (360 points), twice:
+    the first fills numba's on-disk cache if it is empty, the second is what every later process pays.
+    Imports of the UMAP stack (numba, pynndescent, umap-learn) and the fit are reported apart."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time, numpy as np, sklearn.neighbors, scipy.sparse\n"
+        "from contrast_core import projection\n"
+        "x = np.random.default_rng(0).normal(size=(360, 8)).astype(np.float32)\n"
+        "start = time.perf_counter(); projection._umap_module(); imported = time.perf_counter()\n"
+        "projection.project(x, 'umap')\n"
+        "print(imported - start, time.perf_counter() - imported)\n"
+    )
+    found = {}
+    for run in ("first", "next"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent).stdout  # fmt: skip
+        imports, fit = (float(v) for v in out.split()[-2:])
+        found |= {f"umap_{run}_process_imports_seconds": imports, f"umap_{run}_process_fit_seconds": fit}
+    return found
+
+
+ENDED = ("finished", "failed", "cancelled")
+
+
+def _until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the job queue did not answer in time")
+        time.sleep(0.005)
+
+
+SECTIONS = ("training", "projection", "product")  # the dashboard's latency: python -m ui.bench
 
 
 def run(
@@ -349,6 +453,8 @@ def run(
         digits = data.load("digits")
         trained = Trainer(RunConfig(steps=1, embedding_dim=32, device="cpu"), dataset=digits)
         eval_embeddings = models.embed(trained.model, digits.x[digits.eval_index]).numpy()
-        results["projection"] = projection_times(eval_embeddings)
+        results["projection"] = projection_times(eval_embeddings) | first_umap_in_a_new_process()
+    if "product" in sections:
+        results["product"] = [product_path(RunConfig(device=device), runs=2 if quick else 3) for device in devices]
     out.write_text(json.dumps(results, indent=2))
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,10 +30,15 @@ WHOLE_SET_EVERY = 4
 GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured
 
 
-@functools.cache
 def thread_pools() -> ThreadpoolController:
-    """The BLAS and OpenMP pools of the libraries loaded by now (torch, NumPy, scikit-learn: all imported
-    above). Found once: looking for them costs about 3 ms, a sixth of a cheap snapshot."""
+    """The BLAS and OpenMP pools of the libraries loaded by now. Looking for them costs about 3 ms, a
+    sixth of a cheap snapshot, so they are looked for again only once a module was imported since (a
+    library with its own pool comes with the module that loads it: numba's OpenMP layer, say)."""
+    return _thread_pools(len(sys.modules))
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_pools(modules: int) -> ThreadpoolController:
     return ThreadpoolController()
 
 
