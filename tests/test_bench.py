@@ -172,3 +172,22 @@ def test_sweep_redraw_trains_a_4x4_sweep_and_times_each_move(tmp_path, monkeypat
     assert {(r.config["margin"], r.config["lr"]) for r in runs} == {
         (m, lr) for m in (0.25, 0.5, 1.0, 2.0) for lr in (0.0003, 0.001, 0.003, 0.01)
     } and all(r.status == "finished" for r in runs)  # fmt: skip
+
+
+def test_product_path_times_the_run_through_a_worker_and_splits_it_by_phase():
+    config = RunConfig(device="cpu", steps=40, eval_size=60)
+    found = bench.product_path(config, runs=1)
+    assert found["snapshots"] == 41 and found["worker_threads"] >= 1  # 40 steps: a snapshot at each, and step 0
+    shares = {key: value for key, value in found.items() if key.startswith("share_")}
+    assert set(shares) == {f"share_{p}" for p in ("start", "steps", "logging", "snapshots", "checkpoints", "final")}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert found["over_steps_only"] == pytest.approx(found["queued_to_finished_seconds"] / found["steps_only_seconds"])
+    assert found["queued_to_finished_seconds"] > 0 and found["steps_only_seconds"] > 0
+
+
+def test_a_new_process_s_first_umap_is_timed_twice_imports_and_fit_apart():
+    found = bench.first_umap_in_a_new_process()
+    assert set(found) == {
+        f"umap_{run}_process_{part}_seconds" for run in ("first", "next") for part in ("imports", "fit")
+    }
+    assert all(value > 0 for value in found.values())

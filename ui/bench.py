@@ -178,6 +178,46 @@ def sweep_redraw_in_browser(home: Path, moves: int = 10) -> dict:
     }
 
 
+def default_run_in_browser(home: Path, runs: int = 3) -> dict:
+    """What a person waits for: seconds from a click on Train to "finished" on the progress line for the
+    default run (digits, 2,000 steps), in headless chromium against `streamlit run app.py` on a free local
+    port, the worker warm (a first run trained and the page loaded again before each click); the median
+    of `runs` clicks, with the worker's part (claimed to finished, from the store) and the run's own
+    stepping time (its rows' pairs/s while stepping) beside it."""
+    from playwright.sync_api import sync_playwright
+
+    from ui.serve import CHROMIUM, CHROMIUM_ARGS, local_app
+
+    walls, worker, stepping = [], [], []
+    with local_app(home) as (base, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        for seed in range(runs + 1):  # the first warms the worker and the page up
+            page.goto(f"{base}/?seed={seed}")
+            train = page.get_by_test_id("stMain").get_by_role("button", name="Train", exact=True)
+            train.wait_for(timeout=120_000)
+            page.wait_for_timeout(1500)  # the page settled: nothing else competes with the click
+            start = time.perf_counter()
+            train.click()
+            page.get_by_test_id("stProgress").filter(has_text="finished").wait_for(timeout=300_000)
+            if seed == 0:
+                continue
+            walls.append(time.perf_counter() - start)
+            store = RunStore(home)
+            run = store.list_runs()[0]  # newest first
+            rows = store.read_metrics(run.id)
+            worker.append(run.finished_at - run.started_at)
+            stepping.append(run.config["steps"] * run.config["batch_size"] / rows[-1]["pairs_per_second"])
+            store.close()
+        browser.close()
+    return {
+        "default_run_click_to_finished_seconds_median": statistics.median(walls),
+        "default_run_click_to_finished_seconds_max": max(walls),
+        "default_run_worker_seconds_median": statistics.median(worker),
+        "default_run_stepping_seconds_median": statistics.median(stepping),
+    }
+
+
 def _sweep_steps(store: RunStore) -> list[int]:
     from ui import sweep_view
 
@@ -199,12 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--polls", type=int, default=POLLS, help="refreshes timed for each median")
     parser.add_argument("--home", type=Path, default=None, help="run store folder (default: a temporary one)")
     parser.add_argument("--browser", action="store_true",
-                        help="also time the sweep's slider in headless chromium, as a person sees it")  # fmt: skip
+                        help="also time the sweep's slider and the default run in headless chromium, as a person sees them")  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as sweeps:
         results = {"dashboard": dashboard_latency(args.home or Path(tmp), args.polls) | sweep_redraw(Path(sweeps))}
         if args.browser:
             results["dashboard"] |= sweep_redraw_in_browser(Path(sweeps))
+            with tempfile.TemporaryDirectory() as clicks:
+                results["dashboard"] |= default_run_in_browser(Path(clicks))
     args.out.write_text(json.dumps(results, indent=2))
     print("\ndashboard")
     for key, value in results["dashboard"].items():
