@@ -33,6 +33,7 @@ HEARTBEAT_STALE_SECONDS = 20.0  # a worker silent this long is dead; its run bec
 MIN_FREE_MB = 50.0  # a worker claims no run with less free disk under the store
 CANCEL_GRACE_SECONDS = 3.0  # a run still going this long after cancel has its worker killed
 SUPERVISE_SECONDS = 0.5
+OOM_EXIT_SECONDS = 5.0  # a worker the kernel killed for memory has exited well within this
 
 
 def worker_threads() -> int:
@@ -278,6 +279,9 @@ class JobQueue:
         # Each live worker's memory cgroup and the kernel's count of processes it killed for memory there,
         # when last looked at (a worker may be moved to another cgroup while it lives).
         self.oom_counts: dict[str, tuple[Path | None, int | None]] = {}
+        # When a worker's count was first seen raised while it still lived: the kernel counts a kill before
+        # its victim has finished exiting, so the raised count is taken only once it lived OOM_EXIT_SECONDS on.
+        self.oom_raised_at: dict[str, float] = {}
         self.cancelled_at: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -396,6 +400,7 @@ class JobQueue:
             dead = [(wid, p.returncode) for wid, p in self.procs.items() if p.poll() is not None]
             for worker_id, code in dead:
                 cgroup, kills = self.oom_counts.pop(worker_id, (None, None))
+                self.oom_raised_at.pop(worker_id, None)
                 for_memory = code == -signal.SIGKILL and kills is not None and (cgroups.oom_kills(cgroup) or 0) > kills
                 reason = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
                 for run in self.store.list_runs(status="running"):
@@ -412,7 +417,17 @@ class JobQueue:
                 cgroup = cgroups.memory_cgroup(proc.pid)
                 kills = cgroups.oom_kills(cgroup)
                 if proc.poll() is None:  # alive after the count was read: a kill since will raise it
-                    self.oom_counts[worker_id] = (cgroup, kills)
+                    self._record_oom_count(worker_id, cgroup, kills)
+
+    def _record_oom_count(self, worker_id: str, cgroup: Path | None, kills: int | None) -> None:
+        """Keeps a live worker's count, unless it just rose in the same cgroup: that kill may be this
+        worker's, still exiting, and is judged when it is seen dead (or after OOM_EXIT_SECONDS alive)."""
+        before_cgroup, before = self.oom_counts.get(worker_id, (None, None))
+        raised = cgroup == before_cgroup and None not in (kills, before) and kills > before
+        if raised and time.monotonic() - self.oom_raised_at.setdefault(worker_id, time.monotonic()) < OOM_EXIT_SECONDS:
+            return
+        self.oom_raised_at.pop(worker_id, None)
+        self.oom_counts[worker_id] = (cgroup, kills)
 
     def _enforce_run_seconds(self) -> None:
         if self.run_seconds is None:

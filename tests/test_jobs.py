@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contrast_core import jobs
+from contrast_core import cgroups, jobs
 from contrast_core.config import RunConfig
 from contrast_core.jobs import JobQueue, RunRecorder
 from contrast_core.store import RESUMABLE_STATUSES, STATUSES, StoreError
@@ -297,13 +297,17 @@ def test_a_worker_the_kernel_kills_for_memory_fails_its_run_with_that_cause(stor
         rows = store.read_metrics(before)
         worker = store.workers()[0]["pid"]
         memory_limit(worker, 32 * 2**20)
-        time.sleep(3 * jobs.SUPERVISE_SECONDS)  # the supervisor has seen where the worker lives
+        confined = cgroups.memory_cgroup(worker)
+        # The supervisor has read the kill count where the worker now lives (a busy machine can delay its tick).
+        wait_for(lambda: next(iter(q.oom_counts.values()), (None, None)) == (confined, cgroups.oom_kills(confined)),
+                 what="the supervisor to see where the worker lives")  # fmt: skip
         doomed = q.submit(
             RunConfig(dataset="csv", csv_path=str(big), steps=200, eval_size=40, batch_size=64, device="cpu")
         )
         wait_for(lambda: status_of(store, doomed) == "failed", what="the kill to be noticed")
-        assert store.get_run(doomed).error.startswith(
-            "killed by the system for memory: batch 64 of mlp with random-pairs"
+        error = store.get_run(doomed).error
+        assert error.startswith("killed by the system for memory: batch 64 of mlp with random-pairs"), (
+            f"{error}; the kernel's kill count in {confined}: {cgroups.oom_kills(confined)}"
         )
         after = q.submit(RunConfig(steps=20, **FAST))  # a new worker, outside the limit, goes on
         wait_for(lambda: status_of(store, after) == "finished", what="the next run")
