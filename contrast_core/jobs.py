@@ -420,10 +420,12 @@ class JobQueue:
                     self._record_oom_count(worker_id, cgroup, kills)
 
     def _record_oom_count(self, worker_id: str, cgroup: Path | None, kills: int | None) -> None:
-        """Keeps a live worker's count, unless it just rose in the same cgroup: that kill may be this
-        worker's, still exiting, and is judged when it is seen dead (or after OOM_EXIT_SECONDS alive)."""
+        """Keeps a live worker's count, unless the count where it was last seen rose: that kill may be this
+        worker's, still exiting (and on cgroup v1 an exiting process already shows the root cgroup), so it
+        is judged when the worker is seen dead, or after OOM_EXIT_SECONDS alive."""
         before_cgroup, before = self.oom_counts.get(worker_id, (None, None))
-        raised = cgroup == before_cgroup and None not in (kills, before) and kills > before
+        now_there = kills if cgroup == before_cgroup else cgroups.oom_kills(before_cgroup)
+        raised = None not in (now_there, before) and now_there > before
         if raised and time.monotonic() - self.oom_raised_at.setdefault(worker_id, time.monotonic()) < OOM_EXIT_SECONDS:
             return
         self.oom_raised_at.pop(worker_id, None)
