@@ -12,10 +12,10 @@ pytestmark = pytest.mark.browser
 def test_three_visitors_each_see_their_own_run_train_and_end():
     if not CHROMIUM.exists():
         pytest.fail(f"chromium: {CHROMIUM} is missing (`make chromium` installs it)")
-    found = load.load(visitors=3, steps=600, seconds=180)
+    found = load.load(visitors=3, steps=2000, seconds=240)  # runs long enough to be watched at each refresh
     assert (found["failed_loads"], found["exception_boxes"], found["runs_not_ended"]) == (0, 0, 0), found
     assert all(v["updates_while_training"] >= 2 for v in found["each_visitor"]), found["each_visitor"]
-    assert all(v["last_line"].startswith("finished · step 600 / 600") for v in found["each_visitor"])
+    assert all(v["last_line"].startswith("finished · step 2,000 / 2,000") for v in found["each_visitor"])
 
 
 def test_a_visitor_s_progress_gaps_count_only_while_its_run_trains():
