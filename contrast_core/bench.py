@@ -345,7 +345,7 @@ def product_path(config: RunConfig, runs: int = 3) -> dict:
     import tempfile
 
     from contrast_core import jobs
-    from contrast_core.store import RunStore
+    from contrast_core.store import TERMINAL_STATUSES, RunStore
     from contrast_core.train import train
 
     threads = torch.get_num_threads()
@@ -358,20 +358,21 @@ def product_path(config: RunConfig, runs: int = 3) -> dict:
             phases = []
             for _ in range(runs + 1):  # the first warms this process up
                 run_id = store.create_run(config.model_dump(mode="json"))
-                recorder = jobs.RunRecorder(store, store.claim_next("bench", config.device).id, "bench")
+                store.claim_next("bench", config.device)  # this run: the only one queued
+                recorder = jobs.RunRecorder(store, run_id, "bench")
                 phases.append(train(config, recorder, recorder.should_stop)["seconds"])
                 store.set_status(run_id, "finished", worker="bench")
             phases = {name: statistics.median(p[name] for p in phases[1:]) for name in phases[-1]}
             queue = jobs.JobQueue(store, n_workers=1).start()
             try:
-                _until(lambda: queue.status()["workers"], 120)
+                wait_for(lambda: queue.status()["workers"], 120)
                 warm_up = queue.submit(config.model_copy(update={"steps": 20}))
-                _until(lambda: store.get_run(warm_up).status in ENDED, 120)
+                wait_for(lambda: store.get_run(warm_up).status in TERMINAL_STATUSES, 120)
                 walls = []
                 for _ in range(runs):
                     start = time.perf_counter()
                     run_id = queue.submit(config)
-                    _until(lambda run_id=run_id: store.get_run(run_id).status in ENDED, 600)
+                    wait_for(lambda run_id=run_id: store.get_run(run_id).status in TERMINAL_STATUSES, 600)
                     walls.append(time.perf_counter() - start)
             finally:
                 queue.shutdown()
@@ -417,15 +418,14 @@ def first_umap_in_a_new_process() -> dict:
     return found
 
 
-ENDED = ("finished", "failed", "cancelled")
-
-
-def _until(predicate, timeout: float) -> None:
+def wait_for(predicate, timeout: float):
+    """`predicate()`'s first true value, polled every 5 ms; TimeoutError after `timeout` s."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (found := predicate()):
         if time.monotonic() > deadline:
             raise TimeoutError("the job queue did not answer in time")
         time.sleep(0.005)
+    return found
 
 
 SECTIONS = ("training", "projection", "product")  # the dashboard's latency: python -m ui.bench

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from contrast_core.bench import wait_for
 from contrast_core.config import RunConfig
 from contrast_core.jobs import JobQueue
 from contrast_core.store import RunStore
@@ -62,14 +63,14 @@ def dashboard_latency(home: Path, polls: int = POLLS) -> dict:
     store = RunStore(home)
     queue = JobQueue(store, n_workers=1).start()
     try:
-        _wait(lambda: queue.status()["workers"], 60)
+        wait_for(lambda: queue.status()["workers"], 60)
         time.sleep(WARM_UP_SECONDS)
         finished = queue.submit(RunConfig(steps=50))
-        _wait(lambda: store.get_run(finished).status == "finished", 120)
+        wait_for(lambda: store.get_run(finished).status == "finished", 120)
         idle_refresh = refresh_seconds(store, finished, polls)
         start = time.perf_counter()
         run_id = queue.submit(RunConfig(steps=100_000))
-        _wait(lambda: store.read_metrics(run_id), 30)
+        wait_for(lambda: store.read_metrics(run_id), 30)
         first_point = time.perf_counter() - start
         busy_refresh = refresh_seconds(store, run_id, polls)
         queue.cancel(run_id)
@@ -222,15 +223,6 @@ def _sweep_steps(store: RunStore) -> list[int]:
     from ui import sweep_view
 
     return sweep_view.snapshot_steps(store, store.list_runs(sweep=store.sweeps()[0]))
-
-
-def _wait(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while not (found := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the worker did not answer in time")
-        time.sleep(0.01)
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:
