@@ -97,6 +97,19 @@ def test_the_rate_is_over_the_runs_wall_clock_time():
     assert live.rate_text({"sampler": "batch-all", "batch_size": 64}, 10, 2.0, None) == "320 items/s"
 
 
+def test_the_progress_line_waits_for_the_end_only_when_the_steps_left_end_within_a_refresh(store):
+    run_id = store.create_run(RunConfig(steps=1000).model_dump(mode="json"))
+    store.claim_next("w", "cpu")
+    store.add_metrics(run_id, [{"step": 950, "loss": 0.1}])
+    run = store.get_run(run_id)
+    # 950 steps in 9.5 s: the 50 left take 0.5 s, within a refresh; at a step a refresh, 50 refreshes.
+    assert live._ends_soon(run, now=run.started_at + 9.5)
+    assert not live._ends_soon(run, now=run.started_at + 950 * live.REFRESH_SECONDS)
+    store.set_status(run_id, "finished")
+    assert live._until_ended(store, run).status == "finished"  # seen as soon as it is stored
+    assert not live._ends_soon(store.get_run(run_id), now=run.started_at + 9.5)  # an ended run waits for nothing
+
+
 def test_pairs_caption_names_which_pairs_a_share_is_of():
     pairs = {"violation_fraction": 0.125, "pos_violation_fraction": 0.25, "neg_distances": np.array([1.0, 2.0])}
     config = {"loss": "contrastive", "distance": "euclidean", "margin": 1.5}
