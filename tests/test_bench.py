@@ -1,3 +1,4 @@
+import time
 from itertools import combinations
 from types import SimpleNamespace
 
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from contrast_core import bench, data
+from contrast_core import bench, data, jobs
 from contrast_core.config import RunConfig
 from ui import bench as ui_bench
 from ui.run_view import RunView
@@ -183,6 +184,29 @@ def test_product_path_times_the_run_through_a_worker_and_splits_it_by_phase():
     assert sum(shares.values()) == pytest.approx(1.0)
     assert found["over_steps_only"] == pytest.approx(found["queued_to_finished_seconds"] / found["steps_only_seconds"])
     assert found["queued_to_finished_seconds"] > 0 and found["steps_only_seconds"] > 0
+
+
+@pytest.fixture
+def written(monkeypatch) -> list:
+    """The events a run's recorder wrote to its store, in order."""
+    events, record = [], jobs.RunRecorder.__call__
+    monkeypatch.setattr(jobs.RunRecorder, "__call__", lambda self, event: (events.append(event), record(self, event)))
+    return events
+
+
+def test_time_to_quality_on_the_product_path_ends_at_the_first_snapshot_that_shows_the_bar(written):
+    start = time.perf_counter()
+    seconds = bench.product_seconds_to_quality(RunConfig(device="cpu", eval_size=100), "knn_accuracy", 0.6, 120)
+    assert 0 < seconds < time.perf_counter() - start
+    snapshots = [e for e in written if e.kind == "snapshot"]
+    first = next(e for e in snapshots if e.data["metrics"]["knn_accuracy"] >= 0.6)
+    assert first.step > 0 and [e.step for e in snapshots[:-1]] == list(range(0, first.step + 1, 50))
+    assert max(e.step for e in written if e.kind == "step") == first.step  # it stopped there (a final snapshot after)
+
+
+def test_time_to_quality_on_the_product_path_is_none_past_its_budget(written):
+    assert bench.product_seconds_to_quality(RunConfig(device="cpu", eval_size=100), "knn_accuracy", 1.01, 1.0) is None
+    assert 0 < max(e.step for e in written if e.kind == "step") < 9_950  # the budget stopped the run, not its steps
 
 
 def test_a_new_process_s_first_umap_is_timed_twice_imports_and_fit_apart():
