@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from contrast_core import cgroups, rules
+from contrast_core import cgroups, folders, rules
 
 MAX_SNAPSHOTS = 200  # a run's snapshots, each a file on disk (about 12 kB each for the default run)
 MAX_MARGIN = 10_000.0
@@ -38,6 +39,8 @@ class RunConfig(BaseModel):
     n_samples: int = Field(1000, ge=20, le=100_000)  # toy sets only
     csv_path: str | None = None
     csv_label: str = "label"
+    data_path: str | None = None  # folder only: one sub-folder of images per class
+    image_size: int = Field(32, ge=folders.MIN_SIZE, le=folders.MAX_SIZE)  # folder only: pixels a side, as CIFAR-10
     eval_size: int = Field(500, ge=10, le=20_000)  # held-out points embedded at every snapshot
     # model
     model: str = "mlp"
@@ -120,6 +123,10 @@ class RunConfig(BaseModel):
             )
         if self.dataset == "csv" and not self.csv_path:
             raise ValueError("csv_path: the csv dataset needs a file")
+        if self.dataset == "folder" and not self.data_path:
+            raise ValueError("data_path: the folder dataset needs a folder of images, one sub-folder per class")
+        if self.dataset == "folder" and not Path(self.data_path).is_dir():
+            raise ValueError("data_path: not a folder on this machine")
         if -(-self.steps // self.resolved_snapshot_every()) + 1 > MAX_SNAPSHOTS:  # the last step's is extra
             least = math.ceil(self.steps / (MAX_SNAPSHOTS - 1))
             raise ValueError(f"snapshot_every: at least {least:,} for {self.steps:,} steps "

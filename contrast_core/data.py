@@ -1,6 +1,7 @@
 """Datasets: `DATASETS` maps a name to a loader; `load` splits it and puts it on a device.
 
-A loader returns raw `(x, y, classes, kind)`: images as (N, C, H, W) float32 in [0, 1],
+A loader returns raw `(x, y, classes, kind)`: images as (N, C, H, W) float32 in [0, 1] (every image set,
+a folder of the user's own included: see `_folder`),
 tables as (N, F) float32 standardised features, labels as (N,) int64 class ids.
 `load` adds the train/test split and the fixed evaluation subset, all decided by the seed.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from contrast_core import tables
+from contrast_core import folders, tables
 
 DATA_HOME = Path(os.environ.get("CONTRAST_DATA", "data"))  # torchvision download/root folder
 
@@ -80,7 +82,10 @@ def load(
     n_samples: int = 1000,
     csv_path: str | None = None,
     csv_label: str = "label",
-    max_rows: int = 200_000,
+    max_rows: int = tables.MAX_ROWS,
+    data_path: str | None = None,
+    image_size: int = 32,
+    max_images: int = folders.MAX_IMAGES,
     download: bool = True,
     device: str | torch.device = "cpu",
 ) -> Dataset:
@@ -100,11 +105,15 @@ def load(
         csv_path: csv only; the file to read.
         csv_label: csv only; the label column.
         max_rows: csv only; larger files are refused.
+        data_path: folder only; a folder holding one sub-folder of images per class.
+        image_size: folder only; every image is resized and centre-cropped to this many pixels a side.
+        max_images: folder only; larger folders are refused.
         download: torchvision sets only; fetch missing files from the internet.
         device: where the returned tensors live.
 
     Raises:
-        ValueError: unknown name, bad split arguments, or a bad csv file; the message names the field.
+        ValueError: unknown name, bad split arguments, a bad csv file or image folder; the message names
+            the field.
         DatasetUnavailable: a torchvision set whose files are missing and could not be downloaded.
     """
     if name not in DATASETS:
@@ -120,6 +129,9 @@ def load(
         csv_path=csv_path,
         csv_label=csv_label,
         max_rows=max_rows,
+        data_path=data_path,
+        image_size=image_size,
+        max_images=max_images,
         download=download,
     )
     generator = torch.Generator().manual_seed(seed)
@@ -274,10 +286,72 @@ def _torchvision(name: str, class_name: str, *, download: bool = True, **_):
 MIN_CSV_ROWS = tables.MIN_ROWS
 
 
-def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = 200_000, **_):
+def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = tables.MAX_ROWS, **_):
     """Numeric feature columns of a csv file, labelled by `csv_label` (read and checked by `tables.read`)."""
     features, y, classes = tables.read(csv_path, csv_label, max_rows)
     return _standardise(features), _labels(y), classes, "table"
+
+
+def _folder(*, data_path: str | None, image_size: int = 32, max_images: int = folders.MAX_IMAGES, **_):
+    """The user's own images, one sub-folder per class, read by torchvision's ImageFolder (`folders` names
+    the limits). Each image is resized (shorter side) and centre-cropped to `image_size` a side.
+
+    Pixels are left in [0, 1], not normalised by the folder's own mean and std: the other image sets
+    are in that range, `augment` clamps to it, the VAE's decoder ends in a sigmoid and the pages show
+    items as x * 255, so every model sees the same range for every image set (the CNN and ResNet
+    encoders normalise inside, with batch norm).
+
+    Grey images (PIL modes L, LA, 1, I, F) stay one channel; a folder with any colour image (RGB, a
+    palette, CMYK, ...) is read as RGB, its grey images repeated over the three channels. Alpha is dropped.
+    """
+    from torchvision.datasets import ImageFolder
+
+    if not data_path:
+        raise ValueError("data_path: no folder given (the folder dataset needs one)")
+    root = Path(data_path)
+    if not root.is_dir():
+        raise ValueError(f"data_path: not a folder: {data_path}")
+    if not folders.MIN_SIZE <= image_size <= folders.MAX_SIZE:
+        raise ValueError(f"image_size: must be {folders.MIN_SIZE} to {folders.MAX_SIZE} pixels (got {image_size})")
+    try:
+        source = ImageFolder(root, loader=partial(_read_image, root, image_size), is_valid_file=folders.is_image,
+                             allow_empty=True)  # fmt: skip
+    except FileNotFoundError:  # not one class sub-folder
+        classes, targets = [], []
+    else:
+        classes, targets = source.classes, source.targets
+    per_class = Counter(targets)
+    folders.check_classes({name: per_class[i] for i, name in enumerate(classes)}, max_images)
+    folders.check_tensor_size(len(source), image_size)
+    pixels = [source[i][0] for i in range(len(source))]  # each (1 or 3, S, S) uint8
+    channels = max(p.shape[0] for p in pixels)
+    x = torch.stack([p.expand(channels, -1, -1) for p in pixels]).float() / 255  # (N, C, S, S)
+    return x, _labels(source.targets), list(source.classes), "image"
+
+
+def _read_image(root: Path, size: int, path: str) -> torch.Tensor:
+    """One image file as a (1, S, S) grey or (3, S, S) RGB uint8 tensor; a file that is too large, or that
+    cannot be decoded, is named by its path under `root` in a one-line ValueError."""
+    import PIL.Image
+    import torchvision.transforms.v2.functional as TF
+
+    relative = Path(path).relative_to(root).as_posix()
+    folders.check_file(relative, os.stat(path).st_size)
+    unreadable = ValueError(f"data_path: {relative} could not be read as an image (damaged, or in a format "
+                            "Pillow does not decode)")  # fmt: skip
+    try:
+        opened = PIL.Image.open(path)  # reads the header only
+    except Exception:  # decoders raise OSError, SyntaxError, EOFError, ValueError, DecompressionBombError...
+        raise unreadable from None
+    with opened:
+        folders.check_pixels(relative, *opened.size)
+        try:
+            opened.draft(None, (size, size))  # a JPEG decodes at the smallest scale still >= size: far faster
+            grey = PIL.Image.getmodebase(opened.mode) == "L"
+            image = opened.convert("L" if grey else "RGB")  # decodes the pixels
+        except Exception:
+            raise unreadable from None
+    return TF.pil_to_tensor(TF.center_crop(TF.resize(image, size), size))
 
 
 DATASETS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor, list[str], str]]] = {
@@ -291,4 +365,5 @@ DATASETS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor, list[str], s
     "kmnist": partial(_torchvision, "kmnist", "KMNIST"),
     "cifar10": partial(_torchvision, "cifar10", "CIFAR10"),
     "csv": _csv,
+    "folder": _folder,
 }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DATASETS = ("digits", "digits-60k", "moons", "blobs", "circles", "mnist", "fashion-mnist", "kmnist", "cifar10", "csv")
+DATASETS = ("digits", "digits-60k", "moons", "blobs", "circles", "mnist", "fashion-mnist", "kmnist", "cifar10", "csv", "folder")
 ENCODERS = ("mlp", "cnn", "resnet18")
 MODELS = (*ENCODERS, "vae")
 REDUCTIONS = ("mean", "mean-nonzero")

@@ -13,23 +13,15 @@ from typing import IO
 import numpy as np
 
 MIN_ROWS = 10
+MAX_ROWS = 200_000  # the command line's limit (a demo sets its own for uploads)
 
 
-def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: int = 200_000):
+def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: int = MAX_ROWS):
     """(features (N, F) float64, class ids (N,) int64, class names) of a CSV file or an open one.
 
     Labels may be strings or numbers; classes are the sorted distinct labels, as strings.
     """
-    import pandas as pd
-
-    if source is None or source == "":
-        raise ValueError("csv: no file given (csv_path is empty)")
-    if isinstance(source, str | Path) and not Path(source).is_file():
-        raise ValueError(f"csv: file not found: {source}")
-    try:
-        table = pd.read_csv(source, nrows=max_rows + 1)  # one extra row tells that the file is too long
-    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
-        raise ValueError(f"csv: could not be read ({last_line(err)})") from err
+    table = _parse(source, max_rows + 1)  # one extra row tells that the file is too long
     if len(table) == 0:
         raise ValueError("csv: the file has no rows")
     if len(table) > max_rows:
@@ -53,6 +45,25 @@ def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: 
     if len(classes) < 2:
         raise ValueError(f"csv_label: label column '{label}' has {len(classes)} class (need at least 2)")
     return values, y.astype(np.int64), [str(c) for c in classes]
+
+
+def head(source: str | Path | IO[bytes] | None, rows: int = 5):
+    """The header and the first `rows` rows as a DataFrame (the rest is not read): a preview, and the
+    choices of the label column. Raises the ValueError `read` would for a missing or unreadable file."""
+    return _parse(source, rows)
+
+
+def _parse(source: str | Path | IO[bytes] | None, rows: int):
+    import pandas as pd
+
+    if source is None or source == "":
+        raise ValueError("csv: no file given (csv_path is empty)")
+    if isinstance(source, str | Path) and not Path(source).is_file():
+        raise ValueError(f"csv: file not found: {source}")
+    try:
+        return pd.read_csv(source, nrows=rows)
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise ValueError(f"csv: could not be read ({last_line(err)})") from err
 
 
 def last_line(err: Exception) -> str:

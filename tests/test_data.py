@@ -32,6 +32,7 @@ def test_registry_names():
         "kmnist",
         "cifar10",
         "csv",
+        "folder",
     ]
 
 
