@@ -74,6 +74,7 @@ class RunConfig(BaseModel):
     precision: Literal["float32", "bfloat16"] = "float32"
     snapshot_every: int = Field(0, ge=0)  # 0: about 40 snapshots per run
     checkpoint_every: int = Field(0, ge=0)  # 0: four checkpoints per run, plus the last step
+    steps_per_second: float = Field(0.0, ge=0, le=1000)  # slow motion: at most this many steps a second; 0 = no limit
 
     @field_validator("lr")
     @classmethod

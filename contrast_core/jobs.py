@@ -69,10 +69,17 @@ class RunRecorder:
     worker: str | None = None
     pending: list = field(default_factory=list)
     last_flush: float = 0.0
+    pause_at: int | None = None  # as of the last `should_stop`
 
     def should_stop(self) -> bool:
-        """Whether the run was cancelled, deleted or taken from this worker: polled once per training step."""
-        return self.store.cancel_requested(self.run_id, self.worker)
+        """Whether the run was cancelled, deleted or taken from this worker: polled once per training step
+        (the same read brings the step to hold at, for `holds`)."""
+        stop, self.pause_at = self.store.control(self.run_id, self.worker)
+        return stop
+
+    def holds(self, step: int) -> bool:
+        """Whether the training is to wait at this step (paused, or its single step done)."""
+        return self.pause_at is not None and step >= self.pause_at
 
     def __call__(self, event) -> None:
         fence = {"worker": self.worker}
@@ -89,6 +96,9 @@ class RunRecorder:
         elif event.kind == "final":
             self.flush()
             self.store.set_final_metrics(self.run_id, event.data["metrics"], **fence)
+        elif event.kind in ("held", "released"):  # rows first: a page stepping on reads the step held at
+            self.flush()
+            self.store.set_held(self.run_id, time.time() if event.kind == "held" else None, **fence)
 
     def flush(self) -> None:
         # The batch period runs from the last rows written, so a snapshot's flush with nothing
@@ -114,7 +124,7 @@ def execute(store: RunStore, run_id: str, worker: str | None = None) -> str:
     try:
         config = RunConfig.model_validate(run.config)
         resume = store.load_checkpoint(run_id) if (store.run_dir(run_id) / "model.pt").exists() else None
-        result = train(config, recorder, recorder.should_stop, resume=resume)
+        result = train(config, recorder, recorder.should_stop, resume=resume, holds=recorder.holds)
         recorder.flush()
         store.set_status(run_id, result["status"], worker=worker)
         return result["status"]
@@ -268,11 +278,15 @@ class JobQueue:
     Thread-safe: the app shares one instance between all sessions (st.cache_resource).
     """
 
-    def __init__(self, store: RunStore, n_workers: int | None = None, run_seconds: float | None = None):
-        """run_seconds: a running run's wall-time limit (a hosted demo's cap); stopped there, it keeps
-        its snapshots and checkpoint and says why."""
+    def __init__(
+        self, store: RunStore, n_workers: int | None = None, run_seconds: float | None = None,
+        pause_seconds: float | None = None,
+    ):  # fmt: skip
+        """run_seconds: a running run's wall-time limit, pause_seconds: how long its training may be held
+        (a hosted demo's caps: a held run keeps its worker from others); stopped there, it keeps its
+        snapshots and checkpoint and says why."""
         self.store = store
-        self.run_seconds = run_seconds
+        self.run_seconds, self.pause_seconds = run_seconds, pause_seconds
         # None: one per GPU, counted at start (by a child process, see default_workers)
         self.n_workers = n_workers or int(os.environ.get("CONTRAST_WORKERS", 0)) or None
         self.procs: dict[str, subprocess.Popen] = {}
@@ -387,7 +401,7 @@ class JobQueue:
         while not self.stopping.wait(wait):
             try:
                 self._check_workers()
-                self._enforce_run_seconds()
+                self._enforce_time_limits()
                 self._enforce_cancels()
                 self._interrupt_stale()
                 trouble.clear()
@@ -431,13 +445,18 @@ class JobQueue:
         self.oom_raised_at.pop(worker_id, None)
         self.oom_counts[worker_id] = (cgroup, kills)
 
-    def _enforce_run_seconds(self) -> None:
-        if self.run_seconds is None:
+    def _enforce_time_limits(self) -> None:
+        if self.run_seconds is None and self.pause_seconds is None:
             return
         now = time.time()
         for run in self.store.list_runs(status="running"):
-            if not run.cancel_requested and run.started_at and now - run.started_at > self.run_seconds:
+            if run.cancel_requested:
+                continue
+            if self.run_seconds is not None and run.started_at and now - run.started_at > self.run_seconds:
                 self.cancel(run.id, f"stopped at this demo's limit of {self.run_seconds:g} s a run")
+            elif self.pause_seconds is not None and run.held_since and now - run.held_since > self.pause_seconds:
+                self.cancel(run.id, f"paused longer than this demo's {self.pause_seconds:g} s: stopped to free the "
+                            "worker for others; Resume goes on from here")  # fmt: skip
 
     def _enforce_cancels(self) -> None:
         with self.lock:

@@ -51,7 +51,7 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 TERMINAL_STATUSES = ("finished", "failed", "cancelled", "interrupted")
 LIVE_STATUSES = ("queued", "running")  # a page showing such a run refreshes itself
 RESUMABLE_STATUSES = ("interrupted", "cancelled", "failed")  # queued again, from the last checkpoint
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CHECKPOINT_KEYS = ("model", "step", "config")  # what makes a file a Contrast Lab checkpoint
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # also keeps ids safe as folder names
@@ -101,6 +101,10 @@ class Run:
     cancel_requested: bool
     final_metrics: dict | None = None
     sweep: str | None = None  # the sweep this run belongs to (contrast_core.sweep), by name
+    # Training held at a step (`hold`): the worker waits once its step reaches pause_at (0: at once), and
+    # says since when it waits in held_since (None while it trains). The run stays "running" meanwhile.
+    pause_at: int | None = None
+    held_since: float | None = None
 
 
 # The runs table has one column per Run field, of the same name. Fields not stored as they are
@@ -152,8 +156,15 @@ def _sweeps_v3(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_by_sweep ON runs (sweep, created_at)")
 
 
+def _pause_v4(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE runs ADD COLUMN pause_at INTEGER")
+    conn.execute("ALTER TABLE runs ADD COLUMN held_since REAL")
+
+
 # MIGRATIONS[n] takes a store at version n - 1 to version n (version 0 is an empty file).
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1, 2: _worker_device_v2, 3: _sweeps_v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _create_v1, 2: _worker_device_v2, 3: _sweeps_v3, 4: _pause_v4,
+}  # fmt: skip
 
 
 def _json_dumps(value: Any, what: str) -> str:
@@ -509,13 +520,16 @@ class RunStore:
         """Moves a run to a status.
 
         Terminal statuses set finished_at; "running" sets started_at once; "queued"
-        (re-queueing, e.g. to resume an interrupted run) clears finished_at, worker, error
-        and the cancel request. With `worker`, only while that worker holds the run (else RunLost).
+        (re-queueing, e.g. to resume an interrupted run) clears finished_at, worker, error,
+        the cancel request and a pause. With `worker`, only while that worker holds the run (else RunLost).
         """
         _check_status(status)
         now = time.time()
         if status in TERMINAL_STATUSES:  # a reason given earlier (e.g. a time limit's cancel) is kept
-            sql = "UPDATE runs SET status = ?, error = coalesce(?, error), finished_at = ? WHERE id = ?"
+            sql = (
+                "UPDATE runs SET status = ?, error = coalesce(?, error), finished_at = ?, held_since = NULL"
+                " WHERE id = ?"
+            )
             params = (status, error, now, run_id)
         elif status == "running":
             sql = "UPDATE runs SET status = ?, error = ?, started_at = coalesce(started_at, ?) WHERE id = ?"
@@ -523,7 +537,7 @@ class RunStore:
         else:
             sql = (
                 "UPDATE runs SET status = ?, error = ?, finished_at = NULL, worker = NULL,"
-                " cancel_requested = 0 WHERE id = ?"
+                " cancel_requested = 0, pause_at = NULL WHERE id = ?"
             )
             params = (status, error, run_id)
         with self._write() as conn:
@@ -553,16 +567,56 @@ class RunStore:
             self._mirror(conn, [run_id])
 
     def cancel_requested(self, run_id: str, worker: str | None = None) -> bool:
-        """Whether the run should stop (one primary-key SELECT; workers poll it every step).
+        """Whether the run should stop (see `control`)."""
+        return self.control(run_id, worker)[0]
+
+    def control(self, run_id: str, worker: str | None = None) -> tuple[bool, int | None]:
+        """(whether the run should stop, the step its training is to hold at or None): one primary-key
+        SELECT, which workers poll every step.
 
         A run that no longer exists counts as cancelled; so does, for `worker`, a run it no
         longer holds (marked interrupted, or claimed by another worker).
         """
-        rows = self._read("SELECT cancel_requested, worker, status FROM runs WHERE id = ?", (run_id,))
+        rows = self._read("SELECT cancel_requested, worker, status, pause_at FROM runs WHERE id = ?", (run_id,))
         if not rows:
-            return True
-        cancel, holder, status = rows[0]
-        return bool(cancel) or (worker is not None and (holder, status) != (worker, "running"))
+            return True, None
+        cancel, holder, status, pause_at = rows[0]
+        return bool(cancel) or (worker is not None and (holder, status) != (worker, "running")), pause_at
+
+    def hold(self, run_id: str, at: int | None) -> None:
+        """Holds a queued or running run's training once its step reaches `at` (0: at once), or lets it
+        go on (None). The worker keeps the run, its model and optimiser, while it waits.
+
+        Raises:
+            StoreError: no such run, or it has ended (a run ended while paused resumes with `resume`).
+        """
+        with self._write() as conn:
+            if conn.execute("UPDATE runs SET pause_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+                            (at, run_id)).rowcount == 0:  # fmt: skip
+                status = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+                raise StoreError(f"run: no run {run_id!r}" if status is None else f"run: {run_id!r} is {status[0]}")
+            self._mirror(conn, [run_id])
+
+    def advance(self, run_id: str, steps: int) -> None:
+        """Lets a held run train `steps` more steps from the step it holds at, then hold again.
+
+        Raises:
+            StoreError: no such run, or it is not held (paused) now.
+        """
+        if steps < 1:
+            raise ValueError(f"steps: at least 1 (got {steps})")
+        with self._write() as conn:
+            if conn.execute("UPDATE runs SET pause_at = step + ? WHERE id = ? AND status = 'running'"
+                            " AND held_since IS NOT NULL", (steps, run_id)).rowcount == 0:  # fmt: skip
+                raise StoreError(f"run: {run_id!r} is not paused")
+            self._mirror(conn, [run_id])
+
+    def set_held(self, run_id: str, since: float | None, *, worker: str | None = None) -> None:
+        """The worker's word that the run's training waits (since when) or trains again (None)."""
+        with self._write() as conn:
+            self._fence(conn, run_id, worker)
+            self._update_run(conn, run_id, "UPDATE runs SET held_since = ? WHERE id = ?", (since, run_id))
+            self._mirror(conn, [run_id])
 
     def rename_run(self, run_id: str, name: str) -> None:
         """Sets the run's display name."""
@@ -626,7 +680,7 @@ class RunStore:
         with self._write() as conn:
             ids = [row[0] for row in conn.execute(f"SELECT id FROM runs WHERE {where}", params)]
             conn.execute(
-                f"UPDATE runs SET status = 'interrupted', finished_at = ?,"
+                f"UPDATE runs SET status = 'interrupted', finished_at = ?, held_since = NULL,"
                 f" error = coalesce(error, 'worker stopped') WHERE {where}",
                 (time.time(), *params),
             )

@@ -28,6 +28,8 @@ PROBE_TRAIN_ITEMS = 2000  # training points embedded for k-NN / linear-probe met
 # the cheap ones (k-NN, precision@1, pair distances) at every snapshot (metrics.evaluate).
 WHOLE_SET_EVERY = 4
 GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured
+HOLD_POLL_SECONDS = 0.05  # a held run asks whether to go on this often
+HELD_SNAPSHOTS = 200  # snapshots a run takes where it is held (paused, single-stepped), at most
 
 
 def thread_pools() -> ThreadpoolController:
@@ -405,6 +407,27 @@ def mining_shares(counts: dict[str, float]) -> dict[str, float]:
     return row
 
 
+class Pace:
+    """Slow motion: at most `steps_per_second` steps a second (0: no limit), counted from the last restart."""
+
+    def __init__(self, steps_per_second: float):
+        self.period = 1 / steps_per_second if steps_per_second else 0.0
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.steps = time.perf_counter(), 0
+
+    def wait(self) -> bool:
+        """After a step: sleeps until that step's time comes; whether it slept."""
+        if not self.period:
+            return False
+        self.steps += 1
+        ahead = self.start + self.steps * self.period - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+        return ahead > 0
+
+
 class Laps:
     """Wall time by phase, as a stopwatch's laps: `lap(phase)` adds the time since the last lap to it."""
 
@@ -424,6 +447,7 @@ def train(
     should_stop: Callable[[], bool] = lambda: False,
     resume: dict | None = None,
     log_every: int = 1,
+    holds: Callable[[int], bool] = lambda step: False,
 ) -> dict:
     """Train one run; returns {"status", "step", "metrics", "train_seconds", "pairs_per_second", "device",
     "seconds"}: "seconds" is the wall time by phase, "start" (data, model, the step-0 snapshot), "steps"
@@ -436,6 +460,12 @@ def train(
     A non-finite loss, or one DIVERGENCE_FACTOR times the first logged loss (float32 can hold
     a blown-up loss of 1e31 without overflowing), stops the run with TrainingError("diverged at step N").
     `should_stop()` is checked once per step; when it says so the run ends with status "cancelled".
+
+    `holds(step)`, asked after each `should_stop()`, pauses the training while it says so: the loop
+    takes a snapshot of the step it holds at (unless it has one; at most HELD_SNAPSHOTS a run), reports
+    "held", waits asking both every HOLD_POLL_SECONDS, and reports "released" when it goes on. The
+    time held is left out of every figure ("held" in "seconds"). `config.steps_per_second`, when set,
+    paces the steps (slow motion; the waits are "paced").
     """
     laps = Laps()
     refused = memory_refusal(config, resolve_device(config.device))
@@ -450,11 +480,24 @@ def train(
     status, steps_done, started = "finished", 0, time.perf_counter()
     laps.seconds |= {"steps": 0.0, "logging": 0.0, "snapshots": 0.0, "checkpoints": 0.0}
     laps.lap("start")
-    first_loss = None
+    first_loss, snapped, held_snapshots = None, trainer.step, 0  # snapped: the step of the last snapshot
+    pace = Pace(config.steps_per_second)
     while trainer.step < config.steps:
         if should_stop():
             status = "cancelled"
             break
+        if holds(trainer.step):
+            laps.lap("logging")
+            if snapped != trainer.step and held_snapshots < HELD_SNAPSHOTS:
+                _emit_snapshot(trainer, on_event)
+                snapped, held_snapshots = trainer.step, held_snapshots + 1
+            on_event(Event("held", trainer.step))
+            while not should_stop() and holds(trainer.step):
+                time.sleep(HOLD_POLL_SECONDS)
+            on_event(Event("released", trainer.step))
+            pace.restart()
+            laps.lap("held")
+            continue  # asks should_stop again: a run stopped while held ends here
         laps.lap("logging")
         terms = trainer.train_step()
         step = trainer.step
@@ -474,11 +517,14 @@ def train(
         laps.lap("logging" if logged else "steps")
         if step % snapshot_every == 0 and step < config.steps:
             _emit_snapshot(trainer, on_event)
+            snapped = step
             laps.lap("snapshots")
         if step % checkpoint_every == 0 and step < config.steps:
             on_event(Event("checkpoint", step, {"state": trainer.state()}))
             laps.lap("checkpoints")
-    train_seconds = time.perf_counter() - started
+        if pace.wait():
+            laps.lap("paced")
+    train_seconds = time.perf_counter() - started - laps.seconds.get("held", 0.0) - laps.seconds.get("paced", 0.0)
     laps.lap("logging")
     final_metrics = _emit_snapshot(trainer, on_event, final=True)
     on_event(Event("checkpoint", trainer.step, {"state": trainer.state()}))

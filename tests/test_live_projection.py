@@ -152,7 +152,7 @@ def test_a_live_run_shows_the_newest_layout_and_says_which_step_is_computing(que
     assert "UMAP of 60 points computing… 12 s" in status(at) and "step 50 meanwhile" in status(at)
     at.toggle(key="live.paused").set_value(True).run()
     assert periods[-1] is None  # paused means still, projection or not
-    assert "Resume the live view to see it" in status(at)
+    assert "Unfreeze the charts to see it" in status(at)
 
 
 def test_a_real_projector_brings_tsne_to_an_ended_run(queue, store, periods, monkeypatch):

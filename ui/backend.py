@@ -24,10 +24,10 @@ def _store(home: str) -> RunStore:
 
 
 @st.cache_resource(show_spinner="Starting the training workers...")
-def _queue(home: str, run_seconds: float | None):
+def _queue(home: str, run_seconds: float | None, pause_seconds: float | None):
     from contrast_core.jobs import JobQueue
 
-    return JobQueue(_store(home), run_seconds=run_seconds).start()
+    return JobQueue(_store(home), run_seconds=run_seconds, pause_seconds=pause_seconds).start()
 
 
 @st.cache_resource(show_spinner=False)
@@ -43,10 +43,11 @@ def run_store() -> RunStore:
 
 def job_queue():
     """The started JobQueue over this store (workers are spawned on first use); in demo mode it stops
-    runs at the demo's wall-time cap."""
+    runs at the demo's caps on wall time and on time paused."""
     from ui import demo
 
-    return _queue(home(), demo.caps().run_seconds if demo.enabled() else None)
+    caps = demo.caps() if demo.enabled() else None
+    return _queue(home(), caps and caps.run_seconds, caps and caps.pause_seconds)
 
 
 def projector():

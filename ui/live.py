@@ -50,7 +50,7 @@ NOTES = {
     "a curve that stays flat from the start, or rises, points at the margin or the learning rate.",
     "scatter": "Held-out items, coloured by their true class, placed by the model. Good training pulls each "
     "colour into its own tight cluster; all points on one spot is a collapsed embedding.",
-    "hover": "Pause the live view to hover a point for its image (or its features, for tables).",
+    "hover": "Freeze the charts to hover a point for its image (or its features, for tables).",
     "circle": "The dashed circle has the margin as radius around the star: negatives inside it still cost loss.",
     "metrics": "Clustering and retrieval quality of the held-out embedding, with the change since the last "
     "snapshot. Rand, ARI, NMI, silhouette and k-NN accuracy: higher is better (1 at best); "
@@ -71,19 +71,22 @@ def live_panels(run_id: str) -> None:
         st.info("This run no longer exists.")
         return
     paused = st.toggle(
-        "Pause live view", key="live.paused", help="Freeze the charts to look closely; training goes on."
+        "Freeze charts",
+        key="live.paused",
+        help="Freeze the charts to look closely; training goes on (Pause, under Train, holds the training).",
     )
     run = _first_step(run)
     live, queued = run.status in LIVE_STATUSES, run.status == "queued"
     # The progress line keeps going while the charts are paused (or the run waits in the queue), and
     # reruns the page when the run starts or ends.
+    held = run.status == "running" and run.held_since is not None  # nothing new to draw until a Step reruns the page
     period = QUEUED_REFRESH_SECONDS if queued else REFRESH_SECONDS if live else None
-    st.fragment(run_every=period)(tab.guarded(_progress))(run_id, live, queued)
+    st.fragment(run_every=period)(tab.guarded(_progress))(run_id, live, queued, held)
     # An ended run's panels poll only while a projection the user chose is computing (see _scatter_panel);
     # a queued run's not at all: there is nothing new to draw until it starts, and a queue of visitors
     # polling for nothing is what slows everyone's refresh on a shared server.
     waiting = not live and st.session_state.get(WAITING) == run_id
-    period = REFRESH_SECONDS if live and not queued and not paused else POLL_SECONDS if waiting else None
+    period = REFRESH_SECONDS if live and not queued and not paused and not held else POLL_SECONDS if waiting else None
     st.session_state[POLLING] = None if live else waiting
     st.fragment(run_every=period)(tab.guarded(_panels))(run_id, refreshing=period is not None)
     if live and run.step == 0 and _starts_soon(run):
@@ -162,7 +165,7 @@ def _panels(run_id: str, refreshing: bool) -> None:
         _reconstruction_panel(view)
 
 
-def _progress(run_id: str, was_live: bool, was_queued: bool = False) -> None:
+def _progress(run_id: str, was_live: bool, was_queued: bool = False, was_held: bool = False) -> None:
     """The progress line: status, step, the run's real rate, elapsed time, device."""
     store = backend.run_store()
     try:
@@ -173,9 +176,10 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False) -> None:
         st.rerun()
     last = store.read_metrics(run_id, since=run.step - 1)  # the newest row only
     elapsed = (run.finished_at or time.time()) - run.started_at if run.started_at else None
-    status = "stopping…" if run.status == "running" and run.cancel_requested else run.status
+    held = run.status == "running" and run.held_since is not None
+    status = "stopping…" if run.status == "running" and run.cancel_requested else "paused" if held else run.status
     parts = [f"**{status}**", f"step {run.step:,} / {run.config['steps']:,}"]
-    if elapsed and run.step:
+    if elapsed and run.step and not held:
         parts.append(rate_text(run.config, run.step, elapsed, last[-1].get("pairs_per_second") if last else None))
     if elapsed:
         parts.append(f"{elapsed:.1f} s elapsed")
@@ -185,13 +189,13 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False) -> None:
     st.progress(min(run.step / run.config["steps"], 1.0), text=" · ".join(parts))
     if run.status == "failed":
         st.error(f"Run failed: {run.error}", icon=":material/error:")
-    if (was_live and run.status not in LIVE_STATUSES) or (was_queued and run.status != "queued"):
+    if (was_live and run.status not in LIVE_STATUSES) or (was_queued and run.status != "queued") or held != was_held:
         st.rerun()  # once: the page's buttons and the charts' refresh period follow the new status
 
 
 def _ends_soon(run: Run, now: float | None = None) -> bool:
     """Whether a running run's steps left, at its rate so far, end before the next refresh."""
-    if run.status != "running" or not run.step or not run.started_at:
+    if run.status != "running" or not run.step or not run.started_at or run.pause_at is not None:
         return False
     seconds_per_step = ((now or time.time()) - run.started_at) / run.step
     return (run.config["steps"] - run.step) * seconds_per_step < REFRESH_SECONDS
@@ -288,7 +292,7 @@ def _projected(run_id: str, step: int, embeddings: np.ndarray, method: str) -> t
         status += " (compiling UMAP first, about 20 s)"
     status += "; PCA meanwhile" if done is None else f"; step {done[0]:,} meanwhile"
     if st.session_state.get(POLLING) is None and st.session_state.get("live.paused"):
-        status += ". Resume the live view to see it."
+        status += ". Unfreeze the charts to see it."
     return done, status, True
 
 

@@ -1,9 +1,11 @@
 """Playground: configure a run, press Train, watch it learn."""
 
+import time
+
 import streamlit as st
 
 from contrast_core.config import RunConfig
-from contrast_core.store import LIVE_STATUSES
+from contrast_core.store import LIVE_STATUSES, StoreError
 from ui import backend, demo, figures, live, tab
 from ui.config_form import config_form, config_from_link, link_params, load_config, plain_reason, reset_form
 
@@ -13,6 +15,7 @@ STOPPING = "playground.stopping"  # session_state: the run this tab asked to sto
 NAME = "playground.name"  # the Name field's widget key
 LINKED = "playground.linked"  # session_state: the link's settings were put in the form (once per tab)
 REFUSED = "playground.refused"  # session_state: why the last Train click queued nothing (a demo's cap)
+SETTLE_SECONDS = 1.0  # a Pause / Step click waits this long at most for the worker to hold, so the page shows it
 
 
 def _train_clicked() -> None:
@@ -28,6 +31,64 @@ def _stop(run_id: str) -> None:
         tab.notify(f"Run {run_id} cancelled before it started.", icon=":material/stop:")
     else:
         st.session_state[STOPPING] = run_id
+
+
+def _hold(run_id: str, action: str) -> None:
+    """Pause, Resume, Step and Next snapshot: the run's worker holds its training where the store says."""
+    store = backend.run_store()
+    run = store.get_run(run_id)
+    if not demo.can_change(run):
+        tab.notify(f"Run {run_id} is another visitor's: only they can pause it.", icon=":material/block:")
+        return
+    clicked = time.time()
+    try:
+        if action == "pause":
+            store.hold(run_id, 0)  # at the step it is at
+        elif action == "resume":
+            store.hold(run_id, None)
+        elif action == "step":
+            store.advance(run_id, 1)
+        else:  # to the next snapshot
+            every = RunConfig.model_validate(run.config).resolved_snapshot_every()
+            store.advance(run_id, every - run.step % every)
+    except StoreError as exc:  # it ended, or is no longer held, meanwhile
+        tab.notify(f"{action}: {exc}", icon=":material/error:")
+        return
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline and not _settled(store.get_run(run_id), clicked):
+        time.sleep(0.02)
+
+
+def _settled(run, clicked: float) -> bool:
+    """Whether the worker has done what the store asks since the click: holds (again) where asked, or trains."""
+    if run.status != "running":
+        return True
+    if run.pause_at is None:
+        return run.held_since is None
+    return run.held_since is not None and run.held_since >= clicked
+
+
+def _hold_buttons(run) -> None:
+    """While a run trains: pause or resume its training, and step it while it is held."""
+    held, pausing = run.held_since is not None, run.pause_at is not None and run.held_since is None
+    mine = demo.can_change(run)
+    hold, step, snapshot = st.columns(3)
+    if held or pausing:
+        hold.button("Resume", icon=":material/resume:", on_click=_hold, args=(run.id, "resume"),
+                    disabled=not mine, width="stretch", help="Go on training at full speed.")  # fmt: skip
+    else:
+        hold.button("Pause", icon=":material/pause:", on_click=_hold, args=(run.id, "pause"), disabled=not mine,
+                    width="stretch", help="Hold the training where it is (the worker keeps the model); "
+                    "then step it, or resume.")  # fmt: skip
+    step.button("Step", icon=":material/skip_next:", on_click=_hold, args=(run.id, "step"),
+                disabled=not (held and mine), width="stretch",
+                help="One optimiser step, then hold again (a snapshot of that step is taken).")  # fmt: skip
+    snapshot.button("Snapshot", icon=":material/fast_forward:", on_click=_hold, args=(run.id, "snapshot"),
+                    disabled=not (held and mine), width="stretch",
+                    help="Train to the next regular snapshot, then hold again.")  # fmt: skip
+    if held:
+        demo_cap = f" (stopped after {demo.caps().pause_seconds:g} s held, in this demo)" if demo.enabled() else ""
+        st.caption(f"Training paused at step {run.step:,}: the worker holds the model{demo_cap}.")
 
 
 def _new_run() -> None:
@@ -105,6 +166,8 @@ with buttons:
     stop.button("Stopping…" if stopping else "Stop", icon=":material/stop:",
                 disabled=not running or stopping or not mine, on_click=_stop, args=(run_id,), width="stretch",
                 help=None if mine else "Another visitor's run: only they can stop it.")  # fmt: skip
+    if running and run.status == "running" and not stopping:
+        _hold_buttons(run)
     if refused := st.session_state.pop(REFUSED, None):
         st.error(refused, icon=":material/block:")
     st.button("New run", type="tertiary", icon=":material/add:", disabled=run_id is None, on_click=_new_run,
