@@ -1,8 +1,12 @@
 """Demo mode (a hosted demo): visitors isolated, links read-only, caps with their reasons, no server paths."""
 
+import io
 import time
+import zipfile
+from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_app import APP, advance, button, chart
 
@@ -201,3 +205,82 @@ def test_a_step_too_large_for_this_machine_is_refused_on_the_page(queue, store, 
     button(at, "Train").click().run()
     assert [e.value for e in at.error if e.value.startswith("batch_size: a step of batch-all triplets at batch 1,024")]
     assert store.list_runs() == []
+
+
+# --- a zip of an image folder ------------------------------------------------------------------------
+
+
+def zipped(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(zipfile.ZipInfo(name), data)  # a ZipInfo keeps the name as given
+    return out.getvalue()
+
+
+def pngs(prefix: str = "", per_class: int = 5) -> dict[str, bytes]:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(out, format="PNG")
+    return {f"{prefix}{name}/{i}.png": out.getvalue() for name in ("cats", "dogs") for i in range(per_class)}
+
+
+def test_an_image_zip_is_unpacked_by_content_into_the_uploads(demo_mode, store):
+    extras = {"pets/README.txt": b"hello", "__MACOSX/pets/cats/._0.png": b"AppleDouble", "pets/.DS_Store": b"x"}
+    data = zipped(pngs("pets/") | extras)  # a zip of a folder holding the class folders
+    folder = demo.save_images(store, data)
+    assert folder.parent == demo.upload_dir(store)
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png")) == sorted(
+        f"{name}/{i}.png" for name in ("cats", "dogs") for i in range(5)
+    )  # the class folders at its top; nothing but the images
+    assert sorted(p.name for p in folder.iterdir()) == ["cats", "dogs"]
+    assert demo.save_images(store, data) == folder  # one copy however often sent
+    assert demo.refusal(store, [RunConfig(dataset="folder", data_path=str(folder))]) is None
+    assert [p.name for p in demo.upload_dir(store).iterdir()] == [folder.name]  # no half-unpacked folder left
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["../evil.png", "cats/../../evil.png", "/tmp/evil.png", "..\\evil.png", "C:/evil.png", "\\evil.png"],
+)
+def test_an_image_zip_reaching_outside_the_uploads_is_refused_and_nothing_written(demo_mode, store, tmp_path, entry):
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(ValueError) as refused:
+        demo.save_images(store, zipped(pngs() | {entry: b"evil"}))
+    said = str(refused.value)
+    assert said.startswith("zip upload: the entry ") and "outside the upload folder" in said and "\n" not in said
+    assert sorted(tmp_path.rglob("*")) == before and not demo.upload_dir(store).exists()
+    assert not Path("/tmp/evil.png").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, entries, words",
+    [
+        ({"CONTRAST_DEMO_ZIP_IMAGES": "9"}, pngs(), "zip upload: 10 images, over the limit of 9"),
+        ({"CONTRAST_DEMO_ZIP_MB": "0.0001"}, pngs(), "zip upload: 0.0 MB, over this demo's 0.0001 MB"),
+        ({}, pngs(per_class=4), "data_path: class 'cats' has 4 images; at least 5 per class"),
+        ({}, {k: v for k, v in pngs().items() if k.startswith("cats")}, "data_path: 1 class sub-folder found"),
+        ({}, None, "zip upload: not a zip file that can be read"),
+    ],
+)
+def test_an_image_zip_over_a_cap_or_unfit_is_one_line(demo_mode, store, monkeypatch, setting, entries, words):
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as refused:
+        demo.save_images(store, b"PK not a zip" if entries is None else zipped(entries))
+    assert str(refused.value).startswith(words) and "\n" not in str(refused.value), refused.value
+    assert not demo.upload_dir(store).exists()
+
+
+def test_the_demo_reads_no_image_folder_of_the_server(demo_mode, queue, store, tmp_path):
+    folder = tmp_path / "server-folder"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+    refused = demo.refusal(store, [RunConfig(dataset="folder", data_path=str(folder))])
+    assert refused == "data_path: this demo reads only uploaded folders: upload a zip of the images instead"
+    (demo.upload_dir(store) / "x").mkdir(parents=True)
+    climbing = demo.upload_dir(store) / "x" / ".." / ".." / "server-folder"  # starts in the uploads, ends outside
+    assert demo.refusal(store, [RunConfig(dataset="folder", data_path=str(climbing))]) == refused
+    at = visit(A, dataset="folder", data_path=str(folder))  # a crafted link
+    assert not [t for t in at.text_input if t.label == "Image folder"]  # no path field: a zip upload instead
+    assert [u.label for u in at.get("file_uploader")] == ["Image folder (zip)"]
+    assert button(at, "Train").disabled

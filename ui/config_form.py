@@ -8,15 +8,18 @@ a switch to another page and back.
 
 from __future__ import annotations
 
+import io
 import math
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 from typing import get_args
 
 import annotated_types
 import streamlit as st
 
-from contrast_core import rules
+from contrast_core import folders, rules, tables
 from contrast_core.config import CLASS_BALANCED, TOY_DATASETS, ConfigError, RunConfig
 from ui import backend, demo
 
@@ -328,7 +331,8 @@ def config_form() -> RunConfig | dict[str, str]:
 def _data_controls(form: _Form) -> None:
     st.markdown("**Data**")
     dataset = form.control("dataset", st.selectbox, "Dataset", options=list(rules.DATASETS),
-                           help="digits and the toy sets are bundled; the torchvision sets download on first use.")  # fmt: skip
+                           help="digits and the toy sets are bundled; the torchvision sets download on first use; "
+                                "csv and folder are your own data.")  # fmt: skip
     if dataset in TOY_DATASETS:
         with form.row() as (left, right):
             with left:
@@ -336,28 +340,113 @@ def _data_controls(form: _Form) -> None:
             with right:
                 form.control("n_samples", st.number_input, "Points", step=100)
     elif dataset == "csv":
-        if demo.enabled():
-            _csv_upload(form)
-        else:
-            form.control("csv_path", st.text_input, "CSV file", placeholder="path/to/table.csv")
-        form.control("csv_label", st.text_input, "Label column")
+        _csv_controls(form)
+    elif dataset == "folder":
+        _folder_controls(form)
 
 
-def _csv_upload(form: _Form) -> None:
-    """Demo mode: no path on the server is read; the visitor uploads the CSV (the demo's size and row caps)."""
-    caps = demo.caps()
+PREVIEW_ROWS = 5  # a CSV's first rows, shown under its label column
+LABEL_NAMES = ("label", "labels", "target", "class", "y")  # picked first as the label column, else the last column
+CHECKED = "cfg.data_checked"  # session_state: {file and choices: (path, reason)} of the data checked in this tab
+
+
+def _csv_controls(form: _Form) -> None:
+    """A CSV uploaded (or outside demo mode its path on this machine), its label column chosen among its
+    columns, its first rows shown; checked as a run reads it (`tables.read`) before Train is offered.
+    An upload is kept in the store's uploads folder, named by its content (`demo.save_upload`)."""
+    in_demo = demo.enabled()
+    limit = f"{demo.caps().upload_mb:g} MB and {demo.caps().upload_rows:,}" if in_demo else f"{tables.MAX_ROWS:,}"
     upload = st.file_uploader("CSV file", type=["csv"], key="cfg.csv_upload",
-                              help=f"Numeric feature columns and a label column; at most {caps.upload_mb:g} MB "
-                              f"and {caps.upload_rows:,} rows in this demo.")  # fmt: skip
-    path = None
-    if upload is not None:
-        try:
-            label = st.session_state.get("cfg.csv_label") or DEFAULTS["csv_label"]  # drawn below, kept from before
-            path = str(demo.save_upload(backend.run_store(), upload.getvalue(), label))
-        except ValueError as exc:
-            st.error(str(exc), icon=":material/error:")
+                              help=f"Numeric feature columns and a label column; at most {limit} rows"
+                                   f"{' in this demo' if in_demo else ''}.")  # fmt: skip
+    typed = None
+    if not in_demo:  # the machine's own user: a path is read where it is
+        typed = st.text_input("Or its path on this machine", key=_key("csv_path"), placeholder="path/to/table.csv",
+                              disabled=upload is not None) or None  # fmt: skip
     form.slots["csv_path"] = st.empty()
+    source = typed if upload is None else upload
+    head = path = problem = None
+    try:
+        head = None if source is None else tables.head(_readable(source), PREVIEW_ROWS)
+    except ValueError as exc:
+        problem = str(exc)
+    label = _label_control(form, [] if head is None else [str(column) for column in head.columns])
+    if head is not None:
+        st.dataframe(head, hide_index=True)
+        path, problem = _checked_csv(upload, typed, label)
+    if problem:
+        st.error(problem, icon=":material/error:")
     form.values["csv_path"] = path
+
+
+def _readable(source):
+    """A path as it is; an upload as a fresh stream (pandas reads from where the last reader stopped)."""
+    return source if isinstance(source, str) else io.BytesIO(source.getvalue())
+
+
+def _label_control(form: _Form, columns: list[str]) -> str:
+    """The label column, chosen among the file's columns (disabled until there is a file)."""
+    key = _key("csv_label")
+    if columns and st.session_state[key] not in columns:
+        named = [column for column in columns if column.strip().lower() in LABEL_NAMES]
+        st.session_state[key] = (named or columns)[0 if named else -1]
+    return form.control("csv_label", st.selectbox, "Label column", options=columns or [st.session_state[key]],
+                        used=bool(columns), help="The class of each row; every other numeric column is a feature.")  # fmt: skip
+
+
+def _checked_csv(upload, typed: str | None, label: str) -> tuple[str | None, str | None]:
+    """(the path a run reads, None) once the whole file passes `tables.read` with this label column, else
+    (None, why not); an upload is saved first. Each file and label is checked once in this tab."""
+    if upload is not None:
+        store = backend.run_store()
+        return _once(("csv upload", upload.file_id, label),
+                     lambda: str(demo.save_upload(store, upload.getvalue(), label)))  # fmt: skip
+    changed = Path(typed).stat()  # a file: its head was read
+    return _once(("csv path", typed, changed.st_mtime_ns, changed.st_size, label), lambda: _read(typed, label))
+
+
+def _read(path: str, label: str) -> str:
+    tables.read(path, label)  # the ValueError of a file a run could not train on
+    return path
+
+
+def _once(key: tuple, check: Callable[[], str]) -> tuple[str | None, str | None]:
+    """(check(), None), or (None, the line of the ValueError it raised); remembered in this tab for `key`."""
+    checked = st.session_state.setdefault(CHECKED, {})
+    if key not in checked:
+        try:
+            checked[key] = (check(), None)
+        except ValueError as exc:
+            checked[key] = (None, str(exc))
+        while len(checked) > 8:  # the latest few: a file is seldom checked again after another
+            checked.pop(next(iter(checked)))
+    return checked[key]
+
+
+def _folder_controls(form: _Form) -> None:
+    """A folder of images, one sub-folder per class: its path on this machine, or in demo mode an uploaded
+    zip of it (unpacked into the store's uploads folder, `demo.save_images`); the size images are read at."""
+    if demo.enabled():
+        caps = demo.caps()
+        upload = st.file_uploader("Image folder (zip)", type=["zip"], key="cfg.zip_upload",
+                                  help=f"A zip of a folder with one sub-folder of images per class (png, jpg, ...); "
+                                       f"at most {caps.zip_mb:g} MB and {caps.zip_images:,} images in this demo.")  # fmt: skip
+        path = problem = None
+        if upload is not None:
+            store = backend.run_store()
+            path, problem = _once(("zip upload", upload.file_id),
+                                  lambda: str(demo.save_images(store, upload.getvalue())))  # fmt: skip
+        if problem:
+            st.error(problem, icon=":material/error:")
+        form.slots["data_path"] = st.empty()
+        form.values["data_path"] = path
+    else:
+        form.control("data_path", st.text_input, "Image folder", placeholder="path/to/folder",
+                     help="One sub-folder of images per class (cats/, dogs/, ...), read with torchvision's "
+                          "ImageFolder: png, jpg, bmp, tiff, webp.")  # fmt: skip
+    form.control("image_size", st.number_input, "Image size (pixels a side)", step=8,
+                 help=f"Each image is resized and centre-cropped to this square ({folders.MIN_SIZE} to "
+                      f"{folders.MAX_SIZE}; a multiple of 4 gives the VAE its convolutional decoder).")  # fmt: skip
 
 
 def _model_controls(form: _Form) -> None:

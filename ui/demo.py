@@ -3,7 +3,7 @@
 On with `CONTRAST_DEMO=1`, or a `[demo]` table with `enabled = true` in `.streamlit/secrets.toml`.
 Then each visitor (a browser, known by a random token kept in a cookie) sees, stops and deletes
 only their own runs; a link to someone else's run opens it read-only; no page takes a path on the
-server (a CSV is uploaded); and every cap below holds, each with a message saying why and what to do.
+server (a CSV or a zip of an image folder is uploaded); and every cap below holds, each with a message saying why and what to do.
 Each cap is a setting: `CONTRAST_DEMO_<NAME>` (e.g. `CONTRAST_DEMO_MAX_STEPS=3000`) or `<name>` in
 the `[demo]` table.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from contrast_core import tables
+from contrast_core import folders, tables
 from contrast_core.config import RunConfig, available_memory
 from contrast_core.store import LIVE_STATUSES, Run, RunStore
 
@@ -39,6 +39,8 @@ class Caps:
     sweep_runs: int = 4  # runs in one sweep
     upload_mb: float = 2.0  # a CSV upload
     upload_rows: int = 20_000
+    zip_mb: float = 20.0  # a zip of an image folder, as sent and as unpacked
+    zip_images: int = 5_000
     run_seconds: float = 120.0  # wall time of one run; it is stopped there, keeping what it learnt
     disk_mb: float = 500.0  # all runs together; the oldest ended runs go first, never a live one
 
@@ -121,6 +123,8 @@ def refusal(store: RunStore, configs: list[RunConfig]) -> str | None:
             return "weights: this demo does not load files from the server"
         if config.csv_path and Path(config.csv_path).resolve().parent != uploads:
             return "csv_path: this demo reads only uploaded files: upload a CSV instead"
+        if config.data_path and Path(config.data_path).resolve().parent != uploads:
+            return "data_path: this demo reads only uploaded folders: upload a zip of the images instead"
     if len(configs) > limits.sweep_runs:
         return f"This demo runs at most {limits.sweep_runs} runs in one sweep; this one has {len(configs)}."
     mine = [run for run in store.list_runs(status=LIVE_STATUSES) if run.owner == visitor()]
@@ -158,22 +162,40 @@ def upload_dir(store: RunStore) -> Path:
 
 def save_upload(store: RunStore, data: bytes, label: str) -> Path:
     """Keeps an uploaded CSV where the workers read it, named by its content (one copy however often sent),
-    once it passes the checks a run's data would (`tables.read`, with `label` as its label column).
+    once it passes the checks a run's data would (`tables.read`, with `label` as its label column), under
+    the demo's caps in demo mode, the command line's limit (tables.MAX_ROWS) outside it.
 
     Raises:
         ValueError: over the demo's size or row cap, or not a table a run can train on: one line, naming
             the field; nothing is written then.
     """
-    limits = caps()
-    if len(data) > limits.upload_mb * 1e6:
-        raise ValueError(f"csv upload: {len(data) / 1e6:.1f} MB, over this demo's {limits.upload_mb:g} MB")
-    rows = data.count(b"\n") + (not data.endswith(b"\n")) - 1  # lines after the header
-    if rows > limits.upload_rows:
-        raise ValueError(f"csv upload: {rows:,} rows, over this demo's {limits.upload_rows:,}")
-    tables.read(io.BytesIO(data), label, max_rows=limits.upload_rows)
+    max_rows = tables.MAX_ROWS
+    if enabled():
+        limits = caps()
+        if len(data) > limits.upload_mb * 1e6:
+            raise ValueError(f"csv upload: {len(data) / 1e6:.1f} MB, over this demo's {limits.upload_mb:g} MB")
+        rows = data.count(b"\n") + (not data.endswith(b"\n")) - 1  # lines after the header
+        if rows > limits.upload_rows:
+            raise ValueError(f"csv upload: {rows:,} rows, over this demo's {limits.upload_rows:,}")
+        max_rows = limits.upload_rows
+    tables.read(io.BytesIO(data), label, max_rows=max_rows)
     folder = upload_dir(store)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.csv"
     if not path.exists():
         path.write_bytes(data)
     return path
+
+
+def save_images(store: RunStore, data: bytes) -> Path:
+    """Unpacks an uploaded zip of an image folder (one sub-folder per class) where the workers read it,
+    named by its content, under the demo's caps; the folder, for `data_path` (see `folders.unpack`).
+
+    Raises:
+        ValueError: over a cap, a name outside the folder, or not a folder a run can train on: one line;
+            nothing is written then.
+    """
+    limits = caps()
+    if len(data) > limits.zip_mb * 1e6:
+        raise ValueError(f"zip upload: {len(data) / 1e6:.1f} MB, over this demo's {limits.zip_mb:g} MB")
+    return folders.unpack(data, upload_dir(store), max_images=limits.zip_images, max_mb=limits.zip_mb)
