@@ -126,8 +126,6 @@ class RunConfig(BaseModel):
             raise ValueError("csv_path: the csv dataset needs a file")
         if self.dataset == "folder" and not self.data_path:
             raise ValueError("data_path: the folder dataset needs a folder of images, one sub-folder per class")
-        if self.dataset == "folder" and not Path(self.data_path).is_dir():
-            raise ValueError("data_path: not a folder on this machine")
         if -(-self.steps // self.resolved_snapshot_every()) + 1 > MAX_SNAPSHOTS:  # the last step's is extra
             least = math.ceil(self.steps / (MAX_SNAPSHOTS - 1))
             raise ValueError(f"snapshot_every: at least {least:,} for {self.steps:,} steps "
@@ -202,11 +200,18 @@ class RunConfig(BaseModel):
 
     @classmethod
     def check(cls, **values) -> RunConfig:
-        """Build a config, or raise ConfigError naming each bad field."""
+        """Build a config, or raise ConfigError naming each bad field.
+
+        A new run's image folder must be there too; a stored run's config is read with `model_validate`,
+        which does not look (its folder may have gone since: the run's data then says so, not its config).
+        """
         try:
-            return cls(**values)
+            config = cls(**values)
         except ValidationError as exc:
             raise ConfigError(_field_errors(exc)) from None
+        if config.dataset == "folder" and not Path(config.data_path).is_dir():
+            raise ConfigError({"data_path": "not a folder on this machine"})
+        return config
 
 
 def _size(n: float) -> str:

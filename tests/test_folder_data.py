@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 import pytest
 import torch
@@ -136,6 +137,16 @@ def test_the_config_needs_a_folder_for_the_folder_dataset(pets, tmp_path):
             RunConfig.check(dataset="folder", data_path=str(pets), image_size=size)
         assert list(refused.value.errors) == ["image_size"]
     assert RunConfig.check(dataset="folder", data_path=str(pets)).image_size == 32
+
+
+def test_a_stored_run_s_config_still_reads_once_its_folder_is_gone(pets):
+    stored = RunConfig.check(dataset="folder", data_path=str(pets)).model_dump(mode="json")
+    shutil.rmtree(pets)
+    assert RunConfig.model_validate(stored).data_path == str(pets)  # the pages still show the run
+    with pytest.raises(ConfigError, match="data_path: not a folder"):
+        RunConfig.check(**stored)  # not for a new run
+    with pytest.raises(ValueError, match="^data_path: not a folder: "):
+        load("folder", data_path=stored["data_path"])  # what the run says if trained again
 
 
 def test_image_folder_reads_the_suffixes_the_checks_count():
