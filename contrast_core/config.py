@@ -17,6 +17,7 @@ MEMORY_SHARE = 0.8  # of the free memory one run's step may take
 VAE_KNOBS = ("beta", "contrastive_weight", "contrast_on")
 TOY_KNOBS = ("noise", "n_samples")
 TOY_DATASETS = ("moons", "blobs", "circles")
+CONTINUOUS_DATASETS = ("diabetes",)  # a continuous target: items are similar within `delta` of each other
 CLASS_BALANCED = ("batch-all", "batch-hard", "semi-hard")
 
 
@@ -42,6 +43,9 @@ class RunConfig(BaseModel):
     data_path: str | None = None  # folder only: one sub-folder of images per class
     image_size: int = Field(32, ge=folders.MIN_SIZE, le=folders.MAX_SIZE)  # folder only: pixels a side, as CIFAR-10
     eval_size: int = Field(500, ge=10, le=20_000)  # held-out points embedded at every snapshot
+    # A continuous target: two items are similar when their targets differ by at most delta (target units).
+    # None: a quarter of the training targets' standard deviation.
+    delta: float | None = Field(None, gt=0, allow_inf_nan=False)
     # model
     model: str = "mlp"
     embedding_dim: int = Field(2, ge=2, le=1024)  # 2: the scatter is the embedding itself
@@ -188,6 +192,8 @@ class RunConfig(BaseModel):
             unused |= set(VAE_KNOBS)
         if self.dataset not in TOY_DATASETS:
             unused |= set(TOY_KNOBS)
+        if self.dataset not in CONTINUOUS_DATASETS:
+            unused.add("delta")
         if self.sampler not in CLASS_BALANCED:
             unused.add("m_per_class")
         defaults = {name: info.default for name, info in RunConfig.model_fields.items()}

@@ -29,6 +29,7 @@ DATA_HOME = Path(os.environ.get("CONTRAST_DATA", "data"))  # torchvision downloa
 DIGITS_60K = 60_000  # as many training images as MNIST
 TOY_CENTERS = 4  # blobs
 TOY_CIRCLES_FACTOR = 0.5  # circles: inner radius / outer radius
+TARGET_BINS = 10  # a continuous target is split and subsampled stratified by its deciles
 
 
 class DatasetUnavailable(Exception):
@@ -41,12 +42,15 @@ class Dataset:
 
     Attributes:
         x: (N, C, H, W) float32 in [0, 1] for images; (N, F) float32 standardised for tables.
-        y: (N,) int64 class ids 0..num_classes-1.
-        classes: class names; `classes[y[i]]` names point i.
+        y: (N,) int64 class ids 0..num_classes-1; for a continuous target, the decile it falls in
+            (TARGET_BINS bins), which only stratifies the split and the evaluation subset.
+        classes: class names; `classes[y[i]]` names point i (a decile's range for a continuous target).
         kind: "image" or "table".
         train_index: (N_train,) int64, the points training may sample from.
         test_index: (N_test,) int64, held-out points, disjoint from `train_index`.
         eval_index: (E,) int64, the fixed evaluation subset for snapshots, a subset of `test_index`.
+        target: (N,) float32, a continuous target (a regression set), or None for classes. Two items
+            are then similar when their targets differ by at most a run's `delta`, and `y` is not a class.
     """
 
     x: torch.Tensor
@@ -56,6 +60,7 @@ class Dataset:
     train_index: torch.Tensor
     test_index: torch.Tensor
     eval_index: torch.Tensor
+    target: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -134,11 +139,24 @@ def load(
         max_images=max_images,
         download=download,
     )
+    target = None
+    if y.is_floating_point():  # a continuous target: its deciles stand in for classes where strata are needed
+        target, (y, classes) = y.float(), deciles(y)
     generator = torch.Generator().manual_seed(seed)
     train_index, test_index = split(y, test_fraction, generator)
     eval_index = test_index[_round_robin(y[test_index], generator)[:eval_size]].sort().values
-    dataset = Dataset(x, y, classes, kind, train_index, test_index, eval_index)
+    dataset = Dataset(x, y, classes, kind, train_index, test_index, eval_index, target)
     return dataset.to(device)
+
+
+def deciles(target: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """(N,) continuous target -> ((N,) int64 bin of each point, the bins' ranges): TARGET_BINS bins of
+    equal counts (fewer where values repeat), for stratified splits of a regression set."""
+    edges = torch.quantile(target.double(), torch.linspace(0, 1, TARGET_BINS + 1, dtype=torch.float64)).unique()
+    bins = torch.bucketize(target.double(), edges[1:-1], right=True)  # (N,) in 0..len(edges) - 2
+    used, y = bins.unique(return_inverse=True)
+    names = [f"{edges[b]:.3g} to {edges[b + 1]:.3g}" for b in used.tolist()]
+    return y, names
 
 
 def split(y: torch.Tensor, test_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,6 +224,15 @@ def _labels(y: np.ndarray) -> torch.Tensor:
 
 
 # --- loaders: keyword arguments they need, **_ for the rest; return (x, y, classes, kind) ---
+
+
+def _diabetes(**_):
+    """scikit-learn's diabetes regression set (442 patients, 10 standardised features, bundled): the target
+    is a measure of disease progression one year on (25 to 346), a continuous target."""
+    from sklearn.datasets import load_diabetes
+
+    found = load_diabetes()
+    return _standardise(found.data), torch.as_tensor(found.target, dtype=torch.float32), [], "table"
 
 
 def _digits(**_):
@@ -360,6 +387,7 @@ DATASETS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor, list[str], s
     "moons": _moons,
     "blobs": _blobs,
     "circles": _circles,
+    "diabetes": _diabetes,
     "mnist": partial(_torchvision, "mnist", "MNIST"),
     "fashion-mnist": partial(_torchvision, "fashion-mnist", "FashionMNIST"),
     "kmnist": partial(_torchvision, "kmnist", "KMNIST"),

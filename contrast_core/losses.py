@@ -32,9 +32,15 @@ from contrast_core.distances import Distance
 REDUCTIONS = rules.REDUCTIONS
 
 
-def positive_mask(labels: torch.Tensor) -> torch.Tensor:
-    """(B,) labels -> (B, B) bool: True where two different rows share a label (a positive pair)."""
-    same = labels[:, None] == labels[None, :]
+def similar(a: torch.Tensor, b: torch.Tensor, delta: float | None = None) -> torch.Tensor:
+    """Whether items are similar, elementwise (broadcast): the same class, or with `delta` (a continuous
+    target) targets at most `delta` apart, |y_a - y_b| <= delta."""
+    return a == b if delta is None else (a - b).abs() <= delta
+
+
+def positive_mask(labels: torch.Tensor, delta: float | None = None) -> torch.Tensor:
+    """(B,) labels (or targets, with `delta`) -> (B, B) bool: True where two different rows are similar."""
+    same = similar(labels[:, None], labels[None, :], delta)
     return same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
@@ -157,18 +163,18 @@ class SupConLoss(rules.SupCon, Loss):
 
         -1/|P(i)| * sum_{p in P(i)} log( exp(s_ip / t) / sum_{a != i} exp(s_ia / t) ),
 
-    averaged over anchors i that have at least one positive (same label, a != i). Its natural
-    distance is the cosine.
+    averaged over anchors i that have at least one positive (same label, a != i; with `delta`, targets
+    at most delta apart). Its natural distance is the cosine.
     """
 
-    def __init__(self, distance: Distance | None = None, temperature: float = 0.1):
+    def __init__(self, distance: Distance | None = None, temperature: float = 0.1, delta: float | None = None):
         super().__init__()
-        self.distance, self.temperature = distance or distances.Cosine(), temperature
+        self.distance, self.temperature, self.delta = distance or distances.Cosine(), temperature, delta
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = _similarity_logits(z, self.distance, self.temperature)  # (B, B)
         log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
-        positive = positive_mask(labels)  # (B, B)
+        positive = positive_mask(labels, self.delta)  # (B, B)
         n_pos = positive.sum(1)
         has_pos = n_pos > 0
         pos_log_prob = log_prob.masked_fill(~positive, 0).sum(1)  # -inf diagonal is never a positive
@@ -184,12 +190,17 @@ LOSSES: dict[str, type[Loss]] = {
 }
 
 
-def build(name: str, distance: str | None, margin: float, temperature: float, reduction: str = "mean") -> Loss:
+def build(
+    name: str, distance: str | None, margin: float, temperature: float, reduction: str = "mean",
+    delta: float | None = None,
+) -> Loss:  # fmt: skip
     """The loss called `name`, measuring with its distance for the run's choice `distance`;
-    given every knob, each loss takes the ones it reads."""
+    given every knob, each loss takes the ones it reads. `delta`: a continuous target's similarity
+    rule, for a loss that takes labels (the others get pairs or triplets already judged)."""
     cls = LOSSES[name]
     knobs = {"margin": margin, "temperature": temperature, "reduction": reduction}
-    return cls(distances.build(cls.measures_with(distance)), **{k: v for k, v in knobs.items() if k in cls.knobs})
+    taken = {k: v for k, v in knobs.items() if k in cls.knobs} | ({"delta": delta} if cls.kind == "labels" else {})
+    return cls(distances.build(cls.measures_with(distance)), **taken)
 
 
 def vae_terms(x, recon, mu, logvar) -> tuple[torch.Tensor, torch.Tensor]:

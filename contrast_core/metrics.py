@@ -13,6 +13,8 @@ import warnings
 
 import numpy as np
 import torch
+from scipy.spatial.distance import pdist
+from scipy.stats import spearmanr
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -21,14 +23,15 @@ from sklearn.metrics import (
     adjusted_rand_score,
     davies_bouldin_score,
     normalized_mutual_info_score,
+    r2_score,
     rand_score,
     silhouette_score,
 )
-from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from contrast_core.pair_stats import NAN, checked, pair_distance_stats
+from contrast_core.pair_stats import NAN, PAIR_METRICS, checked, pair_distance_stats
 
 # Distance name -> sklearn metric for neighbour ranking (squared Euclidean ranks as Euclidean).
 RANKING_METRICS = {"euclidean": "euclidean", "squared-euclidean": "euclidean", "cosine": "cosine"}
@@ -230,6 +233,47 @@ def evaluate(
         result[key] = NAN if pairs[key] is None else float(pairs[key])
     measured = LIGHT_METRICS + (WHOLE_SET_METRICS if whole_set else ()) + (FINAL_METRICS if full else ())
     return {key: value for key, value in result.items() if key in measured}
+
+
+CONTINUOUS_METRICS = ("knn_r2", "spearman", "pos_mean", "neg_mean", "violation_fraction", "pos_violation_fraction")
+
+
+def evaluate_continuous(
+    train_emb: np.ndarray,
+    train_targets: np.ndarray,
+    eval_emb: np.ndarray,
+    eval_targets: np.ndarray,
+    distance: str,
+    margin: float | None,
+    delta: float,
+    k: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """A snapshot's metrics for a continuous target (CONTINUOUS_METRICS), all cheap: measured at every snapshot.
+
+    ``knn_r2``: R^2 of a k-nearest-neighbour regression (`distance`'s ranking, uniform weights) from the
+    train embeddings to the eval targets. ``spearman``: Spearman's rank correlation, over every eval pair
+    i < j, between the pair's embedding distance and its target difference |y_i - y_j| (1: the embedding
+    orders pairs as the target does). The pair statistics as `evaluate` gives them, a pair being positive
+    when its targets differ by at most `delta`. NaN where undefined (non-finite embeddings, constant inputs).
+    """
+    train_emb, train_targets = checked(train_emb, train_targets, "train_emb", "train_targets")
+    eval_emb, eval_targets = checked(eval_emb, eval_targets, "eval_emb", "eval_targets")
+    result = dict.fromkeys(("knn_r2", "spearman"), NAN)
+    pairs = pair_distance_stats(eval_emb, eval_targets, distance, margin, seed=seed, delta=delta)
+    for key in ("pos_mean", "neg_mean", "violation_fraction", "pos_violation_fraction"):
+        result[key] = NAN if pairs[key] is None else float(pairs[key])
+    if not (np.isfinite(train_emb).all() and np.isfinite(eval_emb).all()):
+        return result
+    knn = KNeighborsRegressor(n_neighbors=min(k, len(train_emb)), metric=RANKING_METRICS[distance])
+    predicted = knn.fit(train_emb, train_targets).predict(eval_emb)
+    if len(eval_targets) >= 2 and np.ptp(eval_targets) > 0:
+        result["knn_r2"] = float(r2_score(eval_targets, predicted))
+    distances = pdist(eval_emb, metric=PAIR_METRICS[distance])  # (E(E-1)/2,) in the same order as
+    differences = pdist(eval_targets.reshape(-1, 1), metric="cityblock")  # the target differences
+    if len(distances) >= 2 and np.ptp(distances) > 0 and np.ptp(differences) > 0:
+        result["spearman"] = float(spearmanr(distances, differences).statistic)
+    return result
 
 
 def _ranked_retrieval(train_emb, train_labels, test_emb, test_labels, metric: str) -> tuple[float, float]:

@@ -26,16 +26,19 @@ def pair_distance_stats(
     margin: float | None,
     max_pairs: int = 5000,
     seed: int = 0,
+    delta: float | None = None,
 ) -> dict:
     """Distances of all pairs i < j, split into positive (same label) and negative pairs.
 
     Args:
         embeddings: (E, D) embeddings of the evaluation subset.
-        labels: (E,) labels; a pair is positive when the labels are equal.
+        labels: (E,) labels; a pair is positive when the labels are equal (with `delta`: continuous
+            targets, a pair is positive when they differ by at most delta).
         distance: "euclidean", "squared-euclidean" or "cosine" (1 - cos).
         margin: the loss margin in the same distance, or None.
         max_pairs: cap on each returned distance array (seeded random subsample).
         seed: seed of that subsample.
+        delta: a continuous target's similarity width, or None for labels.
 
     Returns:
         ``pos_mean`` and ``neg_mean`` over all pairs (NaN without such pairs or with a NaN
@@ -48,9 +51,12 @@ def pair_distance_stats(
     if distance not in PAIR_METRICS:
         raise ValueError(f"distance: unknown {distance!r} (choose from {', '.join(PAIR_METRICS)})")
     pair_distances = pdist(embeddings.astype(np.float64), metric=PAIR_METRICS[distance])  # (E(E-1)/2,)
-    # Label codes through pdist give the same i<j order as the distances, without index arrays.
-    codes = np.unique(labels, return_inverse=True)[1].reshape(-1, 1).astype(np.float64)  # (E, 1)
-    same = pdist(codes, metric="cityblock") == 0  # (E(E-1)/2,)
+    # Label codes (or targets) through pdist give the same i<j order as the distances, without index arrays.
+    if delta is None:
+        codes = np.unique(labels, return_inverse=True)[1].reshape(-1, 1).astype(np.float64)  # (E, 1)
+        same = pdist(codes, metric="cityblock") == 0  # (E(E-1)/2,)
+    else:
+        same = pdist(labels.reshape(-1, 1).astype(np.float64), metric="cityblock") <= delta
     positive, negative = pair_distances[same], pair_distances[~same]
     rng = np.random.default_rng(seed)
     stats = {
@@ -112,6 +118,7 @@ def triplet_violation_fraction(
     distance: str,
     margin: float,
     seed: int = 0,
+    delta: float | None = None,
 ) -> float:
     """Share of held-out triplets that a triplet loss still pays for: d(a, n) < d(a, p) + margin.
 
@@ -122,10 +129,11 @@ def triplet_violation_fraction(
 
     Args:
         embeddings: (E, D) embeddings of the evaluation subset.
-        labels: (E,) labels.
+        labels: (E,) labels (continuous targets with `delta`: similar within delta of each other).
         distance: "euclidean", "squared-euclidean" or "cosine".
         margin: the loss margin in that distance.
         seed: seed of the draw.
+        delta: a continuous target's similarity width, or None for labels.
 
     Returns:
         The share, or NaN without an anchor that has both a positive and a negative.
@@ -134,7 +142,7 @@ def triplet_violation_fraction(
     if distance not in PAIR_METRICS:
         raise ValueError(f"distance: unknown {distance!r} (choose from {', '.join(PAIR_METRICS)})")
     d = squareform(pdist(embeddings, metric=PAIR_METRICS[distance]))  # (E, E)
-    same = labels[:, None] == labels[None, :]
+    same = labels[:, None] == labels[None, :] if delta is None else np.abs(labels[:, None] - labels[None, :]) <= delta
     positive, negative = same & ~np.eye(len(labels), dtype=bool), ~same
     anchors = positive.any(axis=1) & negative.any(axis=1)
     if not anchors.any():

@@ -14,7 +14,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DATASETS = ("digits", "digits-60k", "moons", "blobs", "circles", "mnist", "fashion-mnist", "kmnist", "cifar10", "csv", "folder")
+DATASETS = (
+    "digits",
+    "digits-60k",
+    "moons",
+    "blobs",
+    "circles",
+    "diabetes",
+    "mnist",
+    "fashion-mnist",
+    "kmnist",
+    "cifar10",
+    "csv",
+    "folder",
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bundled dataset's continuous target, as the form shows it beside the `delta` knob."""
+
+    about: str
+    low: float
+    high: float
+    std: float  # of every item's target (the run's default delta is a quarter of its training targets')
+
+
+TARGETS = {"diabetes": Target("disease progression one year after baseline", 25.0, 346.0, 77.0)}
 ENCODERS = ("mlp", "cnn", "resnet18")
 MODELS = (*ENCODERS, "vae")
 REDUCTIONS = ("mean", "mean-nonzero")
@@ -337,7 +363,7 @@ class Metric:
     label: str  # short: a tile, a table column, a chart legend
     help: str  # one sentence: what it measures
     better: str  # "higher", "lower" or "neither" (which way a change is good)
-    group: str  # "cluster", "retrieval", "pairs" (from `evaluate`) or "vae" (from `vae_metrics`)
+    group: str  # "cluster", "retrieval", "pairs" (from `evaluate`), "regression" (`evaluate_continuous`), "vae"
 
 
 METRICS: dict[str, Metric] = {
@@ -351,6 +377,8 @@ METRICS: dict[str, Metric] = {
     "precision_at_1": Metric("Precision@1", "Fraction of eval queries whose nearest train item has the same label", "higher", "retrieval"),
     "map_at_r": Metric("MAP@R", "Mean average precision at R (Musgrave et al. 2020), train -> eval", "higher", "retrieval"),
     "linear_probe_accuracy": Metric("Linear probe", "Logistic regression on frozen embeddings, train -> eval accuracy", "higher", "retrieval"),
+    "knn_r2": Metric("k-NN R²", "R² of a 5-nearest-neighbour regression of the continuous target, train -> eval (1 = exact, 0 = no better than its mean)", "higher", "regression"),
+    "spearman": Metric("Spearman", "Spearman rank correlation of held-out pairs' embedding distance with their target difference |y1 - y2| (1 = in the same order)", "higher", "regression"),
     "pos_mean": Metric("Positive distance", "Mean distance of positive (same-label) pairs", "lower", "pairs"),
     "neg_mean": Metric("Negative distance", "Mean distance of negative (different-label) pairs", "higher", "pairs"),
     "violation_fraction": Metric("Negatives inside margin", "Fraction of negative pairs closer than the margin", "lower", "pairs"),

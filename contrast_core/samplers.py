@@ -4,6 +4,10 @@ Everything is tensor ops on index tensors: no Python loop over samples. Within a
 is drawn at most once wherever the pool allows (as pytorch-metric-learning's MPerClassSampler):
 a repeated item would be its own false negative for NT-Xent and SupCon.
 
+With a continuous target (`targets` and `delta`), two items are similar when their targets are at
+most `delta` apart: batches carry targets instead of labels, miners judge pairs by that rule, and the
+class-balanced samplers balance over bins `delta` wide (a bin's items are all similar to each other).
+
 A sampler is built with the distance and margin (in distance units) its miner uses, and has
 - `draw(generator) -> Batch`: which items to embed (and whether as two augmented views);
 - `mine(embeddings, batch, kind)`: the arguments of a loss of that `kind` as a named tuple
@@ -25,7 +29,7 @@ import torch
 
 from contrast_core import rules
 from contrast_core.distances import Distance
-from contrast_core.losses import positive_mask
+from contrast_core.losses import positive_mask, similar
 
 # A pool this many times the draw or larger is sampled by rejection (cost O(draw)), a smaller one by
 # sorting random keys (cost O(pool)). Rejection keeps the first distinct values of 4x as many draws
@@ -59,7 +63,7 @@ class Labelled(NamedTuple):
 @dataclass
 class Batch:
     index: torch.Tensor  # (B,) dataset rows to embed, in order
-    labels: torch.Tensor  # (B,) class ids, or item ids for augmented views
+    labels: torch.Tensor  # (B,) class ids, targets (a continuous target), or item ids for augmented views
     same: torch.Tensor | None = None  # (P,) pairs: rows i and P + i form pair i; 1 = similar, 0 = dissimilar
     views: bool = False  # True: rows [0, N) and [N, 2N) are two augmented views of the same items
 
@@ -116,7 +120,8 @@ class ClassIndex:
 
 
 class Sampler(rules.Sampler):
-    """Base sampler over the rows `pool` (dataset indices) with labels `labels` (N,)."""
+    """Base sampler over the rows `pool` (dataset indices) with labels `labels` (N,), or with a continuous
+    target `targets` (N,) whose items are similar within `delta`."""
 
     def __init__(
         self,
@@ -126,9 +131,15 @@ class Sampler(rules.Sampler):
         m_per_class: int = 4,
         distance: Distance | None = None,
         margin: float = 0.0,  # in the distance's units (semi-hard mining)
+        targets: torch.Tensor | None = None,
+        delta: float | None = None,
     ):
-        self.pool, self.pool_labels = pool, labels[pool]  # (N_train,), (N_train,)
-        self.by_class = ClassIndex(self.pool_labels)
+        self.delta = None if targets is None else delta  # the similarity rule of what batches carry
+        self.pool = pool  # (N_train,)
+        self.pool_labels = labels[pool] if targets is None else targets[pool]  # (N_train,) what batches carry
+        # Classes to draw from: the labels, or bins `delta` wide of the target
+        bins = self.pool_labels if targets is None else ((self.pool_labels - self.pool_labels.min()) / delta).long()
+        self.by_class = ClassIndex(bins)
         self.pool_size = torch.tensor([len(pool)], device=pool.device)
         self.batch_size, self.m_per_class = batch_size, m_per_class
         self.distance, self.margin = distance, margin
@@ -152,6 +163,8 @@ class RandomPairs(rules.RandomPairs, Sampler):
     """
 
     def draw(self, g):
+        if self.delta is not None:
+            return self._draw_by_delta(g)
         n_pairs, n_classes, by_class = self.batch_size, len(self.by_class.classes), self.by_class
         dev = self.pool.device
         first = self._distinct_items(n_pairs, g)  # (P,) places in the pool
@@ -168,6 +181,35 @@ class RandomPairs(rules.RandomPairs, Sampler):
         rows = torch.cat([first, by_class.table[second_class, within]])
         return Batch(self.pool[rows], self.pool_labels[rows], same=same)
 
+    def _draw_by_delta(self, g) -> Batch:
+        """Half the partners uniform among the first item's others within delta of its target, half uniform
+        among the items farther away; `same` says what each pair is by the rule (a partner within delta is
+        wanted but absent when no other item is that close: the nearest one stands in, judged as it is)."""
+        n_pairs, dev = self.batch_size, self.pool.device
+        order = self.pool_labels.argsort()
+        sorted_t = self.pool_labels[order]  # (N,)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=dev)  # each pool place's position in sorted_t
+        first = self._distinct_items(n_pairs, g)  # (P,) places in the pool
+        t = self.pool_labels[first]
+        lo = torch.searchsorted(sorted_t, t - self.delta)  # (P,) the first position within delta
+        hi = torch.searchsorted(sorted_t, t + self.delta, right=True)  # (P,) one past the last
+        near, size = hi - lo, len(sorted_t)
+        u = torch.rand(n_pairs, generator=g, device=dev)
+        similar_pos = lo + (u * (near - 1)).long()
+        similar_pos = similar_pos + (similar_pos >= rank[first]).long()  # skip the item itself
+        alone = near == 1  # nothing else within delta: the nearest other item
+        similar_pos = torch.where(
+            alone, torch.where(rank[first] + 1 < size, rank[first] + 1, rank[first] - 1), similar_pos
+        )
+        k = (u * (size - near)).long()  # among the items farther than delta: below lo, or from hi on
+        other_pos = torch.where(k < lo, k, k + near)
+        wanted_same = torch.arange(n_pairs, device=dev) < n_pairs // 2
+        second = order[torch.where(wanted_same, similar_pos, other_pos)]
+        rows = torch.cat([first, second])
+        same = similar(self.pool_labels[first], self.pool_labels[second], self.delta).long()
+        return Batch(self.pool[rows], self.pool_labels[rows], same=same)
+
     def mine(self, embeddings, batch, kind):
         first, second = embeddings.chunk(2)  # views, not gathers: no scatter in the backward pass
         return Pairs(first, second, batch.same)
@@ -179,6 +221,10 @@ class AugmentedViews(rules.AugmentedViews, Sampler):
     Views of one item are positives; for pair losses, each item's first view is also paired
     with another item's second view as a negative (so pairs are 50 / 50).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.delta = None  # batches carry item ids: views of one item are the only positives
 
     def draw(self, g):
         dev = self.pool.device
@@ -215,11 +261,11 @@ class ClassBalanced(rules.ClassBalanced, Sampler):
     def mine(self, embeddings, batch, kind):
         if kind == "labels":
             return Labelled(embeddings, batch.labels)
-        positive = positive_mask(batch.labels)
+        positive = positive_mask(batch.labels, self.delta)
         if kind == "pairs":
             i, j = torch.triu_indices(len(embeddings), len(embeddings), 1, device=embeddings.device)
             return Pairs(embeddings[i], embeddings[j], positive[i, j].long())
-        negative = batch.labels[:, None] != batch.labels[None, :]
+        negative = ~similar(batch.labels[:, None], batch.labels[None, :], self.delta)
         a, p, n = self.triplets(embeddings.detach(), positive, negative)
         return Triplets(embeddings[a], embeddings[p], embeddings[n])
 
@@ -238,8 +284,8 @@ class BatchHard(rules.BatchHard, ClassBalanced):
     (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person Re-Identification", 2017)."""
 
     def _hardest(self, embeddings, batch):
-        positive = positive_mask(batch.labels)
-        negative = batch.labels[:, None] != batch.labels[None, :]
+        positive = positive_mask(batch.labels, self.delta)
+        negative = ~similar(batch.labels[:, None], batch.labels[None, :], self.delta)
         d = self.distance.pairwise(embeddings.detach(), embeddings.detach())  # (B, B)
         hardest_pos = d.masked_fill(~positive, float("-inf")).argmax(1)
         hardest_neg = d.masked_fill(~negative, float("inf")).argmin(1)
@@ -287,7 +333,10 @@ def build(
     m_per_class: int = 4,
     distance: Distance | None = None,
     margin: float = 0.0,
+    targets: torch.Tensor | None = None,
+    delta: float | None = None,
 ) -> Sampler:
-    """The sampler called `name` over dataset rows `pool`; `labels` are all rows' labels. Miners
-    measure with `distance` and `margin` (in its units): the loss's own."""
-    return SAMPLERS[name](pool, labels, batch_size, m_per_class, distance, margin)
+    """The sampler called `name` over dataset rows `pool`; `labels` are all rows' labels, or `targets` all
+    rows' continuous targets, similar within `delta`. Miners measure with `distance` and `margin` (in its
+    units): the loss's own."""
+    return SAMPLERS[name](pool, labels, batch_size, m_per_class, distance, margin, targets, delta)

@@ -28,6 +28,7 @@ PROBE_TRAIN_ITEMS = 2000  # training points embedded for k-NN / linear-probe met
 # the cheap ones (k-NN, precision@1, pair distances) at every snapshot (metrics.evaluate).
 WHOLE_SET_EVERY = 4
 GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured
+DELTA_SHARE_OF_STD = 0.25  # a continuous target's default delta, in standard deviations of its training targets
 HOLD_POLL_SECONDS = 0.05  # a held run asks whether to go on this often
 HELD_SNAPSHOTS = 200  # snapshots a run takes where it is held (paused, single-stepped), at most
 
@@ -80,6 +81,21 @@ def memory_refusal(config: RunConfig, device: torch.device) -> str | None:
     return config.memory_refusal(available_memory(), "this machine")
 
 
+def resolve_delta(delta: float | None, dataset: data.Dataset) -> float | None:
+    """A continuous target's similarity width: `delta`, or a quarter of the training targets' standard
+    deviation; None for a dataset of classes. Raises TrainingError if every pair of training targets
+    would be similar (no negatives to learn from)."""
+    if dataset.target is None:
+        return None
+    train = dataset.target[dataset.train_index]
+    delta = delta if delta is not None else DELTA_SHARE_OF_STD * float(train.std())
+    spread = float(train.max() - train.min())
+    if delta >= spread:
+        raise TrainingError(f"delta: {delta:g} makes every pair similar (the training targets span {spread:g}); "
+                            "choose less")  # fmt: skip
+    return delta
+
+
 def device_label(device: torch.device) -> str:
     """A person-readable device name: the GPU's model, or "cpu"."""
     if device.type == "cuda":
@@ -103,10 +119,11 @@ class Trainer:
             device=self.device,
         )  # fmt: skip
         self.model = models.build(c.model, self.data.input_shape, c.embedding_dim, c.weights).to(self.device)
-        self.loss = losses.build(c.loss, c.distance, c.margin, c.temperature, c.reduction)
+        self.delta = resolve_delta(c.delta, self.data)  # None for classes
+        self.loss = losses.build(c.loss, c.distance, c.margin, c.temperature, c.reduction, self.delta)
         self.sampler = samplers.build(
             c.sampler, self.data.train_index, self.data.y, c.batch_size, c.m_per_class,
-            distance=self.loss.distance, margin=c.margin_distance or 0.0,
+            distance=self.loss.distance, margin=c.margin_distance or 0.0, targets=self.data.target, delta=self.delta,
         )  # fmt: skip
         # On a GPU a small step is all launch overhead: steps whose shapes never change are
         # captured once as a CUDA graph and replayed (one launch per step instead of ~90).
@@ -219,7 +236,7 @@ class Trainer:
         """
         embeddings, labels = self.last_batch
         d = self.loss.distance.pairwise(embeddings, embeddings)  # (B, B)
-        same = labels[:, None] == labels[None, :]  # (B, B), the diagonal included
+        same = losses.similar(labels[:, None], labels[None, :], self.sampler.delta)  # (B, B), the diagonal included
         same_sum = (d * same.to(d.dtype)).sum()
         n = torch.tensor(float(len(labels)), device=d.device)
         n_same = same.sum().to(d.dtype)
@@ -256,6 +273,8 @@ class Trainer:
             "index": ds.eval_index.cpu().numpy(),
             "classes": np.array(ds.classes),
         }
+        if self.delta is not None:  # a continuous target: what colours the points and judges their pairs
+            arrays |= {"targets": ds.target[ds.eval_index].cpu().numpy(), "delta": np.array(self.delta)}
         if items:
             x = x_eval.cpu().numpy()
             arrays["items"] = (x * 255).round().astype(np.uint8) if ds.kind == "image" else x
@@ -274,11 +293,17 @@ class Trainer:
         with thread_pools().limit(limits=1):
             if measured.shape[1] > 2:
                 self._pca = arrays["pca"] = project(measured, "pca", self._pca)
-            found = metrics.evaluate(
-                train_emb, ds.y[self.probe_index].cpu().numpy(), measured, arrays["labels"],
-                n_clusters=ds.num_classes, distance=distance, margin=self.config.margin_distance,
-                seed=self.config.seed, full=final, whole_set=self.measures_whole_set(),
-            )  # fmt: skip
+            if self.delta is not None:
+                found = metrics.evaluate_continuous(
+                    train_emb, ds.target[self.probe_index].cpu().numpy(), measured, arrays["targets"],
+                    distance=distance, margin=self.config.margin_distance, delta=self.delta, seed=self.config.seed,
+                )  # fmt: skip
+            else:
+                found = metrics.evaluate(
+                    train_emb, ds.y[self.probe_index].cpu().numpy(), measured, arrays["labels"],
+                    n_clusters=ds.num_classes, distance=distance, margin=self.config.margin_distance,
+                    seed=self.config.seed, full=final, whole_set=self.measures_whole_set(),
+                )  # fmt: skip
         if self.is_vae:
             found.update(self._vae_metrics(x_eval))
         arrays.update(self.forces())

@@ -27,6 +27,7 @@ def test_registry_names():
         "moons",
         "blobs",
         "circles",
+        "diabetes",
         "mnist",
         "fashion-mnist",
         "kmnist",

@@ -150,11 +150,11 @@ def test_the_oldest_ended_runs_make_room_and_live_runs_stay(demo_mode, store, mo
 def test_a_run_over_the_wall_time_cap_is_stopped_with_its_reason(store):
     run_id = store.create_run(RunConfig().model_dump(mode="json"))
     store.claim_next("w@here", "cpu")
-    JobQueue(store, run_seconds=60)._enforce_run_seconds()
+    JobQueue(store, run_seconds=60)._enforce_time_limits()
     assert not store.get_run(run_id).cancel_requested  # just started
     with store._write() as conn:
         conn.execute("UPDATE runs SET started_at = ?", (time.time() - 61,))
-    JobQueue(store, run_seconds=60)._enforce_run_seconds()
+    JobQueue(store, run_seconds=60)._enforce_time_limits()
     assert store.cancel_requested(run_id, "w@here")
     store.set_status(run_id, "cancelled", worker="w@here")  # what the worker does at its next step
     run = store.get_run(run_id)

@@ -20,7 +20,7 @@ import annotated_types
 import streamlit as st
 
 from contrast_core import folders, rules, tables
-from contrast_core.config import CLASS_BALANCED, TOY_DATASETS, ConfigError, RunConfig
+from contrast_core.config import CLASS_BALANCED, MAX_SNAPSHOTS, TOY_DATASETS, ConfigError, RunConfig
 from ui import backend, demo
 
 DEFAULTS = {name: info.default for name, info in RunConfig.model_fields.items()}
@@ -310,6 +310,7 @@ def config_form() -> RunConfig | dict[str, str]:
     form = _Form()
     recipe = st.container()  # drawn last: it names the recipe the controls follow, or "Custom"
     _data_controls(form)
+    _target_controls(form)
     _model_controls(form)
     _objective_controls(form)
     _training_controls(form)
@@ -449,6 +450,19 @@ def _folder_controls(form: _Form) -> None:
                       f"{folders.MAX_SIZE}; a multiple of 4 gives the VAE its convolutional decoder).")  # fmt: skip
 
 
+def _target_controls(form: _Form) -> None:
+    """A continuous target's similarity width, beside the target's spread."""
+    target = rules.TARGETS.get(st.session_state.get("cfg.dataset"))
+    if target is None:
+        return
+    form.control("delta", st.number_input, "Similar within delta (target units)", min_value=0.0, step=1.0,
+                 placeholder=f"auto: about {target.std / 4:.3g}",
+                 help="Two items are a positive pair when their targets differ by at most delta. Empty: a "
+                      "quarter of the training targets' standard deviation.")  # fmt: skip
+    st.caption(f"Target: {target.about}, from {target.low:g} to {target.high:g} (standard deviation "
+               f"{target.std:g}). The scatter is coloured by it.")  # fmt: skip
+
+
 def _model_controls(form: _Form) -> None:
     st.markdown("**Model**")
     with form.row() as (left, right):
@@ -500,6 +514,19 @@ def _objective_controls(form: _Form) -> None:
         form.control("m_per_class", st.number_input, "Items per class in a batch")
 
 
+SLOW = "cfg.slow_motion"  # the Slow motion toggle's key: on while steps_per_second is set
+SLOW_PACE, SLOW_EVERY = 10.0, 5  # slow motion: steps a second, and a snapshot every this many steps (at least)
+
+
+def _on_slow_motion() -> None:
+    """Slow motion on: SLOW_PACE steps a second and a snapshot every SLOW_EVERY steps (or as few as the run's
+    steps allow, see MAX_SNAPSHOTS); off: full speed and about 40 snapshots."""
+    on = st.session_state[SLOW]
+    steps = st.session_state.get("cfg.steps", DEFAULTS["steps"])
+    every = max(SLOW_EVERY, math.ceil(float(steps) / (MAX_SNAPSHOTS - 1))) if on else 0
+    st.session_state["cfg.steps_per_second"], st.session_state["cfg.snapshot_every"] = SLOW_PACE if on else 0.0, every
+
+
 def _training_controls(form: _Form) -> None:
     st.markdown("**Training**")
     with form.row() as (left, right):
@@ -512,10 +539,16 @@ def _training_controls(form: _Form) -> None:
         with right:
             form.control("steps", st.number_input, "Steps", step=100)
             form.control("seed", st.number_input, "Seed")
+    st.session_state[SLOW] = float(st.session_state[_key("steps_per_second")]) > 0  # follows the field
+    st.toggle("Slow motion", key=SLOW, on_change=_on_slow_motion,
+              help=f"{SLOW_PACE:g} steps a second and a snapshot every few steps, to watch the embedding form "
+                   "(on a small dataset, a few hundred steps). Pause, under Train, holds the training itself.")  # fmt: skip
     with st.expander("Advanced"):
         form.control("eval_size", st.number_input, "Snapshot points", step=100,
                      help="Held-out items embedded at every snapshot (the scatter's points).")  # fmt: skip
         form.control("snapshot_every", st.number_input, "Snapshot every (steps, 0 = about 40 per run)")
+        form.control("steps_per_second", st.number_input, "Steps per second (0 = full speed)", step=1.0,
+                     help="Slow motion: the worker waits between steps so that the run lasts steps / this.")  # fmt: skip
         form.control("device", st.selectbox, "Device", options=_choices("device"))
         form.control("precision", st.selectbox, "Precision", options=_choices("precision"),
                      help="bfloat16: matrix products in bfloat16, weights and loss in float32. "

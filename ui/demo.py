@@ -42,6 +42,7 @@ class Caps:
     zip_mb: float = 20.0  # a zip of an image folder, as sent and as unpacked
     zip_images: int = 5_000
     run_seconds: float = 120.0  # wall time of one run; it is stopped there, keeping what it learnt
+    pause_seconds: float = 60.0  # a run's training held (paused) this long is stopped, freeing its worker
     disk_mb: float = 500.0  # all runs together; the oldest ended runs go first, never a live one
 
 

@@ -147,8 +147,10 @@ def scatter_figure(
     title: str = "Embedding",
     height: int = 420,
     webgl: bool = False,
+    values: np.ndarray | None = None,
 ) -> go.Figure:
-    """Points coloured by class, one trace per class (so colours and legend stay put).
+    """Points coloured by class, one trace per class (so colours and legend stay put), or with `values` (a
+    continuous target) one trace on a colour scale with its bar.
 
     SVG unless `webgl`: on a chart redrawn every second (the live view), for the reason loss_figure
     gives. With one run watched and a new snapshot at each refresh, a browser without a GPU spent 0.15
@@ -161,6 +163,7 @@ def scatter_figure(
         ranges: ((x0, x1), (y0, y1)) fixed axis ranges, or None to let Plotly fit.
         hover: (E,) hover text per point (a thumbnail or the features), or None.
         circle: (x, y, radius) of the margin around an anchor point, in data units.
+        values: (E,) each point's continuous target, or None to colour by class.
     Each point's customdata is its position in `xy`, so a selection maps back to items.
     """
     fig = go.Figure()
@@ -168,7 +171,15 @@ def scatter_figure(
     xy, labels, position = xy[keep], labels[keep], keep
     texts = np.asarray(hover, dtype=object)[keep] if hover is not None else None
     add = fig.add_scattergl if webgl else fig.add_scatter
-    for c, name in enumerate(classes):
+    if values is not None:
+        add(
+            x=xy[:, 0], y=xy[:, 1], mode="markers", name="target", customdata=position, showlegend=False,
+            marker=dict(size=6, color=values[keep], colorscale="Viridis", opacity=0.85, showscale=True,
+                        colorbar=dict(title=dict(text="target"), thickness=12)),
+            text=texts, hovertemplate="<b>target %{marker.color:.4g}</b> #%{customdata}"
+            + ("<br>%{text}" if texts is not None else "") + "<extra></extra>",
+        )  # fmt: skip
+    for c, name in enumerate(classes if values is None else []):
         mask = labels == c
         if not mask.any():
             continue

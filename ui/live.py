@@ -19,7 +19,7 @@ from contrast_core.projection import project
 from contrast_core.rules import METRICS
 from contrast_core.store import LIVE_STATUSES, Run, StoreError
 from ui import backend, figures, items, tab
-from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance
+from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance, similarity
 
 REFRESH_SECONDS = 1.0
 # A queued run's progress line (its place, the wait): less often, as a queue of visitors each polling every
@@ -41,7 +41,8 @@ POLL_SECONDS = 1.0
 WAITING = "live.waiting"  # session_state: the run whose chosen projection was last seen computing
 POLLING = "live.polling"  # session_state: whether live_panels made the panels poll for it (None: a live run)
 # Drawn over time; the tiles show these and the retrieval and VAE metrics (labels, help: rules.METRICS).
-HISTORY_METRICS = ("rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette", "knn_accuracy")
+HISTORY_METRICS = ("rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin", "silhouette", "knn_accuracy",
+                   "knn_r2", "spearman")  # fmt: skip
 TILE_METRICS = (*HISTORY_METRICS, "precision_at_1", "map_at_r", "linear_probe_accuracy", "recon_mse", "kl")
 DELTA_COLOURS = {"higher": "normal", "lower": "inverse", "neither": "off"}  # by Metric.better
 TILE_LABELS = {"davies_bouldin": "DB index", "knn_accuracy": "k-NN acc."}  # whole in a third of the column
@@ -50,11 +51,16 @@ NOTES = {
     "a curve that stays flat from the start, or rises, points at the margin or the learning rate.",
     "scatter": "Held-out items, coloured by their true class, placed by the model. Good training pulls each "
     "colour into its own tight cluster; all points on one spot is a collapsed embedding.",
+    "scatter_target": "Held-out items, coloured by their target, placed by the model. Good training orders the "
+    "points by colour: items with close targets near each other, a smooth gradient across the embedding.",
     "hover": "Freeze the charts to hover a point for its image (or its features, for tables).",
     "circle": "The dashed circle has the margin as radius around the star: negatives inside it still cost loss.",
     "metrics": "Clustering and retrieval quality of the held-out embedding, with the change since the last "
     "snapshot. Rand, ARI, NMI, silhouette and k-NN accuracy: higher is better (1 at best); "
     "Davies-Bouldin: lower is better (below 1 is well separated).",
+    "metrics_target": "How well the held-out embedding orders items by their target, with the change since the "
+    "last snapshot: k-NN R² (a 5-nearest-neighbour regression of the target, 1 at best, 0 = no better than the "
+    "mean) and Spearman (rank correlation of pair distances with target differences, 1 at best).",
     "mining": "Per training step: how many pairs, triplets or items the sampler handed the loss, and the share "
     "of their terms that cost loss (smoothed as the loss curve). When that share falls towards 0 the loss has "
     "little left to learn from: the margin is met, or the miner finds only easy negatives.",
@@ -313,9 +319,11 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
     circle = _margin_circle(xy, config) if arrays["embeddings"].shape[1] == 2 else None
     classes = class_names(arrays)
     hover = items.hover_texts(view.run_id, arrays["index"]) if thumbnails else None
-    fig = figures.scatter_figure(xy, arrays["labels"], classes, ranges, hover=hover, circle=circle, title=title)
+    fig = figures.scatter_figure(xy, arrays["labels"], classes, ranges, hover=hover, circle=circle, title=title,
+                                 values=arrays.get("targets"))  # fmt: skip
     st.plotly_chart(fig, key="live.scatter", config={"displayModeBar": False})
-    notes = [NOTES["scatter"], NOTES["circle"] if circle else "", "" if thumbnails else NOTES["hover"]]
+    scatter_note = NOTES["scatter"] if "targets" not in arrays else NOTES["scatter_target"]
+    notes = [scatter_note, NOTES["circle"] if circle else "", "" if thumbnails else NOTES["hover"]]
     st.caption(" ".join(note for note in notes if note))
     # A fragment's period is set by the page around it: rerun that to start or stop polling an ended run.
     polling = st.session_state.get(POLLING)
@@ -350,18 +358,21 @@ def _pairs_panel(view: RunView) -> None:
     view.ranges["pairs"] = x_range = figures.steady_range(view.ranges.get("pairs"), *x_range, pad=0.0)
     fig = figures.distance_histogram(pos, neg, margin, x_range)
     st.plotly_chart(fig, key="live.pairs", config={"displayModeBar": False})
-    st.caption(pairs_caption(view.pairs, view.config))
+    st.caption(pairs_caption(view.pairs, view.config, similarity(view.arrays)[1] if view.arrays is not None else None))
 
 
-def pairs_caption(pairs: dict, config: dict) -> str:
+def pairs_caption(pairs: dict, config: dict, delta: float | None = None) -> str:
     """What the pair histogram shows, which pairs each share is of, and, for a triplet loss whose
-    embedding grew far beyond its margin, why (it only sees differences of distances)."""
+    embedding grew far beyond its margin, why (it only sees differences of distances). `delta`: a
+    continuous target's similarity width (pairs are then judged by their targets)."""
     margin = margin_distance(config)
+    kinds = ("of the same class (green) and of different classes (red)" if delta is None
+             else f"whose targets differ by at most delta = {delta:.3g} (green) and by more (red)")  # fmt: skip
     if margin is None:
-        return (f"Distances between held-out items of the same class (green) and of different classes (red). "
+        return (f"Distances between held-out items {kinds}. "
                 f"The {config['loss']} loss has no margin: it pulls positives closer than negatives relative to each "
                 "other, so training moves the green mass left of the red.")  # fmt: skip
-    text = ("Distances between held-out items of the same class (green) and of different classes (red); "
+    text = (f"Distances between held-out items {kinds}; "
             f"training pushes green left of the dashed margin ({margin:.3g}) and red right of it.")  # fmt: skip
     negatives, positives = pairs.get("violation_fraction"), pairs.get("pos_violation_fraction")
     if negatives is not None and np.isfinite(negatives):
@@ -394,7 +405,7 @@ def _metrics_panel(view: RunView) -> None:
         delta = None if before is None or not np.isfinite(before) else f"{value - before:+.3f}"
         label, about = TILE_LABELS.get(key, metric.label), f"{metric.label}: {metric.help}"
         columns[i % 3].metric(label, f"{value:.3f}", delta, help=about, delta_color=DELTA_COLOURS[metric.better])
-    st.caption(NOTES["metrics"])
+    st.caption(NOTES["metrics_target"] if "knn_r2" in latest else NOTES["metrics"])
 
 
 def _metrics_history_panel(view: RunView) -> None:

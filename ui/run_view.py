@@ -120,15 +120,23 @@ def measured_metrics(snapshots: list[dict]) -> dict:
     return found
 
 
+def similarity(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, float | None]:
+    """What judges a snapshot's pairs: (labels, None), or for a continuous target (targets, delta)."""
+    if "targets" in arrays:
+        return arrays["targets"], float(arrays["delta"])
+    return arrays["labels"], None
+
+
 def pair_distances(arrays: dict[str, np.ndarray], config: dict) -> dict | None:
     """Positive / negative pair distances of a snapshot, in the loss's distance; None if not finite."""
     embeddings = arrays["embeddings"]
     if not np.isfinite(embeddings).all():
         return None
     distance, margin = loss_distance(config), margin_distance(config)
-    pairs = pair_stats.pair_distance_stats(embeddings, arrays["labels"], distance, margin, max_pairs=MAX_PAIRS)
+    labels, delta = similarity(arrays)
+    pairs = pair_stats.pair_distance_stats(embeddings, labels, distance, margin, max_pairs=MAX_PAIRS, delta=delta)
     if LOSSES[config["loss"]].kind == "triplets":  # what a triplet loss pays for, beside the pairs
         pairs["triplet_violation_fraction"] = pair_stats.triplet_violation_fraction(
-            embeddings, arrays["labels"], distance, margin
+            embeddings, labels, distance, margin, delta=delta
         )
     return pairs
