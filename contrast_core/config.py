@@ -40,6 +40,7 @@ class RunConfig(BaseModel):
     n_samples: int = Field(1000, ge=20, le=100_000)  # toy sets only
     csv_path: str | None = None
     csv_label: str = "label"
+    csv_continuous: bool = False  # the label column is a continuous target (items similar within `delta`)
     data_path: str | None = None  # folder only: one sub-folder of images per class
     image_size: int = Field(32, ge=folders.MIN_SIZE, le=folders.MAX_SIZE)  # folder only: pixels a side, as CIFAR-10
     eval_size: int = Field(500, ge=10, le=20_000)  # held-out points embedded at every snapshot
@@ -179,6 +180,11 @@ class RunConfig(BaseModel):
                 f"about {_size(need)}, more than {where}'s {_size(available)} free; use a smaller batch"
                 + (" or batch-hard" if self.sampler in ("batch-all", "semi-hard") else ""))  # fmt: skip
 
+    @property
+    def continuous(self) -> bool:
+        """Whether the run's data has a continuous target (items similar within `delta`), not classes."""
+        return self.dataset in CONTINUOUS_DATASETS or (self.dataset == "csv" and self.csv_continuous)
+
     def resolved_snapshot_every(self) -> int:
         return self.snapshot_every or max(1, self.steps // 40)
 
@@ -192,8 +198,10 @@ class RunConfig(BaseModel):
             unused |= set(VAE_KNOBS)
         if self.dataset not in TOY_DATASETS:
             unused |= set(TOY_KNOBS)
-        if self.dataset not in CONTINUOUS_DATASETS:
+        if not self.continuous:
             unused.add("delta")
+        if self.dataset != "csv":
+            unused.add("csv_continuous")
         if self.sampler not in CLASS_BALANCED:
             unused.add("m_per_class")
         defaults = {name: info.default for name, info in RunConfig.model_fields.items()}

@@ -87,6 +87,7 @@ def load(
     n_samples: int = 1000,
     csv_path: str | None = None,
     csv_label: str = "label",
+    csv_continuous: bool = False,
     max_rows: int = tables.MAX_ROWS,
     data_path: str | None = None,
     image_size: int = 32,
@@ -109,6 +110,7 @@ def load(
         n_samples: toy sets only; number of points.
         csv_path: csv only; the file to read.
         csv_label: csv only; the label column.
+        csv_continuous: csv only; the label column is a continuous target, not classes.
         max_rows: csv only; larger files are refused.
         data_path: folder only; a folder holding one sub-folder of images per class.
         image_size: folder only; every image is resized and centre-cropped to this many pixels a side.
@@ -133,6 +135,7 @@ def load(
         n_samples=n_samples,
         csv_path=csv_path,
         csv_label=csv_label,
+        csv_continuous=csv_continuous,
         max_rows=max_rows,
         data_path=data_path,
         image_size=image_size,
@@ -313,10 +316,13 @@ def _torchvision(name: str, class_name: str, *, download: bool = True, **_):
 MIN_CSV_ROWS = tables.MIN_ROWS
 
 
-def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = tables.MAX_ROWS, **_):
-    """Numeric feature columns of a csv file, labelled by `csv_label` (read and checked by `tables.read`)."""
-    features, y, classes = tables.read(csv_path, csv_label, max_rows)
-    return _standardise(features), _labels(y), classes, "table"
+def _csv(*, csv_path: str | None, csv_label: str = "label", max_rows: int = tables.MAX_ROWS,
+         csv_continuous: bool = False, **_):  # fmt: skip
+    """Numeric feature columns of a csv file, labelled by `csv_label` (read and checked by `tables.read`):
+    classes, or with `csv_continuous` a continuous target."""
+    features, y, classes = tables.read(csv_path, csv_label, max_rows, continuous=csv_continuous)
+    target = torch.tensor(y, dtype=torch.float32) if csv_continuous else _labels(y)
+    return _standardise(features), target, classes, "table"
 
 
 def _folder(*, data_path: str | None, image_size: int = 32, max_images: int = folders.MAX_IMAGES, **_):

@@ -16,10 +16,13 @@ MIN_ROWS = 10
 MAX_ROWS = 200_000  # the command line's limit (a demo sets its own for uploads)
 
 
-def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: int = MAX_ROWS):
-    """(features (N, F) float64, class ids (N,) int64, class names) of a CSV file or an open one.
+def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: int = MAX_ROWS,
+         continuous: bool = False):  # fmt: skip
+    """(features (N, F) float64, class ids (N,) int64, class names) of a CSV file or an open one; with
+    `continuous`, (features, the label column as a continuous target (N,) float64, []).
 
-    Labels may be strings or numbers; classes are the sorted distinct labels, as strings.
+    Labels may be strings or numbers; classes are the sorted distinct labels, as strings. A continuous
+    target must be a finite number in every row, with at least two distinct values.
     """
     table = _parse(source, max_rows + 1)  # one extra row tells that the file is too long
     if len(table) == 0:
@@ -41,10 +44,25 @@ def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: 
     infinite = ~np.isfinite(values).all(axis=1)
     if infinite.any():
         raise ValueError(f"csv: {infinite.sum()} rows contain infinite values (first at row {infinite.argmax() + 1})")
+    if continuous:
+        return values, _target(table[label], label), []
     classes, y = np.unique(table[label].to_numpy(), return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"csv_label: label column '{label}' has {len(classes)} class (need at least 2)")
     return values, y.astype(np.int64), [str(c) for c in classes]
+
+
+def _target(column, label: str) -> np.ndarray:
+    import pandas as pd
+
+    target = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(target)
+    if bad.any():
+        raise ValueError(f"csv_label: a continuous target must be a finite number in every row; column '{label}' "
+                         f"is not in {bad.sum()} rows (first at row {bad.argmax() + 1})")  # fmt: skip
+    if np.ptp(target) == 0:
+        raise ValueError(f"csv_label: column '{label}' has a single value: nothing to tell items apart by")
+    return target
 
 
 def head(source: str | Path | IO[bytes] | None, rows: int = 5):

@@ -115,8 +115,8 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(c.seed)
         self.data = dataset.to(self.device) if dataset is not None else data.load(
             c.dataset, seed=c.seed, eval_size=c.eval_size, noise=c.noise, n_samples=c.n_samples,
-            csv_path=c.csv_path, csv_label=c.csv_label, data_path=c.data_path, image_size=c.image_size,
-            device=self.device,
+            csv_path=c.csv_path, csv_label=c.csv_label, csv_continuous=c.csv_continuous, data_path=c.data_path,
+            image_size=c.image_size, device=self.device,
         )  # fmt: skip
         self.model = models.build(c.model, self.data.input_shape, c.embedding_dim, c.weights).to(self.device)
         self.delta = resolve_delta(c.delta, self.data)  # None for classes

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from sklearn.datasets import load_diabetes
 from streamlit.testing.v1 import AppTest
 
-from contrast_core import data, losses, metrics, pair_stats, rules, samplers
+from contrast_core import data, jobs, losses, metrics, pair_stats, rules, samplers, tables
 from contrast_core.config import RunConfig
 from contrast_core.distances import Euclidean
 from contrast_core.jobs import RunRecorder
@@ -153,3 +153,42 @@ def test_the_playground_colours_a_continuous_run_by_its_target(store):
     assert '"colorscale"' in scatter.proto.spec and '"showscale":true' in scatter.proto.spec
     assert any("R²" in m.label for m in at.metric) and any("Spearman" in m.label for m in at.metric)
     assert any("differ by at most delta" in c.value for c in at.caption)
+
+
+TARGET_TABLE = "a,b,name,y\n" + "".join(f"{i % 9},{(i * 7) % 11},n{i},{2.5 * i + (i % 3)}\n" for i in range(80))
+
+
+def test_a_csv_with_a_numeric_target_is_read_as_a_continuous_target(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(TARGET_TABLE)
+    features, target, classes = tables.read(path, "y", continuous=True)
+    assert features.shape == (80, 2) and classes == [] and target[3] == 2.5 * 3
+    ds = data.load("csv", csv_path=str(path), csv_label="y", csv_continuous=True, eval_size=20)
+    assert ds.target is not None and torch.allclose(ds.target, torch.as_tensor(target, dtype=torch.float32))
+    assert RunConfig(dataset="csv", csv_path=str(path), csv_label="y", csv_continuous=True).continuous
+    with pytest.raises(ValueError, match="csv_label: a continuous target must be a finite number in every row; "
+                                         "column 'name' is not in 80 rows"):  # fmt: skip
+        tables.read(path, "name", continuous=True)
+    path.write_text("a,y\n" + "".join(f"{i},7\n" for i in range(20)))
+    with pytest.raises(ValueError, match="csv_label: column 'y' has a single value"):
+        tables.read(path, "y", continuous=True)
+
+
+def test_the_playground_trains_on_an_uploaded_csv_s_continuous_target(store, queue):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.selectbox(key="cfg.dataset").set_value("csv").run()
+    at.file_uploader(key="cfg.csv_upload").set_value(("t.csv", TARGET_TABLE.encode(), "text/csv")).run()
+    at.selectbox(key="cfg.csv_label").set_value("y").run()
+    assert not any("delta" in c.value for c in at.caption)  # classes until the box is ticked
+    at.checkbox(key="cfg.csv_continuous").check().run()
+    assert not at.error and not at.exception
+    spread = next(c.value for c in at.caption if c.value.startswith("Target: column 'y'"))
+    assert "from 0 to 198.5 (standard deviation 57.7)" in spread  # the file's own
+    at.number_input(key="cfg.delta").set_value(12.0).run()
+    at.number_input(key="cfg.steps").set_value(30).run()
+    next(b for b in at.button if b.label == "Train").click().run()
+    run = store.get_run(at.session_state["playground_run"])
+    assert run.config["csv_continuous"] and run.config["delta"] == 12.0
+    assert store.claim_next("w@test", "cpu").id == run.id
+    assert jobs.execute(store, run.id, "w@test") == "finished"
+    assert "knn_r2" in store.get_run(run.id).final_metrics

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import annotated_types
 import streamlit as st
@@ -309,8 +309,7 @@ def config_form() -> RunConfig | dict[str, str]:
     """Draws the run controls; returns the RunConfig, or {field: reason} if it is invalid."""
     form = _Form()
     recipe = st.container()  # drawn last: it names the recipe the controls follow, or "Custom"
-    _data_controls(form)
-    _target_controls(form)
+    _target_controls(form, _data_controls(form))
     _model_controls(form)
     _objective_controls(form)
     _training_controls(form)
@@ -329,7 +328,8 @@ def config_form() -> RunConfig | dict[str, str]:
     return config
 
 
-def _data_controls(form: _Form) -> None:
+def _data_controls(form: _Form) -> rules.Target | None:
+    """The dataset and its own controls; returns its continuous target, if it has one (for `delta`)."""
     st.markdown("**Data**")
     dataset = form.control("dataset", st.selectbox, "Dataset", options=list(rules.DATASETS),
                            help="digits and the toy sets are bundled; the torchvision sets download on first use; "
@@ -341,9 +341,10 @@ def _data_controls(form: _Form) -> None:
             with right:
                 form.control("n_samples", st.number_input, "Points", step=100)
     elif dataset == "csv":
-        _csv_controls(form)
+        return _csv_controls(form)
     elif dataset == "folder":
         _folder_controls(form)
+    return rules.TARGETS.get(dataset)
 
 
 PREVIEW_ROWS = 5  # a CSV's first rows, shown under its label column
@@ -351,10 +352,11 @@ LABEL_NAMES = ("label", "labels", "target", "class", "y")  # picked first as the
 CHECKED = "cfg.data_checked"  # session_state: {file and choices: (path, reason)} of the data checked in this tab
 
 
-def _csv_controls(form: _Form) -> None:
+def _csv_controls(form: _Form) -> rules.Target | None:
     """A CSV uploaded (or outside demo mode its path on this machine), its label column chosen among its
     columns, its first rows shown; checked as a run reads it (`tables.read`) before Train is offered.
-    An upload is kept in the store's uploads folder, named by its content (`demo.save_upload`)."""
+    An upload is kept in the store's uploads folder, named by its content (`demo.save_upload`). Returns the
+    label column's spread when it is a continuous target."""
     in_demo = demo.enabled()
     limit = f"{demo.caps().upload_mb:g} MB and {demo.caps().upload_rows:,}" if in_demo else f"{tables.MAX_ROWS:,}"
     upload = st.file_uploader("CSV file", type=["csv"], key="cfg.csv_upload",
@@ -372,12 +374,18 @@ def _csv_controls(form: _Form) -> None:
     except ValueError as exc:
         problem = str(exc)
     label = _label_control(form, [] if head is None else [str(column) for column in head.columns])
+    continuous = form.control("csv_continuous", st.checkbox, "The label is a continuous target",
+                              help="A number to regress rather than a class: two rows are similar when their "
+                                   "labels differ by at most delta (below).")  # fmt: skip
+    target = None
     if head is not None:
         st.dataframe(head, hide_index=True)
-        path, problem = _checked_csv(upload, typed, label)
+        found, problem = _checked_csv(upload, typed, label, continuous)
+        path, target = found or (None, None)
     if problem:
         st.error(problem, icon=":material/error:")
     form.values["csv_path"] = path
+    return target
 
 
 def _readable(source):
@@ -392,26 +400,31 @@ def _label_control(form: _Form, columns: list[str]) -> str:
         named = [column for column in columns if column.strip().lower() in LABEL_NAMES]
         st.session_state[key] = (named or columns)[0 if named else -1]
     return form.control("csv_label", st.selectbox, "Label column", options=columns or [st.session_state[key]],
-                        used=bool(columns), help="The class of each row; every other numeric column is a feature.")  # fmt: skip
+                        used=bool(columns), help="The class (or continuous target) of each row; every other numeric column is a feature.")  # fmt: skip
 
 
-def _checked_csv(upload, typed: str | None, label: str) -> tuple[str | None, str | None]:
-    """(the path a run reads, None) once the whole file passes `tables.read` with this label column, else
-    (None, why not); an upload is saved first. Each file and label is checked once in this tab."""
+def _checked_csv(upload, typed: str | None, label: str, continuous: bool) -> tuple[tuple | None, str | None]:
+    """((the path a run reads, its continuous target's spread or None), None) once the whole file passes
+    `tables.read` with this label column, else (None, why not); an upload is saved first. Each file and
+    choice is checked once in this tab."""
     if upload is not None:
         store = backend.run_store()
-        return _once(("csv upload", upload.file_id, label),
-                     lambda: str(demo.save_upload(store, upload.getvalue(), label)))  # fmt: skip
+        return _once(("csv upload", upload.file_id, label, continuous),
+                     lambda: _read(str(demo.save_upload(store, upload.getvalue(), label, continuous)), label,
+                                   continuous))  # fmt: skip
     changed = Path(typed).stat()  # a file: its head was read
-    return _once(("csv path", typed, changed.st_mtime_ns, changed.st_size, label), lambda: _read(typed, label))
+    return _once(("csv path", typed, changed.st_mtime_ns, changed.st_size, label, continuous),
+                 lambda: _read(typed, label, continuous))  # fmt: skip
 
 
-def _read(path: str, label: str) -> str:
-    tables.read(path, label)  # the ValueError of a file a run could not train on
-    return path
+def _read(path: str, label: str, continuous: bool) -> tuple[str, rules.Target | None]:
+    _, target, _ = tables.read(path, label, continuous=continuous)  # a ValueError: a run could not train on it
+    if not continuous:
+        return path, None
+    return path, rules.Target(f"column '{label}'", float(target.min()), float(target.max()), float(target.std()))
 
 
-def _once(key: tuple, check: Callable[[], str]) -> tuple[str | None, str | None]:
+def _once(key: tuple, check: Callable[[], Any]) -> tuple[Any, str | None]:
     """(check(), None), or (None, the line of the ValueError it raised); remembered in this tab for `key`."""
     checked = st.session_state.setdefault(CHECKED, {})
     if key not in checked:
@@ -450,17 +463,16 @@ def _folder_controls(form: _Form) -> None:
                       f"{folders.MAX_SIZE}; a multiple of 4 gives the VAE its convolutional decoder).")  # fmt: skip
 
 
-def _target_controls(form: _Form) -> None:
+def _target_controls(form: _Form, target: rules.Target | None) -> None:
     """A continuous target's similarity width, beside the target's spread."""
-    target = rules.TARGETS.get(st.session_state.get("cfg.dataset"))
     if target is None:
         return
     form.control("delta", st.number_input, "Similar within delta (target units)", min_value=0.0, step=1.0,
                  placeholder=f"auto: about {target.std / 4:.3g}",
                  help="Two items are a positive pair when their targets differ by at most delta. Empty: a "
                       "quarter of the training targets' standard deviation.")  # fmt: skip
-    st.caption(f"Target: {target.about}, from {target.low:g} to {target.high:g} (standard deviation "
-               f"{target.std:g}). The scatter is coloured by it.")  # fmt: skip
+    st.caption(f"Target: {target.about}, from {target.low:.4g} to {target.high:.4g} (standard deviation "
+               f"{target.std:.3g}). The scatter is coloured by it.")  # fmt: skip
 
 
 def _model_controls(form: _Form) -> None:

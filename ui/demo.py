@@ -161,9 +161,10 @@ def upload_dir(store: RunStore) -> Path:
     return store.home / "uploads"
 
 
-def save_upload(store: RunStore, data: bytes, label: str) -> Path:
+def save_upload(store: RunStore, data: bytes, label: str, continuous: bool = False) -> Path:
     """Keeps an uploaded CSV where the workers read it, named by its content (one copy however often sent),
-    once it passes the checks a run's data would (`tables.read`, with `label` as its label column), under
+    once it passes the checks a run's data would (`tables.read`, with `label` as its label column, a continuous
+    target with `continuous`), under
     the demo's caps in demo mode, the command line's limit (tables.MAX_ROWS) outside it.
 
     Raises:
@@ -179,7 +180,7 @@ def save_upload(store: RunStore, data: bytes, label: str) -> Path:
         if rows > limits.upload_rows:
             raise ValueError(f"csv upload: {rows:,} rows, over this demo's {limits.upload_rows:,}")
         max_rows = limits.upload_rows
-    tables.read(io.BytesIO(data), label, max_rows=max_rows)
+    tables.read(io.BytesIO(data), label, max_rows=max_rows, continuous=continuous)
     folder = upload_dir(store)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.csv"
