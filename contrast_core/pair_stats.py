@@ -74,13 +74,15 @@ def pair_distance_stats(
 
 
 def neighbours(
-    embeddings: np.ndarray, labels: np.ndarray, query: int, distance: str, margin: float | None, k: int = 8
-) -> dict[str, np.ndarray | int]:
+    embeddings: np.ndarray, labels: np.ndarray, query: int, distance: str, margin: float | None, k: int = 8,
+    delta: float | None = None,
+) -> dict[str, np.ndarray | int]:  # fmt: skip
     """One item's retrieval: its k nearest items, its hardest negatives and the positives beyond the margin.
 
     Args:
         embeddings: (E, D) embeddings as the loss measures them; `query` is a row of them.
         distance: a PAIR_METRICS name; margin: the loss's margin in that distance, or None.
+        delta: `labels` are continuous targets, an item's positives those within delta of it; None: classes.
     Returns:
         "nearest", "hardest_negatives", "far_positives": (rows, distances) pairs of arrays, nearest
         first (the far positives farthest first; none without a margin); "negatives_inside" and
@@ -94,7 +96,8 @@ def neighbours(
     d = cdist(embeddings[query : query + 1].astype(np.float64), embeddings.astype(np.float64),
               metric=PAIR_METRICS[distance])[0]  # fmt: skip
     others = np.arange(len(d)) != query
-    negative, positive = others & (labels != labels[query]), others & (labels == labels[query])
+    same = labels == labels[query] if delta is None else np.abs(labels - labels[query]) <= delta
+    negative, positive = others & ~same, others & same
     order = np.argsort(d, kind="stable")
     order = order[others[order]]
 

@@ -55,7 +55,7 @@ def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: 
 def _target(column, label: str) -> np.ndarray:
     import pandas as pd
 
-    target = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    target = np.array(pd.to_numeric(column, errors="coerce"), dtype=np.float64)  # a copy: writable
     bad = ~np.isfinite(target)
     if bad.any():
         raise ValueError(f"csv_label: a continuous target must be a finite number in every row; column '{label}' "

@@ -138,13 +138,19 @@ def test_a_diabetes_run_learns_to_order_items_by_their_target():
     assert result["metrics"]["spearman"] > first["metrics"]["spearman"] + 0.1
 
 
-def test_the_playground_colours_a_continuous_run_by_its_target(store):
-    config = RunConfig(dataset="diabetes", steps=60, **FAST)
+def diabetes_run(store, steps: int = 60) -> str:
+    """A finished diabetes run in the store, trained here as a worker would."""
+    config = RunConfig(dataset="diabetes", steps=steps, **FAST)
     run_id = store.create_run(config.model_dump(mode="json"), status="running", worker="w", device="cpu")
     recorder = RunRecorder(store, run_id, "w")
     train(config, recorder)
     recorder.flush()
     store.set_status(run_id, "finished", worker="w")
+    return run_id
+
+
+def test_the_playground_colours_a_continuous_run_by_its_target(store):
+    run_id = diabetes_run(store)
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["run"] = run_id
     at.run()
@@ -192,3 +198,20 @@ def test_the_playground_trains_on_an_uploaded_csv_s_continuous_target(store, que
     assert store.claim_next("w@test", "cpu").id == run.id
     assert jobs.execute(store, run.id, "w@test") == "finished"
     assert "knn_r2" in store.get_run(run.id).final_metrics
+
+
+def test_explore_names_an_item_s_neighbours_by_their_targets_and_judges_them_by_delta(store, queue):
+    run_id = diabetes_run(store)
+    arrays = store.load_snapshot(run_id)
+    targets, delta = arrays["targets"], float(arrays["delta"])
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["run"] = run_id
+    at.run().switch_page("views/explore.py").run()
+    at.number_input(key="explore.item").set_value(3).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Item 3** (y {targets[3]:.4g})" in m.value for m in at.markdown)
+    nearest = at.dataframe[1].value  # after the item itself
+    assert list(nearest["class"]) == [f"y {targets[r]:.4g}" for r in nearest["item"]]
+    negatives = at.dataframe[2].value
+    assert (abs(targets[negatives["item"].to_numpy()] - targets[3]) > delta).all()
+    assert any(f"more than delta = {delta:.3g} away" in c.value for c in at.caption)

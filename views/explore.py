@@ -14,7 +14,7 @@ from contrast_core.projection import in_plane
 from contrast_core.store import StoreError
 from ui import backend, demo, figures, items, layouts, tab
 from ui.run_table import run_label
-from ui.run_view import as_measured, class_names, loss_distance, margin_distance
+from ui.run_view import as_measured, class_names, loss_distance, margin_distance, similarity
 
 SHOWN_ITEMS = 60  # images shown for a selection
 NEIGHBOURS = 8  # items in each row of a clicked item's neighbours
@@ -93,8 +93,14 @@ def snapshot_view(run_id: str, steps: list[int], config: dict, was_playing: bool
     classes = class_names(arrays)
     hover = items.hover_texts(run_id, arrays["index"])
     title = f"Step {step}: " + ("the 2-D embedding" if dim == 2 else f"{method} of the {dim}-D embedding")
-    fig = figures.scatter_figure(xy, arrays["labels"], classes, hover=hover, title=title, height=560, webgl=True)
-    if st.toggle("Density contours", key="explore.density", help="Per class: how tight its cluster is."):
+    fig = figures.scatter_figure(xy, arrays["labels"], classes, hover=hover, title=title, height=560, webgl=True,
+                                 values=arrays.get("targets"))  # fmt: skip
+    if st.toggle(
+        "Density contours",
+        key="explore.density",
+        help="Per class: how tight its cluster is.",
+        disabled="targets" in arrays,
+    ):  # a continuous target has no classes to draw
         figures.add_density(fig, xy, arrays["labels"], classes)
     can_draw_forces = "forces" in arrays and method == "PCA"  # UMAP and t-SNE are not linear: no arrows
     show_forces = st.toggle("Forces", key="explore.forces", disabled=not can_draw_forces,
@@ -273,7 +279,11 @@ def selection(run_id: str, arrays: dict, classes: list[str], config: dict, found
                    "the chart and drag around points to see the items behind them.")  # fmt: skip
         return
     labels = arrays["labels"][positions]
-    counts = ", ".join(f"{classes[c]}: {n}" for c, n in zip(*np.unique(labels, return_counts=True), strict=True))
+    if "targets" in arrays:
+        chosen_targets = arrays["targets"][positions]
+        counts = f"targets {chosen_targets.min():.4g} to {chosen_targets.max():.4g}"
+    else:
+        counts = ", ".join(f"{classes[c]}: {n}" for c, n in zip(*np.unique(labels, return_counts=True), strict=True))
     st.markdown(f"**{len(positions)} selected** ({counts})")
     x = items.items(run_id, arrays["index"][positions])
     if x is None:
@@ -285,25 +295,39 @@ def selection(run_id: str, arrays: dict, classes: list[str], config: dict, found
         scale = max(1, 48 // shown.shape[-1])  # about 48 pixels a side
         st.image(figures.mosaic(rows, scale=scale), caption=f"The first {len(shown)} selected items", clamp=True)
     else:
-        st.dataframe({"class": [classes[c] for c in labels], **{f"x{j}": x[:, j] for j in range(x.shape[1])}})
+        st.dataframe({"class": [_name(arrays, classes, r) for r in positions],
+                      **{f"x{j}": x[:, j] for j in range(x.shape[1])}})  # fmt: skip
 
 
 def retrieval(arrays: dict, config: dict, query: int) -> dict:
     """An item's neighbours, hardest negatives and far positives, in the loss's own distance."""
     embeddings = as_measured(arrays["embeddings"], config)
-    return neighbours(embeddings, arrays["labels"], query, loss_distance(config), margin_distance(config), NEIGHBOURS)
+    labels, delta = similarity(arrays)
+    return neighbours(embeddings, labels, query, loss_distance(config), margin_distance(config), NEIGHBOURS, delta)
+
+
+def _name(arrays: dict, classes: list[str], row: int) -> str:
+    """An item's class, or its continuous target."""
+    return f"y {arrays['targets'][row]:.4g}" if "targets" in arrays else classes[arrays["labels"][row]]
+
+
+def _alike(arrays: dict, row: int, query: int) -> bool:
+    """Whether an item is a positive of the query: its class, or its target within delta."""
+    labels, delta = similarity(arrays)
+    return labels[row] == labels[query] if delta is None else abs(labels[row] - labels[query]) <= delta
 
 
 def neighbours_panel(run_id: str, arrays: dict, classes: list[str], config: dict, query: int, found: dict) -> None:
     """The retrieval a Siamese network exists for: an item's nearest items, in the loss's own distance."""
     distance, margin = loss_distance(config), margin_distance(config)
-    label = arrays["labels"][query]
-    dim = arrays["embeddings"].shape[1]
-    st.markdown(f"**Item {query}** (class {classes[label]}), in the {dim}-D embedding by {distance} distance")
+    dim, delta = arrays["embeddings"].shape[1], similarity(arrays)[1]
+    what = f"class {_name(arrays, classes, query)}" if delta is None else _name(arrays, classes, query)
+    st.markdown(f"**Item {query}** ({what}), in the {dim}-D embedding by {distance} distance")
     x = items.items(run_id, arrays["index"])
+    other = "of another class" if delta is None else f"whose target is more than delta = {delta:.3g} away"
     rows = {
         "Nearest items": found["nearest"],
-        "Hardest negatives: the closest items of another class": found["hardest_negatives"],
+        f"Hardest negatives: the closest items {other}": found["hardest_negatives"],
         f"Positives beyond the margin ({found['positives_beyond']} in all), farthest first": found["far_positives"],
     }
     if margin is None:
@@ -313,16 +337,17 @@ def neighbours_panel(run_id: str, arrays: dict, classes: list[str], config: dict
         if len(near) == 0:
             st.caption("none")
             continue
-        captions = [f"{classes[arrays['labels'][r]]}{'' if arrays['labels'][r] == label else ' (other)'}"
+        captions = [f"{_name(arrays, classes, r)}{'' if _alike(arrays, r, query) else ' (other)'}"
                     + (f" · {v:.3g}" if r != query else "") for r, v in zip(near, d, strict=True)]  # fmt: skip
         if x is not None and x.ndim == 4:
             scale = max(1, 48 // x.shape[-1])
             st.image([figures.mosaic([x[r][None]], scale=scale) for r in near], caption=captions, clamp=True,
                      width=72 if x.shape[1] == 1 or x.shape[-1] <= 16 else 96)  # fmt: skip
         else:
-            st.dataframe({"item": near, "class": [classes[arrays["labels"][r]] for r in near], distance: d})
+            st.dataframe({"item": near, "class": [_name(arrays, classes, r) for r in near], distance: d})
     if margin is not None:
-        st.caption(f"{found['negatives_inside']} items of other classes lie inside the margin ({margin:.3g}).")
+        others = "of other classes" if delta is None else other
+        st.caption(f"{found['negatives_inside']} items {others} lie inside the margin ({margin:.3g}).")
 
 
 st.title("Explore a run")
