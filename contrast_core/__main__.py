@@ -29,8 +29,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run configuration (see RunConfig)")
     group.add_argument("--config", type=Path, help="a JSON file of RunConfig fields; flags override it")
     for name, info in RunConfig.model_fields.items():
+        switch = {"nargs": "?", "const": "true"} if info.annotation is bool else {}  # `--csv-continuous` alone: on
         group.add_argument(_flag(name), dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
-                           help=f"default: {info.default}")  # fmt: skip
+                           help=f"default: {info.default}", **switch)  # fmt: skip
 
 
 def config_values(args: argparse.Namespace) -> dict:

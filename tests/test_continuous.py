@@ -1,5 +1,6 @@
 """A continuous target: items are similar when their targets differ by at most delta."""
 
+import json
 import os
 
 import numpy as np
@@ -215,3 +216,20 @@ def test_explore_names_an_item_s_neighbours_by_their_targets_and_judges_them_by_
     negatives = at.dataframe[2].value
     assert (abs(targets[negatives["item"].to_numpy()] - targets[3]) > delta).all()
     assert any(f"more than delta = {delta:.3g} away" in c.value for c in at.caption)
+
+
+def test_the_command_line_trains_on_a_csv_s_continuous_target(tmp_path, monkeypatch, capsys):
+    from contrast_core.__main__ import main
+
+    monkeypatch.setenv("CONTRAST_HOME", str(tmp_path / "home"))
+    path = tmp_path / "t.csv"
+    path.write_text(TARGET_TABLE)
+    common = ["train", "--dataset", "csv", "--csv-path", str(path), "--csv-label", "y", "--steps", "5",
+              "--eval-size", "20", "--device", "cpu", "--quiet", "--json"]  # fmt: skip
+    assert main([*common, "--csv-continuous"]) == 0  # the flag alone switches it on
+    found = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert found["config"]["csv_continuous"] is True and "knn_r2" in found
+    assert main([*common, "--csv-continuous", "false"]) == 0  # the label's 80 values as 80 classes
+    assert "knn_accuracy" in json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert main([*common, "--csv-continuous", "maybe"]) == 2
+    assert capsys.readouterr().err.startswith("error: --csv-continuous:")
