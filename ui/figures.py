@@ -175,7 +175,7 @@ def scatter_figure(
         add(
             x=xy[:, 0], y=xy[:, 1], mode="markers", name="target", customdata=position, showlegend=False,
             marker=dict(size=6, color=values[keep], colorscale="Viridis", opacity=0.85, showscale=True,
-                        colorbar=dict(title=dict(text="target"), thickness=12)),
+                        colorbar=dict(title=dict(text="target"), thickness=12, len=0.75, y=0, yanchor="bottom")),
             text=texts, hovertemplate="<b>target %{marker.color:.4g}</b> #%{customdata}"
             + ("<br>%{text}" if texts is not None else "") + "<extra></extra>",
         )  # fmt: skip
