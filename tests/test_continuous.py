@@ -233,3 +233,21 @@ def test_the_command_line_trains_on_a_csv_s_continuous_target(tmp_path, monkeypa
     assert "knn_accuracy" in json.loads(capsys.readouterr().out.splitlines()[-1])
     assert main([*common, "--csv-continuous", "maybe"]) == 2
     assert capsys.readouterr().err.startswith("error: --csv-continuous:")
+
+
+def test_compare_draws_continuous_runs_on_one_colour_scale_and_tables_show_their_metrics(store):
+    from ui import figures, run_table
+
+    panels = {(0, c): {"xy": np.random.default_rng(c).normal(size=(20, 2)), "labels": np.zeros(20, dtype=int),
+                       "values": np.linspace(10 * c, 10 * c + 50, 20), "title": f"run {c}"} for c in range(2)}  # fmt: skip
+    fig = figures.small_multiples(panels, [""], ["a", "b"], ["25 to 60", "60 to 90"])
+    traces = [t for t in fig.data if t.x is not None and t.x[0] is not None]
+    assert [t.marker.cmin for t in traces] == [0, 0] and [t.marker.cmax for t in traces] == [60, 60]  # one scale
+    assert [t.marker.showscale for t in traces] == [True, False]  # one colour bar
+    assert not [t for t in fig.data if t.showlegend is not False]  # no class legend
+    classes_run = store.create_run(RunConfig().model_dump(mode="json"))
+    store.set_final_metrics(classes_run, {"knn_accuracy": 0.9})
+    assert "k-NN R²" not in run_table.runs_frame([store.get_run(classes_run)])
+    target_run = diabetes_run(store, steps=5)
+    both = run_table.runs_frame([store.get_run(classes_run), store.get_run(target_run)])
+    assert both["k-NN R²"].notna().tolist() == [False, True]

@@ -420,8 +420,9 @@ def small_multiples(
     """One embedding scatter per run, on a grid: rows and columns are the swept knobs' values.
 
     Args:
-        panels: (row, col) -> {"xy": (E, 2), "labels": (E,), "title": badge line}; a missing
-            cell stays empty (a run with no snapshot yet).
+        panels: (row, col) -> {"xy": (E, 2), "labels": (E,), "title": badge line, and optionally "values":
+            (E,) a continuous target, drawn on one colour scale for all panels}; a missing cell stays empty
+            (a run with no snapshot yet).
         rows, cols: the grid's row and column headings.
         classes: class names; a class keeps its colour in every panel, one legend entry each.
         ranges: (row, col) -> ((x0, x1), (y0, y1)); panels that measure alike share a range.
@@ -433,14 +434,22 @@ def small_multiples(
     names = np.array(classes, dtype=object)
     data = []
     keep_each = MAX_POINTS // max(len(panels), 1) + 1
+    values = [p["values"] for p in panels.values() if p.get("values") is not None]
+    scale = (min(float(v.min()) for v in values), max(float(v.max()) for v in values)) if values else None
     for (r, c), panel in panels.items():
         keep = thin(len(panel["xy"]), keep_each)
         xy, labels, suffix = panel["xy"][keep], panel["labels"][keep], _axis(r, c, len(cols))
+        marker, text = dict(size=4, color=colours[labels]), names[labels]
+        if scale is not None and panel.get("values") is not None:
+            shown = panel["values"][keep]
+            marker = dict(size=4, color=shown, colorscale="Viridis", cmin=scale[0], cmax=scale[1],
+                          showscale=not data, colorbar=dict(title=dict(text="target"), thickness=12))  # fmt: skip
+            text = np.array([f"target {v:.4g}" for v in shown], dtype=object)
         data.append(dict(type="scatter", x=xy[:, 0], y=xy[:, 1], mode="markers", showlegend=False, xaxis=f"x{suffix}",
-                         yaxis=f"y{suffix}", marker=dict(size=4, color=colours[labels]), text=names[labels],
+                         yaxis=f"y{suffix}", marker=marker, text=text,
                          hovertemplate="<b>%{text}</b><extra></extra>"))  # fmt: skip
     data += [dict(type="scatter", x=[None], y=[None], mode="markers", name=name, marker=dict(size=8, color=colours[k]))
-             for k, name in enumerate(classes)]  # fmt: skip
+             for k, name in enumerate(classes if scale is None else [])]  # fmt: skip
     for r in range(len(rows)):
         for c in range(len(cols)):
             suffix = _axis(r, c, len(cols))

@@ -12,7 +12,9 @@ from ui.run_view import measured_metrics
 
 # The final metrics a run table shows, as {key: column label}.
 TABLE_METRICS = {key: METRICS[key].label for key in
-                 ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r")}  # fmt: skip
+                 ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r",
+                  "knn_r2", "spearman")}  # fmt: skip
+CONTINUOUS_ONLY = ("knn_r2", "spearman")  # a continuous target's: a column only where some run has them
 CONFIG_COLUMNS = ("dataset", "model", "embedding_dim", "loss", "distance", "margin", "reduction", "temperature",
                   "sampler", "augment", "batch_size", "steps", "lr", "seed")  # fmt: skip
 
@@ -69,7 +71,9 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
         rows.append(row | {"error": run.error})
     table = pd.DataFrame(rows, columns=["id", "name", "status", "created", "step", "run", "device",
                                         *TABLE_METRICS.values(), "error"])  # fmt: skip
-    return table.drop(columns=[c for c in ("name", "error") if not table[c].any()])
+    unused = [c for c in ("name", "error") if not table[c].any()]
+    unused += [TABLE_METRICS[k] for k in CONTINUOUS_ONLY if table[TABLE_METRICS[k]].isna().all()]
+    return table.drop(columns=unused)
 
 
 def config_differences(runs: list[Run]) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from contrast_core.store import Run, RunStore, StoreError
 from contrast_core.sweep import axes_of, label
 from ui.run_view import as_measured, class_names, loss_distance, margin_distance, measured_metrics, pair_distances
 
-BADGES = ("knn_accuracy", "silhouette")  # the metrics shown in each panel's title
+BADGES = ("knn_accuracy", "silhouette", "knn_r2", "spearman")  # shown in each panel's title, where measured
 UNIT = ((-1.15, 1.15), (-1.15, 1.15))  # the cosine panels' range: the unit circle, a margin around it
 
 
@@ -76,6 +76,7 @@ def _panel(home: str, run_id: str, step: int, config: dict) -> dict:
         "xy": np.asarray(xy, dtype=np.float32),
         "labels": arrays["labels"],
         "classes": class_names(arrays),
+        "targets": arrays.get("targets"),  # a continuous target's values, or None
         "positive": pairs["pos_distances"] if pairs else np.array([]),
         "negative": pairs["neg_distances"] if pairs else np.array([]),
     }
@@ -102,7 +103,8 @@ def panels_at(
         badges = " · ".join(f"{METRICS[k].label} {metrics[k]:.2f}" for k in BADGES if k in metrics)
         title = f"step {shown}" + (f" · {badges}" if badges else "")
         cell = grid.cells[run.id]
-        scatter[cell] = {"xy": panel["xy"], "labels": panel["labels"], "classes": panel["classes"], "title": title}
+        scatter[cell] = {"xy": panel["xy"], "labels": panel["labels"], "classes": panel["classes"],
+                         "values": panel["targets"], "title": title}  # fmt: skip
         hist[cell] = {"positive": panel["positive"], "negative": panel["negative"],
                       "margin": margin_distance(run.config), "title": run.name or run.id}  # fmt: skip
         rows.append({"run": run.id, "step": shown, **{k: run.config.get(k) for k in grid.axes}, **metrics})

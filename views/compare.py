@@ -11,7 +11,15 @@ from contrast_core.rules import METRICS
 from contrast_core.store import LIVE_STATUSES
 from ui import backend, demo, figures, sweep_view, tab
 from ui.config_form import CHOSEN_DISTANCE, DEFAULTS, SAVED
-from ui.run_table import TABLE_METRICS, config_differences, last_metrics, short_id, short_label, summary
+from ui.run_table import (
+    CONTINUOUS_ONLY,
+    TABLE_METRICS,
+    config_differences,
+    last_metrics,
+    short_id,
+    short_label,
+    summary,
+)
 
 MODES = ("A sweep", "Chosen runs")
 # What a knob's values box starts with when the knob is picked.
@@ -22,7 +30,8 @@ EXAMPLES = {
     "m_per_class": "2, 4, 8", "beta": "0.1, 1", "contrastive_weight": "0.1, 1, 10", "steps": "500, 2000", "seed": "0, 1, 2",
 }  # fmt: skip
 PLAY_SECONDS = 0.8  # a step of the play button
-HISTORY = ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r")
+HISTORY = ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r", "knn_r2",
+           "spearman")  # fmt: skip
 REFRESH_SECONDS = 1.0  # while a sweep's run is live
 
 
@@ -189,7 +198,9 @@ def curves_and_table(store, runs: dict, chosen: list[str]) -> None:
     table = pd.DataFrame({"run": [labels[i] for i in chosen], "status": [runs[i].status for i in chosen],
                           "what it trains": [summary(runs[i].config) for i in chosen]})  # fmt: skip
     for key, label in TABLE_METRICS.items():
-        table[label] = [latest[i].get(key) for i in chosen]
+        found = [latest[i].get(key) for i in chosen]
+        if key not in CONTINUOUS_ONLY or any(value is not None for value in found):
+            table[label] = found
     table = table.join(differences)
     st.dataframe(table, hide_index=True)
     st.download_button("Download the table (CSV)", table.to_csv(index=False), "compare.csv", "text/csv",
