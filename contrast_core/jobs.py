@@ -132,18 +132,32 @@ def execute(store: RunStore, run_id: str, worker: str | None = None) -> str:
         return "lost"
     except Exception as exc:  # any failure ends this run only, with a one-line reason
         recorder.pending.clear()
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, MemoryError) or any(words in message for words in OUT_OF_MEMORY):
-            message = f"out of memory: {what_it_trains(run.config)} did not fit ({message[:160]})"
-        if isinstance(exc, DiskFull):
-            store.release_reserve()  # room to say so: a full disk cannot take even the failure's row
-        try:
-            store.set_status(run_id, "failed", error=message, worker=worker)
-        except (RunLost, StoreError):
-            return "lost"
-        with contextlib.suppress(OSError):  # no folder: it failed before writing anything, or was deleted
-            (store.run_dir(run_id) / "error.log").write_text(traceback.format_exc())
-        return "failed"
+        message = failure_message(exc, run.config)
+        return record_failure(store, run_id, message, traceback.format_exc(), worker, isinstance(exc, DiskFull))
+
+
+def failure_message(exc: BaseException, config: dict) -> str:
+    """A failed run's one-line reason; an out-of-memory names what the run trains."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MemoryError) or any(words in message for words in OUT_OF_MEMORY):
+        message = f"out of memory: {what_it_trains(config)} did not fit ({message[:160]})"
+    return message
+
+
+def record_failure(
+    store: RunStore, run_id: str, message: str, trace: str, worker: str | None = None, disk_full: bool = False
+) -> str:
+    """Marks the run failed with its reason, and its traceback in the run's error.log; returns "failed",
+    or "lost" if `worker` no longer holds it."""
+    if disk_full:
+        store.release_reserve()  # room to say so: a full disk cannot take even the failure's row
+    try:
+        store.set_status(run_id, "failed", error=message, worker=worker)
+    except (RunLost, StoreError):
+        return "lost"
+    with contextlib.suppress(OSError):  # no folder: it failed before writing anything, or was deleted
+        (store.run_dir(run_id) / "error.log").write_text(trace)
+    return "failed"
 
 
 def run_worker(home: str | Path | None = None, worker_id: str | None = None, parent: int | None = None) -> None:
@@ -272,6 +286,16 @@ def what_it_trains(config: dict) -> str:
 # --- the app side ------------------------------------------------------------------------------
 
 
+def interrupt_stale(store: RunStore) -> None:
+    """Marks the runs of workers no longer alive interrupted (they resume from their last checkpoint)."""
+    alive = {w["id"] for w in store.workers() if worker_alive(w)}
+    for run in store.list_runs(status="running"):
+        if run.worker is None:
+            store.set_status(run.id, "interrupted", error="no worker holds it")
+        elif run.worker not in alive:
+            store.mark_interrupted(worker=run.worker)
+
+
 class JobQueue:
     """Worker processes over one store, and a supervisor thread that keeps them alive.
 
@@ -389,12 +413,7 @@ class JobQueue:
         self.procs[worker_id] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=False)
 
     def _interrupt_stale(self) -> None:
-        alive = {w["id"] for w in self.store.workers() if worker_alive(w)}
-        for run in self.store.list_runs(status="running"):
-            if run.worker is None:
-                self.store.set_status(run.id, "interrupted", error="no worker holds it")
-            elif run.worker not in alive:
-                self.store.mark_interrupted(worker=run.worker)
+        interrupt_stale(self.store)
 
     def _supervise(self) -> None:
         trouble, wait = Trouble("contrast supervisor", SUPERVISE_SECONDS), SUPERVISE_SECONDS
