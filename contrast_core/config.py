@@ -64,6 +64,9 @@ class RunConfig(BaseModel):
     sampler: str = "random-pairs"
     m_per_class: int = Field(4, ge=2, le=256)  # class-balanced samplers: items per class in a batch
     augment: float = Field(0.0, ge=0, le=1)  # strength of per-sample augmentation; 0 = none
+    # augmented-views + supcon: the share of each class's training items labelled (the others each a class
+    # of its own): 0 is self-supervised (SupCon is then NT-Xent), 1 supervised. None: no labels.
+    label_fraction: float | None = Field(None, ge=0, le=1)
     # VAE
     beta: float = Field(1.0, ge=0, le=100)  # weight of the KL term
     contrastive_weight: float = Field(1.0, ge=0, le=1000)
@@ -115,9 +118,13 @@ class RunConfig(BaseModel):
         _check_name("distance", self.distance, rules.DISTANCES)
         _check_name("sampler", self.sampler, rules.SAMPLERS)
         loss = self.loss_class
-        if loss.kind not in rules.SAMPLERS[self.sampler].kinds:
+        sampler = rules.SAMPLERS[self.sampler]
+        if loss.kind not in sampler.kinds | sampler.labelled_kinds:
             fits = [name for name, s in rules.SAMPLERS.items() if loss.kind in s.kinds]
+            fits += [f"{name} with a label_fraction" for name, s in rules.SAMPLERS.items() if loss.kind in s.labelled_kinds]  # fmt: skip
             raise ValueError(f"sampler: '{self.sampler}' cannot feed the '{self.loss}' loss (use {', '.join(fits)})")
+        if self.label_fraction is not None or loss.kind not in sampler.kinds:
+            self._check_label_fraction(sampler)
         limits = loss.margin_limits(self.distance)
         if limits is not None and not limits[0] <= self.margin <= limits[1]:
             low, high = limits
@@ -136,6 +143,23 @@ class RunConfig(BaseModel):
             raise ValueError(f"snapshot_every: at least {least:,} for {self.steps:,} steps "
                              f"(at most {MAX_SNAPSHOTS} snapshots a run)")  # fmt: skip
         return self
+
+    def _check_label_fraction(self, sampler: type[rules.Sampler]) -> None:
+        """A label_fraction labels part of a sampler's items (one with `labelled_kinds`) for a loss of such a
+        kind, on data with classes; such a loss on such a sampler needs one."""
+        if self.label_fraction is None:
+            raise ValueError(f"label_fraction: the {self.loss} loss on {self.sampler} needs one "
+                             "(0: no item labelled, as NT-Xent; 1: every item, supervised)")  # fmt: skip
+        if not sampler.labelled_kinds:
+            fits = [name for name, s in rules.SAMPLERS.items() if s.labelled_kinds]
+            raise ValueError(f"label_fraction: the {self.sampler} sampler labels every item or none "
+                             f"(use {', '.join(fits)})")  # fmt: skip
+        if self.loss_kind not in sampler.labelled_kinds:
+            fits = [name for name, loss in rules.LOSSES.items() if loss.kind in sampler.labelled_kinds]
+            raise ValueError(f"label_fraction: the {self.loss} loss takes no labels on {self.sampler} "
+                             f"(use {', '.join(fits)})")  # fmt: skip
+        if self.continuous:
+            raise ValueError(f"label_fraction: needs classes; {self.dataset} has a continuous target")
 
     @property
     def loss_class(self) -> type[rules.Objective]:

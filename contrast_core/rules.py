@@ -281,10 +281,13 @@ class Sampler:
             so a whole training step can be captured as a CUDA graph.
         negative_share: the share of negative pairs among the pairs it mines, where that is fixed.
         finds_on_collapse: whether it still mines pairs / triplets when every distance is 0.
+        labelled_kinds: the kinds it feeds only with a RunConfig `label_fraction` (semi-supervised:
+            that share of each class labelled, the other items each a class of its own).
     """
 
     kinds: frozenset[str] = frozenset()
     graph_kinds: frozenset[str] = frozenset()
+    labelled_kinds: frozenset[str] = frozenset()
     negative_share: float | None = None
     finds_on_collapse = True
 
@@ -303,7 +306,13 @@ class RandomPairs(Sampler):
 
 class AugmentedViews(Sampler):
     kinds = graph_kinds = frozenset({"views", "pairs"})
+    labelled_kinds = frozenset({"labels"})  # SupCon over both views: NT-Xent at label_fraction 0, supervised at 1
     negative_share = 0.5
+
+    @classmethod
+    def peak_bytes(cls, batch_size, m_per_class, embedding_dim, kind):
+        rows = 2 * batch_size if kind == "labels" else batch_size  # SupCon's (2N, 2N) over both views
+        return super().peak_bytes(rows, m_per_class, embedding_dim, kind)
 
 
 class ClassBalanced(Sampler):

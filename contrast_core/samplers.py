@@ -63,7 +63,9 @@ class Labelled(NamedTuple):
 @dataclass
 class Batch:
     index: torch.Tensor  # (B,) dataset rows to embed, in order
-    labels: torch.Tensor  # (B,) class ids, targets (a continuous target), or item ids for augmented views
+    # (B,) class ids, targets (a continuous target), or item ids for augmented views (with a label_fraction,
+    # a labelled item's is batch_size + its class)
+    labels: torch.Tensor
     same: torch.Tensor | None = None  # (P,) pairs: rows i and P + i form pair i; 1 = similar, 0 = dissimilar
     views: bool = False  # True: rows [0, N) and [N, 2N) are two augmented views of the same items
 
@@ -220,19 +222,47 @@ class AugmentedViews(rules.AugmentedViews, Sampler):
 
     Views of one item are positives; for pair losses, each item's first view is also paired
     with another item's second view as a negative (so pairs are 50 / 50).
+
+    Semi-supervised, with a `label_fraction`: that share of each class's items in the pool is labelled
+    (a subset drawn once, from `seed`, see `labelled_items`). In a batch a labelled item carries its class
+    and an unlabelled one a class of its own, and the miner hands both views with these labels to a loss
+    that takes labels (SupCon): a labelled view's positives are its other view and every view of its
+    class, an unlabelled view's only positive is its other view, and every other view is a negative.
+    At 0 every item is its own class and SupCon is NT-Xent (one positive among the 2N - 1 other views,
+    SimCLR); at 1 it is SupCon over two views of every item, as Khosla et al. (2020) train it. The
+    subset comes from a generator of its own, so the batches are the same at every fraction.
+
+    Only losses that take labels accept a fraction (`rules.AugmentedViews.labelled_kinds`): NT-Xent's
+    positive is an item's other view by definition, and the 50 / 50 pairs would not become any
+    supervised recipe at 1 (pair and triplet losses learn from labels with the class-balanced samplers).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, label_fraction: float | None = None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
+        if label_fraction is not None and self.delta is not None:
+            raise ValueError("label_fraction: needs classes, not a continuous target")
+        if label_fraction is not None and not 0 <= label_fraction <= 1:
+            raise ValueError(f"label_fraction: must be in [0, 1], not {label_fraction:g}")
         self.delta = None  # batches carry item ids: views of one item are the only positives
+        self.label_fraction = label_fraction
+        self.item_class = None  # (N_train,) a labelled item's class (0..C-1), -1 for an unlabelled one
+        if label_fraction is not None:
+            chosen = labelled_items(self.pool_labels, label_fraction, seed)
+            classes = torch.searchsorted(self.by_class.classes, self.pool_labels)
+            self.item_class = torch.where(chosen, classes, -1)
 
     def draw(self, g):
         dev = self.pool.device
         items = self._distinct_items(self.batch_size, g)  # (N,) places in the pool
-        ids = torch.arange(self.batch_size, device=dev)
+        ids = torch.arange(self.batch_size, device=dev)  # each item its own class
+        if self.item_class is not None:  # a labelled item's class, numbered past every item id
+            known = self.item_class[items]
+            ids = torch.where(known >= 0, self.batch_size + known, ids)
         return Batch(self.pool[items].repeat(2), ids.repeat(2), views=True)
 
     def mine(self, embeddings, batch, kind):
+        if kind == "labels":
+            return Labelled(embeddings, batch.labels)  # (2N, D): both views, labelled as drawn
         z_a, z_b = embeddings.chunk(2)  # (N, D) each
         if kind == "views":
             return Views(z_a, z_b)
@@ -240,6 +270,17 @@ class AugmentedViews(rules.AugmentedViews, Sampler):
         other = torch.roll(torch.arange(n, device=z_a.device), 1)
         same = (torch.arange(2 * n, device=z_a.device) < n).float()
         return Pairs(torch.cat([z_a, z_a]), torch.cat([z_b, z_b[other]]), same)
+
+
+def labelled_items(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """(N,) class labels -> (N,) bool: `round(fraction * n_c)` items of each class c, a uniformly random
+    subset, so each class keeps its share. Drawn on the host from a generator seeded with `seed`: the same
+    items on every device, and the batch generator's stream untouched."""
+    shuffle = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(labels.device)
+    by_class = ClassIndex(labels[shuffle])  # each shuffled row's place in its class is a random rank
+    quota = torch.round(fraction * by_class.counts.double()).long()  # (C,) labelled items per class
+    chosen = by_class.position < quota[torch.searchsorted(by_class.classes, labels[shuffle])]
+    return torch.zeros_like(chosen).scatter_(0, shuffle, chosen)
 
 
 class ClassBalanced(rules.ClassBalanced, Sampler):
@@ -335,8 +376,17 @@ def build(
     margin: float = 0.0,
     targets: torch.Tensor | None = None,
     delta: float | None = None,
+    label_fraction: float | None = None,
+    seed: int = 0,
 ) -> Sampler:
     """The sampler called `name` over dataset rows `pool`; `labels` are all rows' labels, or `targets` all
     rows' continuous targets, similar within `delta`. Miners measure with `distance` and `margin` (in its
-    units): the loss's own."""
-    return SAMPLERS[name](pool, labels, batch_size, m_per_class, distance, margin, targets, delta)
+    units): the loss's own. `label_fraction`: the share of each class labelled, drawn from `seed`, for a
+    sampler with `labelled_kinds` (see AugmentedViews); None: its usual behaviour."""
+    cls = SAMPLERS[name]
+    if label_fraction is None:
+        return cls(pool, labels, batch_size, m_per_class, distance, margin, targets, delta)
+    if not cls.labelled_kinds:
+        raise ValueError(f"label_fraction: the {name} sampler labels every item or none")
+    return cls(pool, labels, batch_size, m_per_class, distance, margin, targets, delta,
+               label_fraction=label_fraction, seed=seed)  # fmt: skip

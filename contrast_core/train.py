@@ -124,6 +124,7 @@ class Trainer:
         self.sampler = samplers.build(
             c.sampler, self.data.train_index, self.data.y, c.batch_size, c.m_per_class,
             distance=self.loss.distance, margin=c.margin_distance or 0.0, targets=self.data.target, delta=self.delta,
+            label_fraction=c.label_fraction, seed=c.seed,
         )  # fmt: skip
         # On a GPU a small step is all launch overhead: steps whose shapes never change are
         # captured once as a CUDA graph and replayed (one launch per step instead of ~90).
