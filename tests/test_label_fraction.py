@@ -2,11 +2,15 @@
 of its own. At 0 the batches and the loss are the self-supervised sampler's (NT-Xent), at 1 SupCon over
 two views with every class (Khosla et al. 2020); in between, labelled views of a class are positives."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+from streamlit.testing.v1 import AppTest
 
 from contrast_core import losses
+from contrast_core.__main__ import main
 from contrast_core.augment import augment
 from contrast_core.config import ConfigError, RunConfig
 from contrast_core.samplers import Batch, build, labelled_items
@@ -15,6 +19,7 @@ from contrast_core.train import Trainer
 LABELS = torch.arange(120) // 2 % 6  # 6 classes of 20 rows
 POOL = torch.arange(0, 120, 2)  # 60 rows may be drawn: 10 per class
 X = torch.rand(120, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # images for the augmentations
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
 
 def views_sampler(label_fraction=None, batch_size=16, seed=0, pool=POOL, labels=LABELS):
@@ -202,3 +207,27 @@ def test_a_run_labels_only_training_items_and_measures_on_held_out_ones():
     assert ((share - 0.1).abs() < 0.01).all()  # each class's tenth, rounded
     assert not torch.isin(data.eval_index, sampler.pool).any()  # the metrics' items are never drawn
     assert torch.isfinite(trainer.train_step()["loss"])
+
+
+# --- the Playground and the command line -------------------------------------------------------------------
+
+
+def test_the_playground_shows_the_labelled_share_only_where_it_applies(queue):
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not [s for s in at.slider if s.key == "cfg.label_fraction"]  # the first recipe: contrastive pairs
+    at.selectbox(key="cfg.loss").set_value("supcon").run()
+    at.selectbox(key="cfg.sampler").set_value("augmented-views").run()
+    at.slider(key="cfg.augment").set_value(0.5).run()
+    share = at.slider(key="cfg.label_fraction")
+    assert (share.min, share.max, share.value) == (0.0, 1.0, 0.1) and not at.error
+    share.set_value(0.5).run()
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert queue.store.list_runs()[0].config["label_fraction"] == 0.5
+    at.selectbox(key="cfg.loss").set_value("nt-xent").run()
+    assert not [s for s in at.slider if s.key == "cfg.label_fraction"] and not at.error
+
+
+def test_the_command_line_takes_label_fraction(capsys):
+    assert main(["train", "--steps", "1", "--loss", "nt-xent", "--sampler", "augmented-views", "--augment", "0.5",
+                 "--label-fraction", "0.5"]) == 2  # fmt: skip
+    assert "--label-fraction: the nt-xent loss takes no labels" in capsys.readouterr().err

@@ -524,6 +524,13 @@ def _objective_controls(form: _Form) -> None:
                  help="Strength of the random per-item augmentation; 0 = none.")  # fmt: skip
     if sampler in CLASS_BALANCED:
         form.control("m_per_class", st.number_input, "Items per class in a batch")
+    if objective.kind in rules.SAMPLERS[sampler].labelled_kinds:  # semi-supervised: SupCon on augmented views
+        key = _key("label_fraction")
+        if st.session_state[key] is None:  # None (no labels) is not a slider's value: a tenth labelled
+            st.session_state[key] = 0.1
+        form.control("label_fraction", st.slider, "Labelled share", min_value=0.0, max_value=1.0, step=0.05,
+                     help="Share of each class's training items whose label the loss sees; the others count only "
+                          "as two views of themselves. 0: self-supervised (NT-Xent), 1: supervised SupCon.")  # fmt: skip
 
 
 SLOW = "cfg.slow_motion"  # the Slow motion toggle's key: on while steps_per_second is set
