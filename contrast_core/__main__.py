@@ -15,6 +15,8 @@ from pathlib import Path
 
 from contrast_core.config import ConfigError, RunConfig
 
+RAY_HELP = "ray: train on a Ray cluster (RAY_ADDRESS, or the one `ray start --head` made here; the ray extra)"
+
 
 class CommandError(Exception):
     """A bad argument: printed as one line, exit status 2."""
@@ -67,6 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     for note in config.notes():
         print(f"note: {note}", file=sys.stderr)
+    if args.backend == "ray":
+        return _train_on_ray(args, config)
     try:
         device = resolve_device(config.device)  # before the run is recorded: a missing GPU is a bad flag
     except TrainingError as exc:
@@ -122,6 +126,65 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_queue(store, **options):
+    """A started RayQueue over the store, or CommandError saying what to install or set."""
+    from contrast_core import ray_backend
+
+    try:
+        return ray_backend.RayQueue(store, **options).start()
+    except ray_backend.BackendError as exc:
+        raise CommandError(f"--backend: {exc}") from None
+
+
+def _train_on_ray(args: argparse.Namespace, config: RunConfig) -> int:
+    """Trains the run on a node of the Ray cluster; this process holds the store and shows the progress."""
+    from tqdm import tqdm
+
+    from contrast_core.store import RunStore
+
+    if args.no_store:
+        raise CommandError("--no-store: a run on Ray reaches this machine through the store; leave it out")
+    queue = _ray_queue(RunStore(args.home))
+    run_id = queue.train(config, args.name)
+    bar = tqdm(total=config.steps, file=sys.stderr, unit="step", disable=args.quiet)
+    try:
+        run = _until_ended(queue.store, [run_id], lambda run: bar.update(run.step - bar.n))[0]
+    finally:
+        bar.close()
+        queue.shutdown()
+    print(f"run {run.id} recorded in {queue.store.home} ({run.device})", file=sys.stderr)
+    if run.status != "finished":
+        print(f"error: the run is {run.status}" + (f": {run.error}" if run.error else ""), file=sys.stderr)
+        return 1
+    metrics = run.final_metrics or {}
+    if args.json:
+        print(json.dumps({"run": run.id, "config": run.config, "device": run.device} | metrics, allow_nan=True))
+    else:
+        for name, value in metrics.items():
+            print(f"{name:>24}  {value:.4f}")
+    return 0
+
+
+def _until_ended(store, ids: list[str], each=lambda run: None, ended=lambda run: None) -> list:
+    """Waits for the runs to end, calling `each` with every run at every look and `ended` once with each
+    run that ended; returns the runs as they ended."""
+    import time
+
+    from contrast_core.jobs import POLL_SECONDS
+    from contrast_core.store import TERMINAL_STATUSES
+
+    done: dict = {}
+    while len(done) < len(ids):
+        for run_id in ids:
+            run = store.get_run(run_id)
+            each(run)
+            if run_id not in done and run.status in TERMINAL_STATUSES:
+                done[run_id] = run
+                ended(run)
+        time.sleep(POLL_SECONDS * 4)
+    return [done[run_id] for run_id in ids]
+
+
 def _recorder(args: argparse.Namespace, config: RunConfig):
     """Records this terminal run in the store, so it shows up in the dashboard."""
     import os
@@ -150,6 +213,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not axes:
         raise CommandError("sweep: give at least one flag two or more values, e.g. --margin 0.5,1,2")
     base = {name: value for name, value in base.items() if name not in axes}
+    early_stop = _early_stop(args)
     store = RunStore(args.home)
     try:
         name, ids = sweep.queue(store, base, axes, args.name)
@@ -158,11 +222,43 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         flag = _flag(field) if field in RunConfig.model_fields or field == "name" else field
         raise CommandError(f"{flag}: {reason}") from None
     print(f"sweep {name!r}: {len(ids)} runs queued in {store.home}", file=sys.stderr)
+    if args.backend == "ray":
+        return _sweep_on_ray(store, name, ids, args.json, early_stop)
     if not args.wait:
         for run_id in ids:
             print(run_id)
         return 0
     return _wait_for_sweep(store, name, ids, args.json)
+
+
+def _early_stop(args: argparse.Namespace):
+    """The --early-stop rule (with --backend ray, whose Python is checked here, before anything is queued)."""
+    if args.backend != "ray":
+        if args.early_stop:
+            raise CommandError("--early-stop: stops runs scheduled by Ray; add --backend ray")
+        return None
+    from contrast_core import ray_backend
+
+    try:
+        ray_backend.require_ray()
+        return ray_backend.EarlyStop.parse(args.early_stop) if args.early_stop else None
+    except ray_backend.BackendError as exc:
+        flag, _, reason = str(exc).partition(": ")
+        raise CommandError(f"--early-stop: {reason}" if flag == "early_stop" else f"--backend: {exc}") from None
+
+
+def _sweep_on_ray(store, name: str, ids: list[str], as_json: bool, early_stop) -> int:
+    """Schedules the sweep's runs on the Ray cluster and waits for them, printing each as it ends. Exit
+    status 1 if a run neither finished nor was stopped early."""
+    from contrast_core import sweep
+
+    queue = _ray_queue(store, sweep=name, early_stop=early_stop)
+    print(f"scheduled by {queue.status()['device']}", file=sys.stderr)
+    try:
+        runs = _until_ended(store, ids, ended=lambda run: _print_sweep_run(run, as_json))
+    finally:
+        queue.shutdown()
+    return 0 if all(run.status == "finished" or sweep.stopped_early(run) for run in runs) else 1
 
 
 def _wait_for_sweep(store, name: str, ids: list[str], as_json: bool) -> int:
@@ -206,8 +302,11 @@ def _print_sweep_run(run, as_json: bool) -> None:
         line = {"run": run.id, "sweep": run.sweep, "name": run.name, "status": run.status, "error": run.error}
         print(json.dumps(line | {"config": run.config} | metrics, allow_nan=True), flush=True)
     else:
+        from contrast_core.sweep import STOPPED_EARLY, stopped_early
+
         shown = " ".join(f"{k}={metrics[k]:.3f}" for k in ("knn_accuracy", "silhouette") if k in metrics)
-        print(f"{run.id}  {run.name:<40} {run.status:<10} {shown}", flush=True)
+        status = STOPPED_EARLY if stopped_early(run) else run.status
+        print(f"{run.id}  {run.name:<40} {status:<13} {shown}", flush=True)
 
 
 def cmd_store(args: argparse.Namespace) -> int:
@@ -324,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     train_parser.add_argument("--name", default="", help="the run's name in the dashboard")
     train_parser.add_argument("--home", default=None, help="run store folder (default: $CONTRAST_HOME or checkpoints)")
     train_parser.add_argument("--no-store", action="store_true", help="do not record the run in the store")
+    train_parser.add_argument("--backend", choices=["local", "ray"], default="local", help=RAY_HELP)
     train_parser.set_defaults(run=cmd_train)
     sweep_parser = commands.add_parser(
         "sweep", help="queue every combination of comma-separated flag values as runs of one sweep"
@@ -335,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         "--wait", action="store_true", help="train the runs here (or wait for the workers that take them)"
     )
     sweep_parser.add_argument("--json", action="store_true", help="with --wait: one JSON line per finished run")
+    sweep_parser.add_argument("--backend", choices=["local", "ray"], default="local",
+                              help=RAY_HELP + "; it waits for the runs, as --wait")  # fmt: skip
+    sweep_parser.add_argument("--early-stop", metavar="METRIC[:min]", default=None,
+                              help="with --backend ray: stop the sweep's hopeless runs by ASHA on this metric "
+                              "(e.g. knn_accuracy, or loss:min)")  # fmt: skip
     sweep_parser.set_defaults(run=cmd_sweep)
     export_parser = commands.add_parser(
         "export", help="a run's snapshot as Embedding Projector files, or the whole run as a zip"

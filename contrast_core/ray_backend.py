@@ -34,6 +34,7 @@ import numpy as np
 
 from contrast_core import jobs
 from contrast_core.store import DiskFull, RunLost, RunStore, StoreError
+from contrast_core.sweep import STOPPED_EARLY
 
 RAY_VERSION = "2.60.0"  # the version the `ray` extra pins; the cluster's nodes run the same
 INSTALL_HINT = f"Ray is not installed: pip install -e '.[ray]' (or pip install 'ray[default]=={RAY_VERSION}')"
@@ -158,7 +159,7 @@ class Ladder:
             cutoff = self.rule.cutoff(earlier) if earlier else None
             earlier.append(value)
             if cutoff is not None and self.rule.worse(value, cutoff):
-                return (f"stopped early: {self.rule.metric} {value:.4g} at step {step}, "
+                return (f"{STOPPED_EARLY}: {self.rule.metric} {value:.4g} at step {step}, "
                         f"{'below' if self.rule.mode == 'max' else 'above'} the sweep's best 1/{self.rule.eta} "
                         f"there ({cutoff:.4g}; ASHA)")  # fmt: skip
         return None
@@ -174,7 +175,7 @@ class Held:
     run: object  # the store's Run as claimed
     recorder: jobs.RunRecorder
     node: str
-    attempt: int = 1
+    attempt: int = 0  # the attempt that may write: 1 for the first, one more each time its node is lost
     lost: bool = False  # taken from this driver (deleted, interrupted): nothing more is written
 
 
@@ -203,8 +204,7 @@ class Channel:
                 if run is None:
                     return None
                 held = self.held[slot] = Held(run, jobs.RunRecorder(self.store, run.id, self.worker), node)
-            else:
-                held.attempt += 1
+            held.attempt += 1
         run_id = held.run.id
         resume = self.store.load_checkpoint(run_id) if (self.store.run_dir(run_id) / "model.pt").exists() else None
         if held.attempt > 1:
@@ -218,6 +218,12 @@ class Channel:
                 return None
             held.node = node
         return {"run_id": run_id, "config": held.run.config, "attempt": held.attempt, "resume": resume}
+
+    def adopt(self, slot: str, run_id: str) -> None:
+        """Gives `slot` a run this driver created running (a terminal's `train --backend ray`)."""
+        with self.lock:
+            run = self.store.get_run(run_id)
+            self.held[slot] = Held(run, jobs.RunRecorder(self.store, run_id, self.worker), "this machine")
 
     def record(self, slot: str, attempt: int, events: list) -> tuple[bool, int | None]:
         """Writes a slot's events in order; returns (whether to stop, the step to hold at)."""
@@ -405,7 +411,13 @@ class RayQueue(jobs.JobQueue):
             if self.supervisor is not None:
                 return self
             if not ray.is_initialized():
-                ray.init(self.address, runtime_env=runtime_env(), include_dashboard=False, log_to_driver=False)
+                try:
+                    ray.init(self.address, runtime_env=runtime_env(), include_dashboard=False, log_to_driver=False)
+                except (ConnectionError, ValueError, RuntimeError) as exc:
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                    raise BackendError(
+                        f"RAY_ADDRESS: cannot use the Ray cluster at {self.address} ({reason})"
+                    ) from None
                 self.started_ray = True
             self._look_at_cluster()
             self.share = Share.from_env(self.cluster)
@@ -425,6 +437,20 @@ class RayQueue(jobs.JobQueue):
 
         atexit.register(self.shutdown)
         return self
+
+    def train(self, config, name: str = "") -> str:
+        """Trains one run now on whichever node has room, not waiting behind the queue (a terminal's
+        `train --backend ray`); returns its id. The run is recorded as running at once."""
+        import ray
+
+        run_id = self.store.create_run(config.model_dump(mode="json"), name=name, status="running",
+                                       worker=self.worker, device="Ray: waiting for a node")  # fmt: skip
+        with self.lock:
+            self.count += 1
+            slot = f"s{self.count}"
+            ray.get(self.channel.adopt.remote(slot, run_id))
+            self.slots[slot] = self.slot_task.remote(self.channel, slot, self.share.threads())
+        return run_id
 
     def status(self) -> dict:
         """As JobQueue.status; "workers" is how many runs the cluster trains at once, "device" the cluster."""
@@ -481,21 +507,24 @@ class RayQueue(jobs.JobQueue):
         holding = ray.get(self.channel.runs.remote())
         waiting = len(self.slots) - sum(slot in self.slots for slot in holding)
         room = self.share.slots(self.cluster) - len(self.slots)
-        for _ in range(max(0, min(queued - waiting, room))):
-            self.count += 1
-            slot = f"s{self.count}"
-            self.slots[slot] = self.slot_task.remote(self.channel, slot, self.share.threads())
+        with self.lock:
+            for _ in range(max(0, min(queued - waiting, room))):
+                self.count += 1
+                slot = f"s{self.count}"
+                self.slots[slot] = self.slot_task.remote(self.channel, slot, self.share.threads())
 
     def _reap(self) -> None:
         import ray
 
         if not self.slots:
             return
-        refs = {ref: slot for slot, ref in self.slots.items()}
+        with self.lock:
+            refs = {ref: slot for slot, ref in self.slots.items()}
         done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
         for ref in done:
             slot = refs[ref]
-            del self.slots[slot]
+            with self.lock:
+                del self.slots[slot]
             try:
                 ray.get(ref)
             except Exception as exc:  # retries spent, or cancelled: its run (if still running) says why

@@ -24,6 +24,9 @@ KNOBS = (
 )  # fmt: skip
 
 
+STOPPED_EARLY = "stopped early"  # how the error line of a run ended by early stopping begins
+
+
 class SweepError(ValueError):
     """A sweep refused before anything was queued; the message is one line naming the field."""
 
@@ -120,3 +123,8 @@ def axes_of(runs: list) -> dict[str, list]:
             numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
             axes[field] = sorted(values) if numbers else values
     return axes
+
+
+def stopped_early(run) -> bool:
+    """Whether a sweep's early stopping ended the run (it is cancelled, its error line says why)."""
+    return run.status == "cancelled" and (run.error or "").startswith(STOPPED_EARLY)
