@@ -37,7 +37,7 @@ from contrast_core.store import DiskFull, RunLost, RunStore, StoreError
 from contrast_core.sweep import STOPPED_EARLY
 
 RAY_VERSION = "2.60.0"  # the version the `ray` extra pins; the cluster's nodes run the same
-INSTALL_HINT = f"Ray is not installed: pip install -e '.[ray]' (or pip install 'ray[default]=={RAY_VERSION}')"
+INSTALL_HINT = f"Ray is not installed: pip install -e '.[ray]' (or pip install 'ray=={RAY_VERSION}')"
 SYNC_SECONDS = jobs.FLUSH_SECONDS  # a slot sends its rows, and learns of a stop or a pause, this often
 DISPATCH_SECONDS = 0.1  # the driver looks for queued runs this often (one query): a click starts within it
 MAX_RETRIES = 3  # a slot whose node or process dies is run again this many times, from the run's checkpoint
