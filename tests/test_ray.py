@@ -5,6 +5,7 @@ down after each group of tests."""
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from contrast_core.config import RunConfig
 from contrast_core.ray_backend import BackendError, EarlyStop, Ladder, RayQueue, Share
 from contrast_core.store import TERMINAL_STATUSES
 
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
 WAIT_SECONDS = 180  # a bound on any wait below: a test that hangs fails instead
 SHORT = {"dataset": "digits", "steps": 40, "eval_size": 100}  # a few seconds a run on one core
 
@@ -120,6 +122,34 @@ def test_early_stopping_stops_a_sweeps_worse_run_and_says_so(store, ray_queue, m
     assert first.status == "finished"
     assert sweep.stopped_early(second) and second.error.startswith("stopped early: loss ")
     assert second.step < 90
+
+
+def test_the_app_on_the_ray_backend_trains_and_stops_a_playground_run(store, local_ray, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from ui import backend
+
+    monkeypatch.setenv("CONTRAST_BACKEND", "ray")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception and not at.error
+    assert at.sidebar.markdown[0].value.startswith(":material/memory: **Ray: 1 nodes, 2 CPUs")
+    try:
+        next(b for b in at.button if b.label == "Train").click().run()
+        run_id = store.list_runs()[0].id
+        wait_for(lambda: store.read_metrics(run_id), "the Playground run's first rows")
+        assert "cpu on " in store.get_run(run_id).device
+        next(b for b in at.button if b.label == "Stop").click().run()
+        assert wait_until_ended(store, [run_id])[0].status == "cancelled"
+    finally:
+        backend.job_queue().shutdown()
+
+
+def test_an_unknown_backend_is_named_on_the_page(store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CONTRAST_BACKEND", "spark")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert "CONTRAST_BACKEND: 'spark' is not one of local, ray" in at.error[0].value
 
 
 def test_ladder_keeps_the_best_third_at_each_rung():
