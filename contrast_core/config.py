@@ -15,6 +15,7 @@ MAX_SNAPSHOTS = 200  # a run's snapshots, each a file on disk (about 12 kB each 
 MAX_MARGIN = 10_000.0
 MEMORY_SHARE = 0.8  # of the free memory one run's step may take
 VAE_KNOBS = ("beta", "contrastive_weight", "contrast_on")
+AAE_KNOBS = ("contrastive_weight", "adversarial_weight", "prior")
 TOY_KNOBS = ("noise", "n_samples")
 TOY_DATASETS = ("moons", "blobs", "circles")
 CONTINUOUS_DATASETS = ("diabetes",)  # a continuous target: items are similar within `delta` of each other
@@ -71,6 +72,9 @@ class RunConfig(BaseModel):
     beta: float = Field(1.0, ge=0, le=100)  # weight of the KL term
     contrastive_weight: float = Field(1.0, ge=0, le=1000)
     contrast_on: Literal["mu", "z"] = "mu"
+    # AAE (contrastive_weight as the VAE's): the generator term's weight, 0 = the prior is not enforced
+    adversarial_weight: float = Field(1.0, ge=0, le=1000)
+    prior: Literal["gaussian", "mixture"] = "gaussian"  # N(0, I), or one Gaussian mode per class
     # optimisation
     batch_size: int = Field(100, ge=2, le=65_536)  # pairs (random-pairs), items (others)
     steps: int = Field(2000, ge=1, le=1_000_000)
@@ -142,6 +146,19 @@ class RunConfig(BaseModel):
             least = math.ceil(self.steps / (MAX_SNAPSHOTS - 1))
             raise ValueError(f"snapshot_every: at least {least:,} for {self.steps:,} steps "
                              f"(at most {MAX_SNAPSHOTS} snapshots a run)")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _prior(self) -> RunConfig:
+        """The AAE's mixture prior has one mode per class: it needs every item's class."""
+        if self.model != "aae" or self.prior != "mixture":
+            return self
+        if self.continuous:
+            raise ValueError(f"prior: the mixture has one mode per class; {self.dataset} has a continuous target "
+                             "(use gaussian)")  # fmt: skip
+        if self.label_fraction is not None:
+            raise ValueError("prior: the mixture shows the discriminator every item's class; a label_fraction "
+                             "hides most of them (use gaussian)")  # fmt: skip
         return self
 
     def _check_label_fraction(self, sampler: type[rules.Sampler]) -> None:
@@ -218,8 +235,8 @@ class RunConfig(BaseModel):
     def notes(self) -> list[str]:
         """One line for each knob set away from its default that this run does not use."""
         unused = {"margin", "temperature", "distance", "reduction"} - self.loss_class.knobs
-        if self.model != "vae":
-            unused |= set(VAE_KNOBS)
+        own = {"vae": VAE_KNOBS, "aae": AAE_KNOBS}.get(self.model, ())
+        unused |= {*VAE_KNOBS, *AAE_KNOBS} - set(own)
         if self.dataset not in TOY_DATASETS:
             unused |= set(TOY_KNOBS)
         if not self.continuous:

@@ -203,12 +203,34 @@ def build(
     return cls(distances.build(cls.measures_with(distance)), **taken)
 
 
+def reconstruction_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Squared error summed over each item's elements, averaged over the batch: (B, ...) twice -> 0-d."""
+    return (recon - x).pow(2).flatten(1).sum(1).mean()
+
+
 def vae_terms(x, recon, mu, logvar) -> tuple[torch.Tensor, torch.Tensor]:
     """Reconstruction and KL terms of a VAE (Kingma & Welling, "Auto-Encoding Variational Bayes", 2014).
 
     recon: squared error summed over each item's elements, averaged over the batch.
     kl:    KL(N(mu, exp(logvar)) || N(0, I)) summed over latent dimensions, averaged over the batch.
     """
-    recon_term = (recon - x).pow(2).flatten(1).sum(1).mean()
     kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1).mean()
-    return recon_term, kl
+    return reconstruction_error(x, recon), kl
+
+
+def discriminator_loss(prior_logits: torch.Tensor, code_logits: torch.Tensor) -> torch.Tensor:
+    """The adversarial autoencoder's discriminator term (Makhzani et al., "Adversarial Autoencoders", 2015):
+    the binary cross-entropy of telling the prior's samples (label 1) from the encoder's codes (label 0),
+
+        -mean log D(z_prior) - mean log(1 - D(z_code)) = mean softplus(-l_prior) + mean softplus(l_code),
+
+    with D = sigmoid(l), `l` the discriminator's logits, (B,) each (so log sigmoid(l) = -softplus(-l)).
+    """
+    return F.softplus(-prior_logits).mean() + F.softplus(code_logits).mean()
+
+
+def generator_loss(code_logits: torch.Tensor) -> torch.Tensor:
+    """The adversarial autoencoder's generator term: the encoder, as the generator, is paid for codes the
+    discriminator takes for the prior's samples, -mean log D(z_code) = mean softplus(-l_code) (the
+    non-saturating form of Goodfellow et al. 2014, which the paper trains with). (B,) logits -> 0-d."""
+    return F.softplus(-code_logits).mean()

@@ -1,4 +1,5 @@
-"""Encoders (input -> embedding) and the VAE (encoder -> (mu, logvar) -> z -> decoder)."""
+"""Encoders (input -> embedding), the VAE (encoder -> (mu, logvar) -> z -> decoder) and the adversarial
+autoencoder (encoder -> z -> decoder, with a discriminator that tells codes from the prior's samples)."""
 
 from __future__ import annotations
 
@@ -130,6 +131,24 @@ class ConvDecoder(nn.Module):
         return self.net(self.fc(z).view(len(z), *self.start))
 
 
+def _convolutional(input_shape: tuple[int, ...]) -> bool:
+    """Whether an autoencoder of these inputs is convolutional: images whose sides divide by 4."""
+    return len(input_shape) == 3 and input_shape[1] % 4 == 0 and input_shape[2] % 4 == 0
+
+
+def _autoencoder_body(input_shape: tuple[int, ...], out_features: int) -> nn.Module:
+    return (CNNEncoder if _convolutional(input_shape) else MLPEncoder)(input_shape, out_features)
+
+
+def _decoder(input_shape: tuple[int, ...], latent_dim: int) -> nn.Module:
+    """(B, latent_dim) -> (B, *input_shape): transposed convolutions for images whose sides divide by 4
+    (sigmoid output), an MLP with a linear output otherwise (contrast_core.decoding reads both)."""
+    if _convolutional(input_shape):
+        return ConvDecoder(input_shape, latent_dim)
+    flat = math.prod(input_shape)
+    return nn.Sequential(mlp(latent_dim, flat, hidden=(32, 128, 256)), nn.Unflatten(1, input_shape))
+
+
 class VAE(nn.Module):
     """Variational autoencoder (Kingma & Welling 2014) whose mean `mu` is the embedding.
 
@@ -140,14 +159,8 @@ class VAE(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], embedding_dim: int):
         super().__init__()
         self.input_shape = tuple(input_shape)
-        conv = len(input_shape) == 3 and input_shape[1] % 4 == 0 and input_shape[2] % 4 == 0
-        body = CNNEncoder if conv else MLPEncoder
-        self.encoder = body(input_shape, 2 * embedding_dim)  # -> (mu, logvar)
-        if conv:
-            self.decoder = ConvDecoder(input_shape, embedding_dim)
-        else:
-            flat = math.prod(input_shape)
-            self.decoder = nn.Sequential(mlp(embedding_dim, flat, hidden=(32, 128, 256)), nn.Unflatten(1, input_shape))
+        self.encoder = _autoencoder_body(input_shape, 2 * embedding_dim)  # -> (mu, logvar)
+        self.decoder = _decoder(input_shape, embedding_dim)
 
     def forward(self, x, generator: torch.Generator | None = None) -> VAEOutput:
         mu, logvar = self.encoder(x).chunk(2, dim=1)
@@ -161,13 +174,90 @@ class VAE(nn.Module):
         return mu
 
 
-MODELS = [*ENCODERS, "vae"]
+class AAE(nn.Module):
+    """Adversarial autoencoder of Makhzani et al., "Adversarial Autoencoders" (2015): a deterministic
+    encoder q(z | x) whose code `z` is the embedding, and a decoder (the VAE's, same layers).
+
+    Instead of the VAE's KL term, a `Discriminator` learns to tell codes from samples of a `Prior`, and
+    the encoder learns to fool it, so the codes' distribution comes to match the prior's (train.py
+    alternates the phases; losses.py holds the terms). The discriminator is not part of this module:
+    the embedding model stays encoder + decoder.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], embedding_dim: int):
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.encoder = _autoencoder_body(input_shape, embedding_dim)
+        self.decoder = _decoder(input_shape, embedding_dim)
+
+    def forward(self, x) -> tuple[torch.Tensor, torch.Tensor]:  # (B, *input_shape) -> (B, D), (B, *input_shape)
+        z = self.encoder(x)
+        return z, self.decoder(z)
+
+    def embed(self, x):  # (B, *input_shape) -> (B, D): the code
+        return self.encoder(x)
+
+
+class Discriminator(nn.Module):
+    """D(z): a logit, high where `z` looks drawn from the prior, low where it looks like a code.
+
+    An MLP `D + classes -> 256 -> 256 -> 1` (the paper: two hidden layers of 1000 units, for 784-pixel
+    MNIST). With `classes` > 0 it also sees each item's class as a one-hot vector (the paper's
+    supervised variant): with a mixture prior, a code of class c is then judged against mode c alone.
+    """
+
+    def __init__(self, latent_dim: int, classes: int = 0, hidden=(256, 256)):
+        super().__init__()
+        self.classes = classes
+        self.net = mlp(latent_dim + classes, 1, hidden)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:  # (B, D), (B,) -> (B,)
+        if self.classes:
+            z = torch.cat([z, nn.functional.one_hot(labels, self.classes).to(z.dtype)], dim=1)
+        return self.net(z).squeeze(1)
+
+
+MIXTURE_RADIUS = 4.0  # distance of each mode's mean from the origin
+MIXTURE_STD = 0.5  # each mode's standard deviation per axis: 10 modes on a circle of radius 4 lie 2.5 apart
+
+
+def mixture_means(dim: int, classes: int, radius: float = MIXTURE_RADIUS) -> torch.Tensor:
+    """(classes, dim) mode means, all `radius` from the origin: `radius * e_c` (one axis per class, every
+    two modes equally far apart) where there are at least as many axes as classes, else `classes`
+    points evenly spread on a circle in the first two axes (angle 2 pi c / classes)."""
+    if dim >= classes:
+        return radius * torch.eye(classes, dim)
+    angle = 2 * math.pi * torch.arange(classes) / classes
+    circle = radius * torch.stack([angle.cos(), angle.sin()], dim=1)  # (classes, 2)
+    return nn.functional.pad(circle, (0, dim - 2))
+
+
+class Prior:
+    """The AAE's prior p(z) in `dim` dimensions: N(0, I), or with `classes` > 0 a mixture of one Gaussian
+    per class, N(mean_c, MIXTURE_STD^2 I) with the means of `mixture_means`; a sample for an item of
+    class c is drawn from mode c."""
+
+    def __init__(self, dim: int, classes: int = 0, device: torch.device | str = "cpu"):
+        self.dim, self.classes = dim, classes
+        self.means = mixture_means(dim, classes).to(device) if classes else None  # (classes, D)
+
+    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,) class ids (only their count matters for N(0, I)) -> (B, D) samples."""
+        eps = torch.randn((len(labels), self.dim), generator=generator, device=labels.device)
+        if self.means is None:
+            return eps
+        return self.means.index_select(0, labels) + MIXTURE_STD * eps
+
+
+MODELS = [*ENCODERS, "vae", "aae"]
 
 
 def build(name: str, input_shape: tuple[int, ...], embedding_dim: int, weights: str | None = None) -> nn.Module:
-    """The model called `name` (an encoder of ENCODERS, or "vae") for inputs of `input_shape`."""
+    """The model called `name` (an encoder of ENCODERS, "vae" or "aae") for inputs of `input_shape`."""
     if name == "vae":
         return VAE(input_shape, embedding_dim)
+    if name == "aae":
+        return AAE(input_shape, embedding_dim)
     if name == "resnet18":
         return ResNet18Encoder(input_shape, embedding_dim, weights)
     return ENCODERS[name](input_shape, embedding_dim)
@@ -177,7 +267,7 @@ def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Te
     """Embeddings (N, D) of `x` in eval mode and without gradients, in chunks."""
     was_training = model.training
     model.eval()
-    fn = model.embed if isinstance(model, VAE) else model
+    fn = model.embed if isinstance(model, VAE | AAE) else model
     with torch.no_grad():
         out = torch.cat([fn(chunk) for chunk in x.split(batch_size)])
     model.train(was_training)

@@ -42,7 +42,8 @@ class Target:
 
 TARGETS = {"diabetes": Target("disease progression one year after baseline", 25.0, 346.0, 77.0)}
 ENCODERS = ("mlp", "cnn", "resnet18")
-MODELS = (*ENCODERS, "vae")
+AUTOENCODERS = ("vae", "aae")  # the VAE family: an encoder, a decoder and its reconstructions
+MODELS = (*ENCODERS, *AUTOENCODERS)
 REDUCTIONS = ("mean", "mean-nonzero")
 
 
@@ -392,6 +393,6 @@ METRICS: dict[str, Metric] = {
     "neg_mean": Metric("Negative distance", "Mean distance of negative (different-label) pairs", "higher", "pairs"),
     "violation_fraction": Metric("Negatives inside margin", "Fraction of negative pairs closer than the margin", "lower", "pairs"),
     "pos_violation_fraction": Metric("Positives outside margin", "Fraction of positive pairs farther than the margin", "lower", "pairs"),
-    "recon_mse": Metric("Recon. MSE", "Mean squared error per pixel of the VAE's reconstructions of held-out items", "lower", "vae"),
+    "recon_mse": Metric("Recon. MSE", "Mean squared error per pixel of the autoencoder's (VAE, AAE) reconstructions of held-out items", "lower", "vae"),
     "kl": Metric("KL", "KL divergence of the VAE's posterior from N(0, I), per item", "neither", "vae"),
 }  # fmt: skip

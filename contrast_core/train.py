@@ -31,6 +31,9 @@ GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured
 DELTA_SHARE_OF_STD = 0.25  # a continuous target's default delta, in standard deviations of its training targets
 HOLD_POLL_SECONDS = 0.05  # a held run asks whether to go on this often
 HELD_SNAPSHOTS = 200  # snapshots a run takes where it is held (paused, single-stepped), at most
+# Adam's (beta1, beta2) for the AAE's adversarial phase: less momentum, as GANs are usually trained
+# (Radford et al. 2016), so that the discriminator and the encoder follow each other's moves.
+ADVERSARIAL_BETAS = (0.5, 0.999)
 
 
 def thread_pools() -> ThreadpoolController:
@@ -128,15 +131,19 @@ class Trainer:
         )  # fmt: skip
         # On a GPU a small step is all launch overhead: steps whose shapes never change are
         # captured once as a CUDA graph and replayed (one launch per step instead of ~90).
+        # The AAE's step is three updates by three optimisers, taken eagerly.
         self.graphed = (
-            self.device.type == "cuda" and graphs and self.loss.kind in self.sampler.graph_kinds
+            self.device.type == "cuda" and graphs and self.loss.kind in self.sampler.graph_kinds and c.model != "aae"
         )  # fmt: skip
         # One fused kernel for all parameters: the same update, 1.2-1.3x more steps/s on 2 CPU cores.
         fused = self.device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=c.lr, fused=fused or None, capturable=self.graphed
         )  # fmt: skip
-        self.is_vae = c.model == "vae"
+        self.is_vae = c.model in ("vae", "aae")  # the VAE family: a decoder, reconstructions, loss terms
+        self.is_aae = c.model == "aae"
+        if self.is_aae:
+            self._build_adversary(fused)
         if c.precision == "bfloat16" and self.device.type not in ("cpu", "cuda"):
             raise TrainingError(f"precision: bfloat16 runs on cpu and cuda, not {self.device.type}")
         # cache_enabled=False: weight casts are not cached across steps (required under graph capture)
@@ -206,7 +213,16 @@ class Trainer:
         x = self.data.x.index_select(0, batch.index)  # (B, *input_shape); faster than x[index] on CPU
         if batch.views or c.augment > 0:
             x = augment(x, max(c.augment, 0.0), self.generator)
-        if self.is_vae:
+        if self.is_aae:  # reconstruction phase; the regularisation phase follows the update
+            with self.autocast:
+                codes, reconstruction = self.model(x)
+            embeddings = codes.float()  # (B, D)
+            recon = losses.reconstruction_error(x, reconstruction.float())
+            mined = self.sampler.mine(embeddings, batch, self.loss.kind)
+            contrastive = self.loss(*mined)
+            total = recon + c.contrastive_weight * contrastive
+            terms = {"recon": recon, "contrastive": contrastive}
+        elif self.is_vae:
             with self.autocast:
                 out = self.model(x, self.generator)
             mu, logvar, z, reconstruction = (t.float() for t in (out.mu, out.logvar, out.z, out.recon))
@@ -225,9 +241,49 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        if self.is_aae:
+            adversarial = self._regularise(x, batch)
+            total = total + adversarial["discriminator"] + c.adversarial_weight * adversarial["generator"]
+            terms = {"loss": total} | terms | adversarial
         self.last_batch = embeddings.detach(), batch.labels  # (B, D), (B,)
         self.last_mined = mined._make(t.detach() for t in mined)  # what the loss saw, for the mining statistics
         return terms
+
+    def _build_adversary(self, fused: bool) -> None:
+        """The AAE's prior, its discriminator and the optimisers of its regularisation phase: the
+        discriminator's, and the encoder's as the generator (`optimizer` is the reconstruction phase's)."""
+        c = self.config
+        classes = self.data.num_classes if c.prior == "mixture" else 0  # the mixture: one mode per class
+        self.prior = models.Prior(c.embedding_dim, classes, self.device)
+        self.discriminator = models.Discriminator(c.embedding_dim, classes).to(self.device)
+        adam = functools.partial(torch.optim.Adam, lr=c.lr, betas=ADVERSARIAL_BETAS, fused=fused or None)
+        self.discriminator_optimizer = adam(self.discriminator.parameters())
+        self.generator_optimizer = adam(self.model.encoder.parameters())
+
+    def _regularise(self, x: torch.Tensor, batch: samplers.Batch) -> dict[str, torch.Tensor]:
+        """The AAE's regularisation phase (Makhzani et al. 2015, section 2), after the reconstruction phase's
+        update: the discriminator learns to tell the prior's samples (1) from the codes (0), then the encoder,
+        as the generator, learns to have its codes taken for the prior's, weighted by `adversarial_weight`.
+        With the mixture prior the discriminator sees each item's class, and its sample comes from that mode."""
+        labels = self.data.y.index_select(0, batch.index) if self.prior.classes else batch.index  # (B,)
+        condition = labels if self.prior.classes else None
+        prior = self.prior.sample(labels, self.generator)  # (B, D)
+        with self.autocast:
+            codes = self.model.encoder(x)  # (B, D), by the encoder as the reconstruction phase left it
+            prior_logits = self.discriminator(prior, condition)  # (B,)
+            code_logits = self.discriminator(codes.detach(), condition)  # (B,)
+        discriminator = losses.discriminator_loss(prior_logits.float(), code_logits.float())
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        discriminator.backward()
+        self.discriminator_optimizer.step()
+        self.discriminator.requires_grad_(False)  # the generator's gradient reaches the encoder only
+        with self.autocast:
+            generator = losses.generator_loss(self.discriminator(codes, condition).float())
+        self.generator_optimizer.zero_grad(set_to_none=True)
+        (self.config.adversarial_weight * generator).backward()
+        self.generator_optimizer.step()
+        self.discriminator.requires_grad_(True)
+        return {"discriminator": discriminator, "generator": generator}
 
     def batch_distance_stats(self) -> dict[str, float]:
         """Mean positive / negative distance in the last batch, the share of negatives inside the margin,
@@ -288,6 +344,8 @@ class Trainer:
                            for name, value in self.model.decoder.state_dict().items()})  # fmt: skip
             if eval_emb.shape[1] == 2 and len(ds.input_shape) == 3:  # images from a 2-D latent: its map
                 arrays.update(self._latent_grid(eval_emb))
+            if self.is_aae:
+                arrays.update(self._prior_samples(y_eval))
         train_emb = distances.as_measured(models.embed(self.model, ds.x[self.probe_index]), distance).cpu().numpy()
         # One BLAS / OpenMP thread for these small arrays: scikit-learn's threads keep spinning
         # after a call and took the cores from the next training steps (1.5x slower steps on 2 cores).
@@ -355,11 +413,20 @@ class Trainer:
         self.model.train()
         return {"latent_grid": images.cpu().numpy(), "latent_axes": torch.stack([z1, z2]).cpu().numpy()}
 
+    def _prior_samples(self, labels: torch.Tensor) -> dict[str, np.ndarray]:
+        """ "prior_samples" (E, D): one sample of the AAE's prior per evaluation item (with the mixture, from
+        the mode of the item's class, `labels` (E,)); the same samples at every snapshot (drawn with the run's
+        seed), for the pages to draw beside the embedding."""
+        g = torch.Generator(self.device).manual_seed(self.config.seed)
+        return {"prior_samples": self.prior.sample(labels, g).cpu().numpy()}
+
     def _vae_metrics(self, x: torch.Tensor) -> dict[str, float]:
         self.model.eval()
         with torch.no_grad():
-            out = self.model(x, self.generator)
+            out = self.model(x) if self.is_aae else self.model(x, self.generator)
         self.model.train()
+        if self.is_aae:  # no posterior, so no KL: the prior is the discriminator's to judge
+            return {"recon_mse": float((out[1].double() - x.double()).pow(2).mean())}
         return metrics.vae_metrics(x.cpu(), out.recon.cpu(), out.mu.cpu(), out.logvar.cpu())
 
     def state(self) -> dict:
@@ -367,23 +434,29 @@ class Trainer:
 
         A copy, not views of the live tensors: training goes on after the event is handed out.
         """
-        return {
+        state = {
             "model": copy.deepcopy(self.model.state_dict()),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "step": self.step,
             "config": self.config.model_dump(mode="json"),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state()},
         }
+        if self.is_aae:  # the discriminator and the regularisation phase's optimisers
+            state["adversary"] = copy.deepcopy({
+                "discriminator": self.discriminator.state_dict(),
+                "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
+                "generator_optimizer": self.generator_optimizer.state_dict(),
+            })  # fmt: skip
+        return state
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        # A checkpoint from another device carries that device's fused / capturable flags: keep ours.
-        saved, own = state["optimizer"], self.optimizer.param_groups
-        flags = ("fused", "capturable", "foreach")
-        groups = [
-            g | {k: mine[k] for k in flags if k in mine} for g, mine in zip(saved["param_groups"], own, strict=True)
-        ]
-        self.optimizer.load_state_dict(saved | {"param_groups": groups})
+        _load_optimizer(self.optimizer, state["optimizer"])
+        if self.is_aae:
+            adversary = state["adversary"]
+            self.discriminator.load_state_dict(adversary["discriminator"])
+            _load_optimizer(self.discriminator_optimizer, adversary["discriminator_optimizer"])
+            _load_optimizer(self.generator_optimizer, adversary["generator_optimizer"])
         self.step = int(state["step"])
         generator_state = state["rng"]["generator"].cpu()
         if len(generator_state) == len(self.generator.get_state()):
@@ -391,6 +464,17 @@ class Trainer:
         else:  # saved on another kind of device (CPU and CUDA generators differ): a fresh stream
             self.generator.manual_seed(self.config.seed + self.step)
         torch.set_rng_state(state["rng"]["torch"].cpu())
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Loads an optimiser's saved state. A checkpoint from another device carries that device's fused /
+    capturable flags: the optimiser keeps its own."""
+    flags = ("fused", "capturable", "foreach")
+    groups = [
+        g | {k: mine[k] for k in flags if k in mine}
+        for g, mine in zip(saved["param_groups"], optimizer.param_groups, strict=True)
+    ]
+    optimizer.load_state_dict(saved | {"param_groups": groups})
 
 
 def mining_counts(mined, distance: distances.Distance, margin: float | None) -> dict[str, torch.Tensor]:

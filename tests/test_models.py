@@ -19,6 +19,10 @@ def test_every_model_embeds_and_trains(name, shape):
         assert out.mu.shape == out.logvar.shape == out.z.shape == (3, 4)
         assert out.recon.shape == x.shape
         loss = out.recon.sum() + out.mu.sum()
+    elif name == "aae":
+        z, recon = model(x)
+        assert z.shape == (3, 4) and recon.shape == x.shape
+        loss = recon.sum() + z.sum()
     else:
         loss = model(x).sum()
         assert model(x).shape == (3, 4)

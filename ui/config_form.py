@@ -480,7 +480,8 @@ def _model_controls(form: _Form) -> None:
     with form.row() as (left, right):
         with left:
             model = form.control("model", st.selectbox, "Encoder", options=rules.MODELS,
-                                 help="A Siamese encoder (one network embeds both items of a pair), or a VAE.")  # fmt: skip
+                                 help="A Siamese encoder (one network embeds both items of a pair), or an "
+                                      "autoencoder whose code is the embedding: a VAE, or an adversarial one (AAE).")  # fmt: skip
         with right:
             form.control("embedding_dim", st.select_slider, "Embedding dim", options=_with_current("embedding_dim", EMBEDDING_DIMS),
                          help="2: the scatter is the embedding itself; more: a PCA or UMAP projection of it.")  # fmt: skip
@@ -490,6 +491,17 @@ def _model_controls(form: _Form) -> None:
                 form.control("beta", st.number_input, "VAE beta (KL)", step=0.1)
             with right:
                 form.control("contrastive_weight", st.number_input, "Contrastive weight", step=0.1)
+    if model == "aae":
+        with form.row() as (left, right):
+            with left:
+                form.control("adversarial_weight", st.number_input, "Adversarial weight", step=0.1,
+                             help="Weight of the generator term: how hard the encoder is pushed to make its codes "
+                                  "look like the prior's samples to the discriminator (0: not at all).")  # fmt: skip
+            with right:
+                form.control("contrastive_weight", st.number_input, "Contrastive weight", step=0.1)
+        form.control("prior", st.selectbox, "Prior", options=_choices("prior"),
+                     help="gaussian: N(0, I). mixture: one Gaussian mode per class; the discriminator sees each "
+                          "item's class, so the codes of a class are pushed onto its own mode.")  # fmt: skip
 
 
 def _objective_controls(form: _Form) -> None:

@@ -19,7 +19,9 @@ PALETTE = (  # Tableau 10, then a second set: classes keep their colour in every
     "#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC",
     "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF",
 )  # fmt: skip
-TERM_COLOURS = {"loss": "#4C78A8", "recon": "#F58518", "kl": "#54A24B", "contrastive": "#E45756"}
+TERM_COLOURS = {"loss": "#4C78A8", "recon": "#F58518", "kl": "#54A24B", "contrastive": "#E45756",
+                "discriminator": "#B279A2", "generator": "#72B7B2"}  # fmt: skip
+PRIOR_COLOUR = "#7F7F7F"  # an AAE prior's samples, where its modes are not classes
 POSITIVE, NEGATIVE = "#54A24B", "#E45756"
 _MARGINS = dict(l=10, r=10, t=40, b=10)
 LEGEND_COLUMNS = 4  # entries per legend row above the metrics-over-time chart
@@ -203,6 +205,22 @@ def scatter_figure(
         fig.update_yaxes(range=list(ranges[1]), autorange=False)
     fig.update_layout(hoverlabel=dict(font_family="monospace"), legend=dict(itemsizing="constant"))
     return _layout(fig, title, height)
+
+
+def add_prior(fig: go.Figure, points: np.ndarray, labels: np.ndarray | None = None, webgl: bool = False) -> go.Figure:
+    """Draws an AAE prior's samples faintly under a scatter's points, as one trace "prior samples".
+
+    Args:
+        points: (P, 2) samples, in the scatter's layout.
+        labels: (P,) the class of each sample's mode (a mixture prior: in its class's colour), or None (grey).
+    """
+    keep = thin(len(points))
+    colour = PRIOR_COLOUR if labels is None else [PALETTE[int(c) % len(PALETTE)] for c in labels[keep]]
+    add = fig.add_scattergl if webgl else fig.add_scatter
+    add(x=points[keep, 0], y=points[keep, 1], mode="markers", name="prior samples", hoverinfo="skip",
+        marker=dict(size=5, color=colour, opacity=0.25))  # fmt: skip
+    fig.data = (fig.data[-1], *fig.data[:-1])  # first: under the embedding's points
+    return fig
 
 
 ZOOM_BEYOND = 4.0  # distances reaching this many margins get a second panel zoomed on the margin

@@ -15,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from contrast_core import rules
-from contrast_core.projection import project
+from contrast_core.projection import in_plane, project
 from contrast_core.rules import METRICS
 from contrast_core.store import LIVE_STATUSES, Run, StoreError
 from ui import backend, figures, items, tab
@@ -66,6 +66,13 @@ NOTES = {
     "little left to learn from: the margin is met, or the miner finds only easy negatives.",
     "vae": "Top: held-out inputs; bottom: the VAE's reconstructions of them. Blurry but recognisable is normal; "
     "identical grey blobs mean the KL term (beta) is winning.",
+    "aae": "Top: held-out inputs; bottom: the AAE's reconstructions of them, decoded from their codes.",
+    "prior": "Faint points: samples of the AAE's prior (one mode per class, in its colour, for the mixture); "
+    "the discriminator pushes the codes onto them.",
+}
+LOSS_TERMS = {  # the terms drawn on a log scale for the VAE family (they differ by orders of magnitude)
+    "vae": ["loss", "recon", "kl", "contrastive"],
+    "aae": ["loss", "recon", "discriminator", "generator", "contrastive"],
 }
 
 
@@ -250,8 +257,8 @@ def rate_text(config: dict, steps: int, elapsed: float, stepping_rate: float | N
 
 def _loss_panel(view: RunView) -> None:
     smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="live.smoothing")
-    terms = ["loss", "recon", "kl", "contrastive"] if view.config["model"] == "vae" else ["loss"]
-    log_y = view.config["model"] == "vae"  # the VAE's terms differ by orders of magnitude
+    terms = LOSS_TERMS.get(view.config["model"], ["loss"])
+    log_y = view.config["model"] in LOSS_TERMS
     fig = figures.loss_figure(view.rows, view.config["steps"], terms, smoothing, log_y=log_y)
     st.plotly_chart(fig, key="live.loss", config={"displayModeBar": False})
     st.caption(NOTES["loss"])
@@ -315,21 +322,39 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
     xy, title, drawn, status, waiting = _layout(view, method)
     if status:
         st.caption(status)
-    view.ranges[drawn] = ranges = figures.square_ranges(xy, view.ranges.get(drawn))
+    prior = prior_points(arrays, config, xy, drawn)
+    shown = xy if prior is None else np.concatenate([xy, prior])
+    view.ranges[drawn] = ranges = figures.square_ranges(shown, view.ranges.get(drawn))
     circle = _margin_circle(xy, config) if arrays["embeddings"].shape[1] == 2 else None
     classes = class_names(arrays)
     hover = items.hover_texts(view.run_id, arrays["index"]) if thumbnails else None
     fig = figures.scatter_figure(xy, arrays["labels"], classes, ranges, hover=hover, circle=circle, title=title,
                                  values=arrays.get("targets"))  # fmt: skip
+    if prior is not None:
+        figures.add_prior(fig, prior, arrays["labels"] if config.get("prior") == "mixture" else None)
     st.plotly_chart(fig, key="live.scatter", config={"displayModeBar": False})
     scatter_note = NOTES["scatter"] if "targets" not in arrays else NOTES["scatter_target"]
-    notes = [scatter_note, NOTES["circle"] if circle else "", "" if thumbnails else NOTES["hover"]]
+    notes = [scatter_note, NOTES["prior"] if prior is not None else "", NOTES["circle"] if circle else "",
+             "" if thumbnails else NOTES["hover"]]  # fmt: skip
     st.caption(" ".join(note for note in notes if note))
     # A fragment's period is set by the page around it: rerun that to start or stop polling an ended run.
     polling = st.session_state.get(POLLING)
     st.session_state[WAITING] = view.run_id if waiting else None
     if polling is not None and polling != waiting:
         st.rerun(scope="app")
+
+
+def prior_points(arrays: dict, config: dict, xy: np.ndarray, drawn: str) -> np.ndarray | None:
+    """(E, 2) an AAE snapshot's prior samples in the scatter's layout `xy` of the embedding, where that layout
+    is linear in the embedding (`drawn` "2-D" or "PCA"); else None. The samples are taken as the loss
+    measures the embedding (unit length for the cosine), then through the affine map that takes the measured
+    embedding to `xy` (least squares: exact for a PCA, the identity in 2-D)."""
+    if "prior_samples" not in arrays or drawn not in ("2-D", "PCA"):
+        return None
+    measured, samples = as_measured(arrays["embeddings"], config), as_measured(arrays["prior_samples"], config)
+    if not (np.isfinite(measured).all() and np.isfinite(samples).all() and np.isfinite(xy).all()):
+        return None
+    return in_plane(samples - measured.mean(0), measured, xy) + xy.mean(0)
 
 
 EUCLIDEAN_RADIUS = {"euclidean": lambda m: m, "squared-euclidean": np.sqrt}  # a margin as a circle's radius
@@ -428,4 +453,4 @@ def _mining_panel(view: RunView) -> None:
 def _reconstruction_panel(view: RunView) -> None:
     grid = figures.mosaic([view.arrays["originals"], view.arrays["reconstructions"]])
     st.image(grid, caption=f"Originals (top) and reconstructions (bottom), step {view.snapshot_step}", clamp=True)
-    st.caption(NOTES["vae"])
+    st.caption(NOTES["aae" if view.config["model"] == "aae" else "vae"])
