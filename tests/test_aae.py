@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_app import chart, open_app, values, watch
+from test_app import button, chart, next_to, open_app, values, watch
 
 from contrast_core import losses, models
 from contrast_core.__main__ import main
@@ -264,3 +264,20 @@ def test_train_aae_from_the_command_line_and_its_pages_render(queue, store, caps
     for page in ("runs", "compare", "explore"):
         at = open_app(page)
         assert not at.exception, (page, [e.value for e in at.exception])
+
+
+def test_the_playground_s_aae_controls_reach_the_run_and_a_mixture_without_classes_is_refused(queue, store):
+    at = open_app()
+    assert "aae" in at.selectbox(key="cfg.model").options
+    at.selectbox(key="cfg.model").set_value("aae").run()
+    assert at.selectbox(key="cfg.prior").options == ["gaussian", "mixture"]
+    at.number_input(key="cfg.adversarial_weight").set_value(2.0).run()
+    at.selectbox(key="cfg.prior").set_value("mixture").run()
+    at.selectbox(key="cfg.dataset").set_value("diabetes").run()
+    message = next_to(at, "cfg.prior")
+    assert type(message).__name__ == "Error" and "continuous target" in message.value
+    assert button(at, "Train").disabled
+    at.selectbox(key="cfg.dataset").set_value("digits").run()
+    button(at, "Train").click().run()
+    config = store.get_run(at.session_state["playground_run"]).config
+    assert (config["model"], config["prior"], config["adversarial_weight"]) == ("aae", "mixture", 2.0)
