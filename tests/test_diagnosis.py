@@ -85,6 +85,7 @@ def test_reconstructions_blurred_to_the_mean_image_are_flagged():
     mean_image = np.broadcast_to(originals.mean(axis=0), originals.shape) + rng.normal(0, 0.01, originals.shape)
     message = diagnosis.blurred_to_the_mean(originals, mean_image)
     assert message and "mean image" in message and "beta" in message
+    assert "adversarial weight" in diagnosis.blurred_to_the_mean(originals, mean_image, "aae")
     faithful = originals + rng.normal(0, 0.05, originals.shape)
     assert diagnosis.blurred_to_the_mean(originals, faithful) is None
     assert diagnosis.reconstruction_spread(originals, originals) == pytest.approx(1.0)

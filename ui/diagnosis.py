@@ -62,18 +62,19 @@ def stuck_at_margin(losses: np.ndarray, config: dict) -> str | None:
     return None
 
 
-def blurred_to_the_mean(originals: np.ndarray, reconstructions: np.ndarray) -> str | None:
-    """VAE reconstructions that barely differ between items: the decoder draws the data's mean.
+def blurred_to_the_mean(originals: np.ndarray, reconstructions: np.ndarray, model: str = "vae") -> str | None:
+    """VAE / AAE reconstructions that barely differ between items: the decoder draws the data's mean.
 
     Compares how much the reconstructions vary across items (per pixel) with how much the
-    originals do; (B, ...) arrays of the same items.
+    originals do; (B, ...) arrays of the same items. What wins over the reconstruction is named by
+    `model`: the KL term (beta) of a VAE, the adversarial term of an AAE.
     """
     spread = reconstruction_spread(originals, reconstructions)
     if np.isfinite(spread) and spread < MEAN_RECONSTRUCTION_SPREAD:
-        return (
-            f"Reconstructions collapse to the mean image: they vary {spread:.0%} as much as the inputs do. "
-            "The KL term (beta) is winning: lower beta or the contrastive weight, or train longer."
-        )
+        cause = ("The adversarial term is winning: lower the adversarial weight or the contrastive weight, or "
+                 "train longer." if model == "aae" else
+                 "The KL term (beta) is winning: lower beta or the contrastive weight, or train longer.")  # fmt: skip
+        return f"Reconstructions collapse to the mean image: they vary {spread:.0%} as much as the inputs do. {cause}"
     return None
 
 
@@ -105,5 +106,5 @@ def diagnose(losses: np.ndarray, arrays: dict | None, config: dict, error: str |
     if arrays is not None and len(arrays["embeddings"]):
         found.append(collapse(arrays["embeddings"], config))
     if arrays is not None and "reconstructions" in arrays:
-        found.append(blurred_to_the_mean(arrays["originals"], arrays["reconstructions"]))
+        found.append(blurred_to_the_mean(arrays["originals"], arrays["reconstructions"], config.get("model", "vae")))
     return [message for message in found if message]
