@@ -74,6 +74,8 @@ class Share:
         gpus = _positive(
             "CONTRAST_RAY_GPUS", os.environ.get("CONTRAST_RAY_GPUS", ""), 1.0 if cluster.get("GPU") else 0.0
         )
+        if not cpus and not gpus:
+            raise BackendError("CONTRAST_RAY_CPUS: 0 cores and no GPU leaves a run nothing to train on")
         return cls(cpus, gpus)
 
     def slots(self, cluster: dict) -> int:
@@ -347,6 +349,14 @@ def node_label() -> str:
     return f"{jobs.local_device()} on {socket.gethostname()} (node {ray.get_runtime_context().get_node_id()[:6]})"
 
 
+def warm_slot(threads: int) -> None:
+    """A Ray task: a two-step run, unrecorded, so that the process that takes the next slot is ready."""
+    import torch
+
+    torch.set_num_threads(threads)
+    jobs.warm_up()
+
+
 def run_slot(channel, slot: str, threads: int) -> str:
     """A Ray task: trains the run the channel gives it (resuming from its checkpoint), to its end."""
     import ray
@@ -394,7 +404,10 @@ class RayQueue(jobs.JobQueue):
         self.address = address if address is not None else os.environ.get("RAY_ADDRESS") or None
         self.sweep = sweep
         rule = os.environ.get("CONTRAST_EARLY_STOP", "")
-        self.early_stop = early_stop or (EarlyStop.parse(rule) if rule.strip() else None)
+        try:
+            self.early_stop = early_stop or (EarlyStop.parse(rule) if rule.strip() else None)
+        except BackendError as exc:
+            raise BackendError(f"CONTRAST_EARLY_STOP: {str(exc).partition(': ')[2]}") from None
         self.worker = f"ray-{os.getpid()}@{socket.gethostname()}"
         self.slots: dict = {}  # slot id -> its task's ObjectRef
         self.count = 0
@@ -403,6 +416,7 @@ class RayQueue(jobs.JobQueue):
         self.cluster: dict = {}  # the alive nodes' resources, as of the last look
         self.nodes = 0
         self.started_ray = False
+        self.warming: list = []
 
     def start(self) -> RayQueue:
         """Connects to the cluster, starts the channel on this node and the dispatcher thread (idempotent)."""
@@ -428,9 +442,11 @@ class RayQueue(jobs.JobQueue):
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
             channel = ray.remote(Channel).options(num_cpus=0, max_concurrency=64, scheduling_strategy=here)
             self.channel = channel.remote(str(self.store.home), self.worker, self.sweep, self.early_stop)
-            self.slot_task = ray.remote(run_slot).options(
-                num_cpus=self.share.cpus, num_gpus=self.share.gpus, max_retries=MAX_RETRIES
-            )
+            self.slot_task = ray.remote(run_slot)
+            # Warm slots: Ray's worker processes import torch and load the data before the first run,
+            # as a local worker does at start (Ray reuses the processes for the run slots after them).
+            warm = ray.remote(warm_slot).options(num_cpus=self.share.cpus, num_gpus=self.share.gpus)
+            self.warming = [warm.remote(self.share.threads()) for _ in range(min(self.share.slots(self.cluster), 8))]
             self.supervisor = threading.Thread(target=self._supervise, name="contrast-ray-dispatcher", daemon=True)
             self.supervisor.start()
         import atexit
@@ -449,7 +465,7 @@ class RayQueue(jobs.JobQueue):
             self.count += 1
             slot = f"s{self.count}"
             ray.get(self.channel.adopt.remote(slot, run_id))
-            self.slots[slot] = self.slot_task.remote(self.channel, slot, self.share.threads())
+            self.slots[slot] = self._slot_task().remote(self.channel, slot, self.share.threads())
         return run_id
 
     def status(self) -> dict:
@@ -472,7 +488,7 @@ class RayQueue(jobs.JobQueue):
 
         if not ray.is_initialized():
             return
-        for ref in self.slots.values():
+        for ref in [*self.slots.values(), *self.warming]:
             ray.cancel(ref, force=True)
         self.store.mark_interrupted(worker=self.worker)
         ray.kill(self.channel)
@@ -486,6 +502,7 @@ class RayQueue(jobs.JobQueue):
             try:
                 if time.monotonic() - beaten > jobs.HEARTBEAT_SECONDS:
                     self._look_at_cluster()
+                    self.share = Share.from_env(self.cluster)  # a GPU node that joined gives runs a GPU
                     self._beat()
                     beaten = time.monotonic()
                 self._reap()
@@ -511,7 +528,7 @@ class RayQueue(jobs.JobQueue):
             for _ in range(max(0, min(queued - waiting, room))):
                 self.count += 1
                 slot = f"s{self.count}"
-                self.slots[slot] = self.slot_task.remote(self.channel, slot, self.share.threads())
+                self.slots[slot] = self._slot_task().remote(self.channel, slot, self.share.threads())
 
     def _reap(self) -> None:
         import ray
@@ -547,6 +564,9 @@ class RayQueue(jobs.JobQueue):
             if slot in self.slots and self.store.get_run(run_id).status == "running":
                 ray.cancel(self.slots[slot], force=True)
                 self.store.set_status(run_id, "cancelled", error="stopped after the grace period")
+
+    def _slot_task(self):
+        return self.slot_task.options(num_cpus=self.share.cpus, num_gpus=self.share.gpus, max_retries=MAX_RETRIES)
 
     def _look_at_cluster(self) -> None:
         import ray

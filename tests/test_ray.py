@@ -184,6 +184,9 @@ def test_run_shares_come_from_the_settings_and_bad_ones_are_named(monkeypatch):
     assert Share.from_env({"CPU": 8.0, "GPU": 2.0}) == Share(1.0, 1.0)
     assert Share(1.0, 1.0).slots({"CPU": 8.0, "GPU": 2.0}) == 2
     assert Share(0.5, 0.0).slots({"CPU": 2.0}) == 4 and Share(0.5, 0.0).threads() == 1
+    monkeypatch.setenv("CONTRAST_RAY_CPUS", "0")
+    with pytest.raises(BackendError, match="CONTRAST_RAY_CPUS: 0 cores and no GPU"):
+        Share.from_env({"CPU": 8.0})
     monkeypatch.setenv("CONTRAST_RAY_CPUS", "many")
     with pytest.raises(BackendError, match="CONTRAST_RAY_CPUS: 'many' is not a number"):
         Share.from_env({})
