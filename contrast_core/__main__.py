@@ -238,13 +238,16 @@ def _early_stop(args: argparse.Namespace):
             raise CommandError("--early-stop: stops runs scheduled by Ray; add --backend ray")
         return None
     from contrast_core import ray_backend
+    from contrast_core.early_stop import EarlyStop
 
     try:
         ray_backend.require_ray()
-        return ray_backend.EarlyStop.parse(args.early_stop) if args.early_stop else None
     except ray_backend.BackendError as exc:
-        flag, _, reason = str(exc).partition(": ")
-        raise CommandError(f"--early-stop: {reason}" if flag == "early_stop" else f"--backend: {exc}") from None
+        raise CommandError(f"--backend: {exc}") from None
+    try:
+        return EarlyStop.parse(args.early_stop) if args.early_stop else None
+    except ValueError as exc:
+        raise CommandError(f"--early-stop: {str(exc).partition(': ')[2]}") from None
 
 
 def _sweep_on_ray(store, name: str, ids: list[str], as_json: bool, early_stop) -> int:

@@ -13,7 +13,8 @@ import pytest
 from contrast_core import jobs, ray_backend, sweep
 from contrast_core.__main__ import main
 from contrast_core.config import RunConfig
-from contrast_core.ray_backend import BackendError, EarlyStop, Ladder, RayQueue, Share
+from contrast_core.early_stop import EarlyStop, Ladder
+from contrast_core.ray_backend import BackendError, RayQueue, Share
 from contrast_core.store import TERMINAL_STATUSES
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -175,8 +176,17 @@ def test_ladder_keeps_the_best_third_at_each_rung():
     [(":max", "early_stop: ':max' names no metric"), ("loss:lower", "early_stop: 'lower' is not max or min")],
 )
 def test_bad_early_stop_rules_name_the_field(text, words):
-    with pytest.raises(BackendError, match=words):
+    with pytest.raises(ValueError, match=words):
         EarlyStop.parse(text)
+
+
+def test_the_sweep_command_names_a_bad_early_stop_flag_and_queues_nothing(tmp_path, ray, capsys):
+    argv = ["sweep", "--backend", "ray", "--early-stop", "loss:lower", "--margin", "0.5,1", "--home", str(tmp_path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == "error: --early-stop: 'lower' is not max or min (e.g. loss:min)"
+    assert main(["sweep", "--early-stop", "loss", "--margin", "0.5,1", "--home", str(tmp_path)]) == 2
+    assert "--early-stop: stops runs scheduled by Ray; add --backend ray" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("config.json"))
 
 
 def test_run_shares_come_from_the_settings_and_bad_ones_are_named(monkeypatch):
