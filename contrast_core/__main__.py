@@ -15,6 +15,7 @@ from pathlib import Path
 
 from contrast_core.config import ConfigError, RunConfig
 
+INTERRUPTED = "what was running is marked interrupted; Resume (the Runs page) goes on from its checkpoint"
 RAY_HELP = "ray: train on a Ray cluster (RAY_ADDRESS, or the one `ray start --head` made here; the ray extra)"
 
 
@@ -149,6 +150,10 @@ def _train_on_ray(args: argparse.Namespace, config: RunConfig) -> int:
     bar = tqdm(total=config.steps, file=sys.stderr, unit="step", disable=args.quiet)
     try:
         run = _until_ended(queue.store, [run_id], lambda run: bar.update(run.step - bar.n))[0]
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"stopped: {INTERRUPTED}", file=sys.stderr)
+        return 130
     finally:
         bar.close()
         queue.shutdown()
@@ -259,6 +264,9 @@ def _sweep_on_ray(store, name: str, ids: list[str], as_json: bool, early_stop) -
     print(f"scheduled by {queue.status()['device']}", file=sys.stderr)
     try:
         runs = _until_ended(store, ids, ended=lambda run: _print_sweep_run(run, as_json))
+    except KeyboardInterrupt:
+        print(f"stopped: {INTERRUPTED}", file=sys.stderr)
+        return 130
     finally:
         queue.shutdown()
     return 0 if all(run.status == "finished" or sweep.stopped_early(run) for run in runs) else 1

@@ -218,7 +218,8 @@ class Channel:
 
     def _judge(self, held: Held, event) -> None:
         values = event.data.get("metrics", {}) if event.kind == "snapshot" else event.data
-        reason = self.ladder.judge(held.run.id, held.run.sweep, held.run.config["steps"], event.step, values)
+        with self.lock:  # the sweep's runs report from their own threads
+            reason = self.ladder.judge(held.run.id, held.run.sweep, held.run.config["steps"], event.step, values)
         if reason:
             self.store.request_cancel(held.run.id, reason)
 
