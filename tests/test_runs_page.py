@@ -193,3 +193,16 @@ def test_a_chip_names_an_unnamed_run_by_a_short_id_that_tells_it_apart():
     assert short_id("20261124-054338-15b8f9196ad79d6c") == "1124-054338-15b8f9"
     assert short_id("20261124-054338-15b8f0000000000f") != short_id("20261124-054338-15b8f9196ad79d6c")
     assert short_id("old-run") == "old-run" and short_id("20250101-120000-a3f9c1") == "20250101-120000-a3f9c1"
+
+
+def test_a_run_its_sweep_stopped_early_says_so_in_the_tables(store):
+    from contrast_core.sweep import STOPPED_EARLY
+    from ui import run_table
+
+    run_id = store.create_run({"steps": 100, "loss": "contrastive", "sampler": "random-pairs", "model": "mlp",
+                               "dataset": "digits", "batch_size": 100, "embedding_dim": 2})  # fmt: skip
+    store.request_cancel(run_id, f"{STOPPED_EARLY}: knn_accuracy below the rung's best at step 50")
+    assert run_table.status(store.get_run(run_id)) == "stopped early"
+    other = store.create_run({"steps": 100})
+    store.request_cancel(other, "stopped by hand")
+    assert run_table.status(store.get_run(other)) == "cancelled"

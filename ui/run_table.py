@@ -8,6 +8,7 @@ import pandas as pd
 
 from contrast_core.rules import LOSSES, METRICS
 from contrast_core.store import Run, RunStore
+from contrast_core.sweep import STOPPED_EARLY, stopped_early
 from ui.run_view import measured_metrics
 
 # The final metrics a run table shows, as {key: column label}.
@@ -43,8 +44,11 @@ def run_label(run: Run) -> str:
 
 
 def status(run: Run) -> str:
-    """The run's status, "stopping…" for a running run asked to stop (it ends at its next step)."""
-    return "stopping…" if run.status == "running" and run.cancel_requested else run.status
+    """The run's status, "stopping…" for a running run asked to stop (it ends at its next step), "stopped
+    early" for a sweep's run its early stopping ended."""
+    if run.status == "running" and run.cancel_requested:
+        return "stopping…"
+    return STOPPED_EARLY if stopped_early(run) else run.status
 
 
 def short_id(run_id: str) -> str:

@@ -18,6 +18,7 @@ from ui.run_table import (
     last_metrics,
     short_id,
     short_label,
+    status,
     summary,
 )
 
@@ -104,8 +105,8 @@ def _multiples(name: str, was_live: bool, was_playing: bool) -> None:
     store = backend.run_store()
     runs = store.list_runs(sweep=name)
     grid = sweep_view.grid_of(runs)
-    counts = pd.Series([run.status for run in runs]).value_counts()
-    st.caption(f"{len(runs)} runs: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+    counts = pd.Series([status(run) for run in runs]).value_counts()
+    st.caption(f"{len(runs)} runs: " + ", ".join(f"{n} {shown}" for shown, n in counts.items())
                + " · " + " x ".join(f"{k} ({len(v)})" for k, v in grid.axes.items()))  # fmt: skip
     steps = sweep_view.snapshot_steps(store, grid.runs)
     if not steps:
@@ -195,7 +196,7 @@ def curves_and_table(store, runs: dict, chosen: list[str]) -> None:
         st.plotly_chart(figures.compare_figure(history, 0.0, False, colours, metric, METRICS[metric].label),
                         key="compare.metric_history")  # fmt: skip
     latest = {i: last_metrics(store, runs[i]) for i in chosen}
-    table = pd.DataFrame({"run": [labels[i] for i in chosen], "status": [runs[i].status for i in chosen],
+    table = pd.DataFrame({"run": [labels[i] for i in chosen], "status": [status(runs[i]) for i in chosen],
                           "what it trains": [summary(runs[i].config) for i in chosen]})  # fmt: skip
     for key, label in TABLE_METRICS.items():
         found = [latest[i].get(key) for i in chosen]
