@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from test_jobs import wait_for
 
 from contrast_core.config import RunConfig
 from contrast_core.jobs import JobQueue
@@ -14,15 +15,6 @@ from contrast_core.train import Event, Pace, train
 
 FAST = dict(eval_size=40, batch_size=32, device="cpu")
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- the store -------------------------------------------------------------------------------------
