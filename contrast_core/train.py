@@ -379,7 +379,7 @@ class Trainer:
         c, ds = self.config, self.data
         sampler = samplers.build(
             c.sampler, ds.eval_index, ds.y, c.batch_size, c.m_per_class,
-            distance=self.loss.distance, margin=c.margin_distance or 0.0,
+            distance=self.loss.distance, margin=c.margin_distance or 0.0, targets=ds.target, delta=self.delta,
         )  # fmt: skip
         g = torch.Generator(self.device).manual_seed(c.seed)
         batch = sampler.draw(g)

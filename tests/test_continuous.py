@@ -251,3 +251,18 @@ def test_compare_draws_continuous_runs_on_one_colour_scale_and_tables_show_their
     target_run = diabetes_run(store, steps=5)
     both = run_table.runs_frame([store.get_run(classes_run), store.get_run(target_run)])
     assert both["k-NN R²"].notna().tolist() == [False, True]
+
+
+def test_the_forces_of_a_continuous_run_pair_items_by_the_delta_rule(monkeypatch):
+    from contrast_core import forces
+
+    seen = []
+    row_forces = forces.row_forces
+    monkeypatch.setattr(forces, "row_forces", lambda loss, sampler, batch, z: (seen.append((sampler, batch)),
+                                                                               row_forces(loss, sampler, batch, z))[1])  # fmt: skip
+    trainer = Trainer(RunConfig(dataset="diabetes", steps=1, **FAST))
+    found = trainer.forces()
+    ((sampler, batch),) = seen
+    assert sampler.delta == trainer.delta and np.isfinite(found["forces"]).all()
+    first, second = batch.labels.chunk(2)  # the batch carries targets, its pairs judged by the rule
+    assert torch.equal(batch.same.bool(), (first - second).abs() <= trainer.delta)
