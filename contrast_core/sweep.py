@@ -20,7 +20,8 @@ MAX_RUNS = 16  # default cap on one sweep's grid; CONTRAST_MAX_SWEEP overrides i
 # Knobs worth sweeping, in the order a picker offers them (any RunConfig field is accepted).
 KNOBS = (
     "margin", "distance", "loss", "sampler", "reduction", "temperature", "lr", "batch_size",
-    "embedding_dim", "augment", "m_per_class", "beta", "contrastive_weight", "steps", "seed",
+    "embedding_dim", "augment", "m_per_class", "beta", "contrastive_weight", "adversarial_weight", "prior",
+    "delta", "label_fraction", "steps", "seed",
 )  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """Sweeps: grid expansion, the cap, refusals before anything is queued, and the terminal command."""
 
 import json
+import math
 import threading
 
 import pytest
@@ -139,3 +140,20 @@ def test_cli_sweep_wait_reports_a_run_whose_worker_died_instead_of_waiting(tmp_p
     lines = {line["run"]: line for line in map(json.loads, capsys.readouterr().out.splitlines())}
     assert lines[claimed.id]["status"] == "interrupted" and lines[claimed.id]["error"] == "worker stopped"
     assert [line["status"] for run_id, line in lines.items() if run_id != claimed.id] == ["finished"]
+
+
+def test_every_knob_offered_is_a_run_setting_and_the_new_ones_expand_to_valid_runs():
+    from contrast_core.config import RunConfig
+
+    assert set(sweep.KNOBS) <= set(RunConfig.model_fields)
+    cases = [
+        ({"dataset": "diabetes"}, {"delta": sweep.parse_values("delta", "5, 20, 50")}),
+        ({"loss": "supcon", "sampler": "augmented-views", "augment": 0.5},
+         {"label_fraction": sweep.parse_values("label_fraction", "0, 0.1, 0.5, 1")}),
+        ({"model": "aae"}, {"prior": sweep.parse_values("prior", "gaussian, mixture"),
+                            "adversarial_weight": sweep.parse_values("adversarial_weight", "0, 1")}),
+    ]  # fmt: skip
+    for base, axes in cases:
+        grid = sweep.expand(base, axes)
+        swept = [{knob: getattr(config, knob) for knob in axes} for _, config in grid]
+        assert len(grid) == len(set(map(str, swept))) == math.prod(len(v) for v in axes.values())

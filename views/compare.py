@@ -29,6 +29,7 @@ EXAMPLES = {
     "sampler": "random-pairs, batch-hard, semi-hard", "reduction": "mean, mean-nonzero", "temperature": "0.05, 0.1, 0.5",
     "lr": "0.0001, 0.001, 0.01", "batch_size": "32, 100, 256", "embedding_dim": "2, 8, 32", "augment": "0, 0.25, 0.5",
     "m_per_class": "2, 4, 8", "beta": "0.1, 1", "contrastive_weight": "0.1, 1, 10", "steps": "500, 2000", "seed": "0, 1, 2",
+    "adversarial_weight": "0, 0.1, 1", "prior": "gaussian, mixture", "delta": "5, 20, 50", "label_fraction": "0, 0.1, 0.5, 1",
 }  # fmt: skip
 PLAY_SECONDS = 0.8  # a step of the play button
 HISTORY = ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r", "knn_r2",
