@@ -34,11 +34,35 @@ MIN_FREE_MB = 50.0  # a worker claims no run with less free disk under the store
 CANCEL_GRACE_SECONDS = 3.0  # a run still going this long after cancel has its worker killed
 SUPERVISE_SECONDS = 0.5
 OOM_EXIT_SECONDS = 5.0  # a worker the kernel killed for memory has exited well within this
+# A worker's CPU priority below the app's (Unix nice, 0-19; CONTRAST_WORKER_NICE): training is background
+# work, so on cores it shares with the app a page's refresh comes first and the steps take what is left.
+WORKER_NICE = 10
 
 
 def worker_threads() -> int:
     """Torch threads for a CPU worker: all cores but one, so the pages stay responsive."""
     return max(1, (os.cpu_count() or 1) - 1)
+
+
+def worker_nice() -> int:
+    """The nice value a worker adds to its own (CONTRAST_WORKER_NICE, else WORKER_NICE)."""
+    value = os.environ.get("CONTRAST_WORKER_NICE", "").strip()
+    if not value:
+        return WORKER_NICE
+    if not value.isdigit() or int(value) > 19:
+        raise ValueError(f"CONTRAST_WORKER_NICE: a whole number from 0 to 19, not {value!r}")
+    return int(value)
+
+
+def lower_priority(by: int) -> None:
+    """Adds `by` to the nice value of every thread of this process. Linux keeps one per thread: the
+    threads started before (a BLAS library's pool, started at its import) each need it, and those
+    started after inherit their starter's."""
+    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + by)
+    tasks = Path("/proc/self/task")
+    for tid in sorted(int(t.name) for t in tasks.iterdir()) if tasks.is_dir() else [0]:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            os.setpriority(os.PRIO_PROCESS, tid, target)
 
 
 def default_workers() -> int:
@@ -162,6 +186,7 @@ def record_failure(
 
 def run_worker(home: str | Path | None = None, worker_id: str | None = None, parent: int | None = None) -> None:
     """The worker loop: claim the oldest queued run, train it, repeat. Exits when `parent` dies."""
+    lower_priority(worker_nice())
     import torch
 
     torch.set_num_threads(int(os.environ.get("CONTRAST_THREADS", worker_threads())))
@@ -330,6 +355,7 @@ class JobQueue:
         with self.lock:
             if self.supervisor is not None:
                 return self
+            worker_nice()  # a bad setting is said once, here, not by each worker that starts
             self._interrupt_stale()
             # The first worker starts before the GPUs are counted: on a GPU machine counting imports
             # torch in a child (1.5-2 s on 2 cores), and a worker needs every second of its start-up.

@@ -346,3 +346,38 @@ def test_a_step_too_large_for_the_device_is_refused_before_it_trains(store, monk
         "8.0 GB free; use a smaller batch or batch-hard"
     )
     assert store.read_metrics(run_id) == []  # refused before the first step
+
+
+def nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+
+def test_a_worker_trains_at_a_lower_cpu_priority_than_the_app(queue, store):
+    (proc,) = queue.procs.values()
+    lower = min(19, nice_of(os.getpid()) + jobs.WORKER_NICE)
+    wait_for(lambda: nice_of(proc.pid) == lower, 30, f"the worker at nice {lower}")
+    run_id = queue.submit(RunConfig(steps=20, **FAST))
+    wait_for(lambda: status_of(store, run_id) == "finished", what="the run")  # it trains at that priority
+    threads = list(Path(f"/proc/{proc.pid}/task").iterdir())
+    assert len(threads) > 1 and {nice_of_thread(proc.pid, t.name) for t in threads} == {nice_of(proc.pid)}
+
+
+def nice_of_thread(pid: int, tid: str) -> int:
+    return int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.parametrize("value", ["-5", "20", "high", "1.5"])
+def test_a_bad_worker_priority_setting_is_one_line_naming_it(store, monkeypatch, value):
+    monkeypatch.setenv("CONTRAST_WORKER_NICE", value)
+    with pytest.raises(ValueError, match=r"^CONTRAST_WORKER_NICE: a whole number from 0 to 19, not "):
+        JobQueue(store, n_workers=1).start()
+    assert not store.workers()  # no worker was started to fail on it
+
+
+def test_the_worker_priority_setting_is_read_as_given(monkeypatch):
+    monkeypatch.setenv("CONTRAST_WORKER_NICE", "0")
+    assert jobs.worker_nice() == 0
+    monkeypatch.setenv("CONTRAST_WORKER_NICE", " 19 ")
+    assert jobs.worker_nice() == 19
+    monkeypatch.delenv("CONTRAST_WORKER_NICE")
+    assert jobs.worker_nice() == jobs.WORKER_NICE

@@ -132,3 +132,53 @@ def test_pairs_caption_explains_a_triplet_embedding_grown_past_its_margin():
     assert "about 80x the margin" in text and "only sees" in text and "20.0% of held-out triplets" in text
     near = grown | {"neg_distances": np.full(10, 1.0)}
     assert "only sees" not in live.pairs_caption(near, config)
+
+
+def test_the_charts_step_down_a_rung_when_the_progress_line_s_ticks_come_late_and_back_up_when_calm():
+    pace, t = live.Pace(), 0.0
+    for _ in range(10):  # on time: every second
+        t += 1.0
+        assert not pace.tick(1.0, timed=True, now=t)
+    assert pace.chart_seconds == live.REFRESH_SECONDS
+    need, window = live.Pace.LATE_OF_RECENT
+    for late in [True] * (need - 1) + [False] * (window - need):  # one late tick short of a step: not yet
+        t += 1.7 if late else 1.0
+        assert not pace.tick(1.0, timed=True, now=t)
+    t += 2.0  # one more late tick within the window: one rung down, once
+    assert pace.tick(1.0, timed=True, now=t) and pace.chart_seconds == 2.0
+    for _ in range(need - 1):  # the count starts again at the new rung
+        t += 2.0
+        assert not pace.tick(1.0, timed=True, now=t)
+    t += 2.0
+    assert pace.tick(1.0, timed=True, now=t) and pace.chart_seconds == 3.0
+    for _ in range(6):  # the last rung holds
+        t += 3.0
+        assert not pace.tick(1.0, timed=True, now=t)
+    assert pace.chart_seconds == 3.0
+    pace.settle(now=t + 1)  # a page run soon after: still busy
+    assert pace.chart_seconds == 3.0
+    pace.settle(now=t + live.Pace.CALM_SECONDS)  # calm for long enough: one rung back up per page run
+    assert pace.chart_seconds == 2.0
+    pace.settle(now=t + live.Pace.CALM_SECONDS + 1)
+    assert pace.chart_seconds == 2.0
+
+
+def test_only_timer_ticks_count_and_a_queued_line_is_late_against_its_own_period():
+    pace = live.Pace()
+    for t in (0.0, 5.0, 10.0, 15.0, 20.0):  # runs of the whole page: not its timer, however far apart
+        assert not pace.tick(1.0, timed=False, now=t)
+    for t in (22.0, 24.0, 26.0, 28.0, 30.0):  # a queued run's line every 2 s: on time
+        assert not pace.tick(live.QUEUED_REFRESH_SECONDS, timed=True, now=t)
+    assert pace.chart_seconds == live.REFRESH_SECONDS and not any(pace.late)
+
+
+def test_a_page_whose_charts_stepped_down_draws_them_less_often_and_says_why(queue, store, periods):
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"), status="running")
+    store.add_metrics(run_id, [{"step": 10, "loss": 1.0, "pairs_per_second": 5000.0}])
+    at = watch(store, run_id)
+    assert periods["_panels"][-1] == live.REFRESH_SECONDS
+    assert not any("Busy server" in c.value for c in at.caption)
+    at.session_state[live.PACE].rung = 1
+    at.run()
+    assert periods["_panels"][-1] == 2.0 and periods["_progress"][-1] == live.REFRESH_SECONDS
+    assert any("charts redraw every 2 s, the progress line every second" in c.value for c in at.caption)

@@ -16,6 +16,7 @@ def test_three_visitors_each_see_their_own_run_train_and_end():
     assert (found["failed_loads"], found["exception_boxes"], found["runs_not_ended"]) == (0, 0, 0), found
     assert all(v["updates_while_training"] >= 2 for v in found["each_visitor"]), found["each_visitor"]
     assert all(v["last_line"].startswith("finished · step 2,000 / 2,000") for v in found["each_visitor"])
+    assert found["chart_refresh_seconds_median"] is not None  # the embedding chart was seen redrawn while training
 
 
 def test_a_visitor_s_progress_gaps_count_only_while_its_run_trains():

@@ -10,9 +10,11 @@ step is stored.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from contrast_core import rules
 from contrast_core.projection import in_plane, project
@@ -33,6 +35,7 @@ FIRST_CLAIM_SECONDS, FIRST_STEP_WAIT_SECONDS = 0.2, 0.5
 # after the click, and redraws as soon as it is there, rather than a whole refresh later.
 FIRST_STEP_POLL_SECONDS, FIRST_STEP_WATCH_SECONDS = 0.1, 10.0
 VIEW = "live_view"  # session_state key of this tab's RunView
+PACE = "live.pace"  # session_state key of this tab's Pace
 # Computed off the page by the live projector; PCA comes with the snapshot.
 PROJECTIONS = {"UMAP": "umap", "t-SNE": "tsne"}
 # How often an ended run's panels look for the projection they wait for. No faster than the live refresh:
@@ -76,6 +79,58 @@ LOSS_TERMS = {  # the terms drawn on a log scale for the VAE family (they differ
 }
 
 
+class Pace:
+    """How often this page's charts redraw: every REFRESH_SECONDS while its progress line keeps time,
+    less often while that line's ticks come late.
+
+    A late tick means the server (one process: every visitor's charts are built under one GIL) or
+    the browser (drawing the last charts) could not keep up. The charts then step down the LADDER, one
+    rung at a time, so that the progress line (step, rate, status) keeps its second and every chart
+    still moves. They step back up one rung at the page's next run (a run starting or ending) once
+    CALM_SECONDS have passed without a late tick."""
+
+    LADDER = (REFRESH_SECONDS, 2.0, 3.0)
+    LATE_SECONDS = 0.5  # a tick this much after its period is late
+    LATE_OF_RECENT = (2, 3)  # this many of the last so many ticks late: one rung down
+    CALM_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self.rung, self.last, self.calm_since = 0, None, time.monotonic()
+        self.late: deque[bool] = deque(maxlen=self.LATE_OF_RECENT[1])
+
+    @property
+    def chart_seconds(self) -> float:
+        return self.LADDER[self.rung]
+
+    def tick(self, period: float, timed: bool, now: float | None = None) -> bool:
+        """Notes a run of the progress line that asks to run every `period` s (`timed`: its timer ran
+        it, not a run of the whole page); True when the charts just stepped down a rung."""
+        now = time.monotonic() if now is None else now
+        last, self.last = self.last, now
+        if not timed or last is None:
+            return False
+        late = now - last > period + self.LATE_SECONDS
+        self.late.append(late)
+        if late:
+            self.calm_since = now
+        if sum(self.late) < self.LATE_OF_RECENT[0] or self.rung == len(self.LADDER) - 1:
+            return False
+        self.rung += 1
+        self.late.clear()
+        return True
+
+    def settle(self, now: float | None = None) -> None:
+        """At a run of the whole page: one rung back up after CALM_SECONDS without a late tick."""
+        now = time.monotonic() if now is None else now
+        if self.rung and now - self.calm_since >= self.CALM_SECONDS:
+            self.rung -= 1
+            self.calm_since = now
+
+
+def _pace() -> Pace:
+    return st.session_state.setdefault(PACE, Pace())
+
+
 def live_panels(run_id: str) -> None:
     """Every panel of the run, refreshing while it is live or while a chosen projection computes."""
     try:
@@ -99,7 +154,14 @@ def live_panels(run_id: str) -> None:
     # a queued run's not at all: there is nothing new to draw until it starts, and a queue of visitors
     # polling for nothing is what slows everyone's refresh on a shared server.
     waiting = not live and st.session_state.get(WAITING) == run_id
-    period = REFRESH_SECONDS if live and not queued and not paused and not held else POLL_SECONDS if waiting else None
+    pace = _pace()
+    pace.settle()
+    period = (
+        pace.chart_seconds if live and not queued and not paused and not held else POLL_SECONDS if waiting else None
+    )
+    if live and not queued and pace.rung:
+        st.caption(f":material/speed: Busy server: the charts redraw every {pace.chart_seconds:.0f} s, the progress "
+                   "line every second.")  # fmt: skip
     st.session_state[POLLING] = None if live else waiting
     st.fragment(run_every=period)(tab.guarded(_panels))(run_id, refreshing=period is not None)
     if live and run.step == 0 and _starts_soon(run):
@@ -204,6 +266,10 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False, was_held: b
         st.error(f"Run failed: {run.error}", icon=":material/error:")
     if (was_live and run.status not in LIVE_STATUSES) or (was_queued and run.status != "queued") or held != was_held:
         st.rerun()  # once: the page's buttons and the charts' refresh period follow the new status
+    period = QUEUED_REFRESH_SECONDS if was_queued else REFRESH_SECONDS
+    stepped_down = _pace().tick(period, timed=bool(get_script_run_ctx().fragment_ids_this_run))
+    if stepped_down and was_live and not was_queued and not held and not st.session_state.get("live.paused"):
+        st.rerun()  # once: the charts' new period is set where the page draws them
 
 
 def _ends_soon(run: Run, now: float | None = None) -> bool:

@@ -21,12 +21,17 @@ from pathlib import Path
 
 from ui.serve import CHROMIUM, CHROMIUM_ARGS, local_app, memory_mb
 
-# Records each change of the progress line as [seconds, text], from the moment it is installed.
-WATCH_JS = """() => { window.changes = []; let last = null; const t0 = performance.now();
+# Records each change of the progress line as [seconds, text], from the moment it is installed; and each
+# change of the embedding chart's title (it names the snapshot's step) in window.charts, alike.
+WATCH_JS = """() => { window.changes = []; window.charts = []; let last = null, chart = null;
+    const t0 = performance.now();
     window.watchTimer = setInterval(() => {
+        const now = (performance.now() - t0) / 1000;
         const bar = document.querySelector('[data-testid="stProgress"]');
         const text = bar ? bar.innerText : null;
-        if (text !== last) { last = text; window.changes.push([(performance.now() - t0) / 1000, text]); }
+        if (text !== last) { last = text; window.changes.push([now, text]); }
+        const title = [...document.querySelectorAll('.gtitle')].map(t => t.textContent).find(t => t.includes('step'));
+        if (title && title !== chart) { chart = title; window.charts.push([now, text]); }
     }, 50); }"""
 
 
@@ -51,10 +56,20 @@ def cpu_seconds(app: int) -> dict[str, float]:
 def seen(changes: list) -> dict:
     """From one visitor's progress-line changes: the gaps between changes while its run trained, and when
     its run was first seen running and first seen ended (seconds from the watch's start)."""
+    gaps = running_gaps(changes)
     running = [(t, text) for t, text in changes if text and text.startswith("running")]
-    gaps = [b[0] - a[0] for a, b in zip(running, running[1:], strict=False)]
     ended = next((t for t, text in changes if text and text.split(" ")[0] in ("finished", "failed", "cancelled")), None)
     return {"gaps": gaps, "running_at": running[0][0] if running else None, "ended_at": ended}
+
+
+def running_gaps(changes: list) -> list[float]:
+    """The gaps between [seconds, progress line] changes seen while the line said "running"."""
+    running = [t for t, text in changes if text and text.startswith("running")]
+    return [b - a for a, b in zip(running, running[1:], strict=False)]
+
+
+def percentile_95(values: list[float]) -> float | None:
+    return sorted(values)[int(0.95 * (len(values) - 1))] if values else None
 
 
 def load(
@@ -95,6 +110,7 @@ def load(
                     break
                 time.sleep(1)
             changes = [page.evaluate("() => window.changes") for page in pages]
+            charts = [page.evaluate("() => window.charts") for page in pages]
             views = [seen(found) for found in changes]
             if shots is not None:  # what each visitor whose run did not end sees
                 for i, (page, view) in enumerate(zip(pages, views, strict=True)):
@@ -105,6 +121,7 @@ def load(
             wall = time.monotonic() - wall_start
             browser.close()
     gaps = [gap for view in views for gap in view["gaps"]]
+    chart_gaps = [gap for found in charts for gap in running_gaps(found)]
     return {
         "visitors": visitors,
         "failed_loads": failed_loads,
@@ -112,8 +129,11 @@ def load(
         "runs_not_ended": sum(view["ended_at"] is None for view in views),
         "visitors_with_fewer_than_3_updates_while_training": sum(len(view["gaps"]) < 2 for view in views),
         "refresh_seconds_median": statistics.median(gaps) if gaps else None,
-        "refresh_seconds_p95": sorted(gaps)[int(0.95 * (len(gaps) - 1))] if gaps else None,
+        "refresh_seconds_p95": percentile_95(gaps),
         "refresh_seconds_max": max(gaps) if gaps else None,
+        # the embedding chart's redraws while the run trained (each names a newer snapshot)
+        "chart_refresh_seconds_median": statistics.median(chart_gaps) if chart_gaps else None,
+        "chart_refresh_seconds_p95": percentile_95(chart_gaps),
         "queue_wait_seconds_max": max((v["running_at"] for v in views if v["running_at"] is not None), default=None),
         "app_memory_mb_start": round(memory_start),
         "app_memory_mb_end": round(memory_end),
