@@ -366,8 +366,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from contrast_core.jobs import run_worker
+    from contrast_core.jobs import run_worker, worker_nice
 
+    try:
+        worker_nice()
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     with contextlib.suppress(KeyboardInterrupt):
         run_worker(args.home, args.id, args.parent)
     return 0

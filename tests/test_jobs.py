@@ -381,3 +381,12 @@ def test_the_worker_priority_setting_is_read_as_given(monkeypatch):
     assert jobs.worker_nice() == 19
     monkeypatch.delenv("CONTRAST_WORKER_NICE")
     assert jobs.worker_nice() == jobs.WORKER_NICE
+
+
+def test_a_worker_started_by_hand_with_a_bad_priority_setting_says_so_in_one_line(tmp_path):
+    env = os.environ | {"CONTRAST_WORKER_NICE": "high", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "contrast_core", "worker", "--home", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: CONTRAST_WORKER_NICE: a whole number from 0 to 19, not 'high'"
+    ]

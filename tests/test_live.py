@@ -182,3 +182,5 @@ def test_a_page_whose_charts_stepped_down_draws_them_less_often_and_says_why(que
     at.run()
     assert periods["_panels"][-1] == 2.0 and periods["_progress"][-1] == live.REFRESH_SECONDS
     assert any("charts redraw every 2 s, the progress line every second" in c.value for c in at.caption)
+    at.toggle(key="live.paused").set_value(True).run()  # frozen charts redraw at no pace: nothing to say
+    assert periods["_panels"][-1] is None and not any("Busy server" in c.value for c in at.caption)

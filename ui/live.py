@@ -2,9 +2,9 @@
 
 Two fragments: the progress line reruns every REFRESH_SECONDS while the run is queued or running
 (paused or not), and reruns the page once when the run ends so that its buttons follow; the charts
-rerun as often while the run is live and the view is not paused, and after it ends only while a
-chosen UMAP / t-SNE is computing. A third, short-lived one redraws as soon as a new run's first
-step is stored.
+rerun as often while the run is live and the view is not paused (less often while that line's ticks
+come late: see Pace), and after it ends only while a chosen UMAP / t-SNE is computing. A third,
+short-lived one redraws as soon as a new run's first step is stored.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def live_panels(run_id: str) -> None:
     period = (
         pace.chart_seconds if live and not queued and not paused and not held else POLL_SECONDS if waiting else None
     )
-    if live and not queued and pace.rung:
+    if live and not queued and not paused and not held and pace.rung:
         st.caption(f":material/speed: Busy server: the charts redraw every {pace.chart_seconds:.0f} s, the progress "
                    "line every second.")  # fmt: skip
     st.session_state[POLLING] = None if live else waiting
