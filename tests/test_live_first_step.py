@@ -96,3 +96,19 @@ def test_an_old_queued_run_gets_the_plain_refresh_only(queue, store, periods, mo
     monkeypatch.setattr(live.time, "time", lambda: store.get_run(run_id).created_at + live.FIRST_STEP_WATCH_SECONDS + 1)
     watch(run_id)
     assert "_rerun_at_first_step" not in periods
+
+
+def test_a_run_that_starts_after_a_wait_in_the_queue_is_drawn_once_with_its_first_step(queue, store, periods):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()  # the app's imports, before the run starts
+    run_id = store.create_run(RunConfig(steps=100).model_dump(mode="json"))
+    store._conn.execute("UPDATE runs SET created_at = created_at - 60 WHERE id = ?", (run_id,))  # a minute queued
+    worker = first_step_soon(store, run_id, after=0.3)  # a worker takes it now
+    while store.get_run(run_id).status == "queued":
+        time.sleep(0.01)
+    at.query_params["run"] = run_id
+    at.run()  # the page run its progress line asks for when it sees the run start
+    worker.join()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "step 1 / 100" in at.get("progress")[0].proto.text
+    assert "_rerun_at_first_step" not in periods  # no second page run to draw the first step

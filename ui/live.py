@@ -169,11 +169,15 @@ def live_panels(run_id: str) -> None:
 
 
 def _first_step(run: Run) -> Run:
-    """The run once its first step is stored; as it is once no worker took it in FIRST_CLAIM_SECONDS,
-    or FIRST_STEP_WAIT_SECONDS after it was queued."""
+    """The run once its first step is stored; as it is once no worker took it in FIRST_CLAIM_SECONDS
+    after it was queued, or FIRST_STEP_WAIT_SECONDS after a worker took it. So the page run that sees
+    a run start, after a click or after a wait in the queue, draws it once with its first step, not
+    once without it and again when it comes."""
     while run.status in LIVE_STATUSES and run.step == 0:
-        age = time.time() - run.created_at
-        if age > FIRST_STEP_WAIT_SECONDS or (run.status == "queued" and age > FIRST_CLAIM_SECONDS):
+        if run.status == "queued":
+            if time.time() - run.created_at > FIRST_CLAIM_SECONDS:
+                break
+        elif time.time() - (run.started_at or run.created_at) > FIRST_STEP_WAIT_SECONDS:
             break
         time.sleep(0.02)
         try:
