@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,8 +31,6 @@ GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured
 DELTA_SHARE_OF_STD = 0.25  # a continuous target's default delta, in standard deviations of its training targets
 HOLD_POLL_SECONDS = 0.05  # a held run asks whether to go on this often
 HELD_SNAPSHOTS = 200  # snapshots a run takes where it is held (paused, single-stepped), at most
-# Snapshots whose metrics are still being measured while training goes on, at most: one more waits for the oldest.
-SNAPSHOTS_IN_FLIGHT = 2
 # Adam's (beta1, beta2) for the AAE's adversarial phase: less momentum, as GANs are usually trained
 # (Radford et al. 2016), so that the discriminator and the encoder follow each other's moves.
 ADVERSARIAL_BETAS = (0.5, 0.999)
@@ -60,20 +55,6 @@ class Event:
     kind: str
     step: int
     data: dict = field(default_factory=dict)
-
-
-@dataclass
-class Capture:
-    """A snapshot as taken from the model (`Trainer.capture`), before `Trainer.measure` adds its metrics."""
-
-    step: int
-    arrays: dict[str, np.ndarray]  # what the store keeps, the PCA aside
-    measured: np.ndarray  # (E, D) the evaluation items' embeddings as the loss measures them
-    probe: np.ndarray  # (P, D) the probe's training items', the same way
-    probe_truth: np.ndarray  # (P,) their labels, or targets
-    found: dict[str, float]  # the metrics that need the model (a VAE's)
-    final: bool
-    whole_set: bool
 
 
 class TrainingError(RuntimeError):
@@ -339,12 +320,7 @@ class Trainer:
 
         Metrics and the PCA see the embeddings as the loss measures them: unit length for the
         cosine distance, which ignores length. The PCA is aligned to the previous snapshot's.
-        `capture` then `measure`: `train` runs the second on a thread of its own (see `Snapshots`).
         """
-        return self.measure(self.capture(final=final, items=items))
-
-    def capture(self, final: bool = False, items: bool = False) -> Capture:
-        """What a snapshot needs from the model, taken now, on the host: the rest is `measure`'s."""
         ds = self.data
         x_eval, y_eval = ds.x[ds.eval_index], ds.y[ds.eval_index]
         eval_emb = models.embed(self.model, x_eval)  # (E, D)
@@ -360,7 +336,7 @@ class Trainer:
             x = x_eval.cpu().numpy()
             arrays["items"] = (x * 255).round().astype(np.uint8) if ds.kind == "image" else x
         distance = self.loss.distance.name
-        found = {}
+        measured = distances.as_measured(eval_emb, distance).cpu().numpy()
         if self.is_vae:
             arrays.update(self._reconstructions(x_eval[:RECON_ITEMS]))
             # The decoder as it is now (a few hundred KB at most): pages decode any latent point at any step.
@@ -370,21 +346,7 @@ class Trainer:
                 arrays.update(self._latent_grid(eval_emb))
             if self.is_aae:
                 arrays.update(self._prior_samples(y_eval))
-            found = self._vae_metrics(x_eval)
-        probe = models.embed(self.model, ds.x[self.probe_index])
-        arrays.update(self.forces())
-        probe_truth = ds.y if self.delta is None else ds.target
-        return Capture(
-            step=self.step, arrays=arrays, measured=distances.as_measured(eval_emb, distance).cpu().numpy(),
-            probe=distances.as_measured(probe, distance).cpu().numpy(),
-            probe_truth=probe_truth[self.probe_index].cpu().numpy(), found=found, final=final,
-            whole_set=self.measures_whole_set(),
-        )  # fmt: skip
-
-    def measure(self, capture: Capture) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        """A captured snapshot's arrays with its PCA, and its metrics (NumPy and scikit-learn only: no model).
-        Snapshots are measured in step order, each PCA aligned to the one before."""
-        arrays, measured, distance = dict(capture.arrays), capture.measured, self.loss.distance.name
+        train_emb = distances.as_measured(models.embed(self.model, ds.x[self.probe_index]), distance).cpu().numpy()
         # One BLAS / OpenMP thread for these small arrays: scikit-learn's threads keep spinning
         # after a call and took the cores from the next training steps (1.5x slower steps on 2 cores).
         with thread_pools().limit(limits=1):
@@ -392,16 +354,19 @@ class Trainer:
                 self._pca = arrays["pca"] = project(measured, "pca", self._pca)
             if self.delta is not None:
                 found = metrics.evaluate_continuous(
-                    capture.probe, capture.probe_truth, measured, arrays["targets"],
+                    train_emb, ds.target[self.probe_index].cpu().numpy(), measured, arrays["targets"],
                     distance=distance, margin=self.config.margin_distance, delta=self.delta, seed=self.config.seed,
                 )  # fmt: skip
             else:
                 found = metrics.evaluate(
-                    capture.probe, capture.probe_truth, measured, arrays["labels"],
-                    n_clusters=self.data.num_classes, distance=distance, margin=self.config.margin_distance,
-                    seed=self.config.seed, full=capture.final, whole_set=capture.whole_set,
+                    train_emb, ds.y[self.probe_index].cpu().numpy(), measured, arrays["labels"],
+                    n_clusters=ds.num_classes, distance=distance, margin=self.config.margin_distance,
+                    seed=self.config.seed, full=final, whole_set=self.measures_whole_set(),
                 )  # fmt: skip
-        return arrays, found | capture.found
+        if self.is_vae:
+            found.update(self._vae_metrics(x_eval))
+        arrays.update(self.forces())
+        return arrays, found
 
     def measures_whole_set(self) -> bool:
         """Whether this step's snapshot measures the whole-set metrics (the final one always does)."""
@@ -573,61 +538,6 @@ class Pace:
         return ahead > 0
 
 
-def measures_aside(device: torch.device) -> bool:
-    """Whether snapshot metrics get a thread of their own: on a GPU (the host is free while it computes),
-    and on a CPU where torch's threads leave a core free (a worker leaves one for the pages; at nice 10,
-    a page still comes first)."""
-    return device.type != "cpu" or (os.cpu_count() or 1) > torch.get_num_threads()
-
-
-class Snapshots:
-    """A run's snapshots, handed to `on_event` in step order from the training thread.
-
-    Each is captured from the model at its step (`Trainer.capture`); with `aside`, its metrics are then
-    measured on a thread of their own while the next steps train, and the snapshot is handed on once
-    they are (`emit_ready`, asked after every step), at most SNAPSHOTS_IN_FLIGHT behind. Without, at once.
-    """
-
-    def __init__(self, trainer: Trainer, on_event: Callable[[Event], None], aside: bool):
-        self.trainer, self.on_event = trainer, on_event
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="snapshot-metrics") if aside else None
-        self.in_flight: deque[tuple[Capture, Future]] = deque()
-        self.metrics: dict[str, float] = {}  # the last snapshot's handed on
-
-    def take(self, final: bool = False, items: bool = False) -> None:
-        capture = self.trainer.capture(final=final, items=items)
-        if self.executor is None:
-            self._emit(capture, self.trainer.measure(capture))
-            return
-        self.in_flight.append((capture, self.executor.submit(self.trainer.measure, capture)))
-        while len(self.in_flight) > SNAPSHOTS_IN_FLIGHT:
-            self._emit_oldest()
-
-    def emit_ready(self) -> None:
-        while self.in_flight and self.in_flight[0][1].done():
-            self._emit_oldest()
-
-    def drain(self) -> dict[str, float]:
-        """Hands on every snapshot taken (waiting for their metrics); the last one's metrics."""
-        while self.in_flight:
-            self._emit_oldest()
-        return self.metrics
-
-    def close(self) -> None:
-        """Ends the metrics thread; snapshots not handed on by now are dropped (the run failed)."""
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
-
-    def _emit_oldest(self) -> None:
-        capture, future = self.in_flight.popleft()
-        self._emit(capture, future.result())
-
-    def _emit(self, capture: Capture, measured: tuple[dict[str, np.ndarray], dict[str, float]]) -> None:
-        arrays, self.metrics = measured
-        self.on_event(Event("snapshot", capture.step, {"arrays": arrays, "metrics": self.metrics,
-                                                       "final": capture.final}))  # fmt: skip
-
-
 class Laps:
     """Wall time by phase, as a stopwatch's laps: `lap(phase)` adds the time since the last lap to it."""
 
@@ -657,9 +567,6 @@ def train(
     Calls `on_event` with a "step" row every `log_every` steps, a "snapshot" every
     `config.resolved_snapshot_every()` steps, a "checkpoint" (with the resumable state) every
     `config.resolved_checkpoint_every()` steps and at the end, and "final" with the metrics.
-    Where a core is free for them (`measures_aside`), a snapshot's metrics are measured while the next
-    steps train, so its event comes a few steps later (rows of later steps before it); events keep
-    their order otherwise: every snapshot comes before the checkpoint, "held", "error" or "final" after it.
     A non-finite loss, or one DIVERGENCE_FACTOR times the first logged loss (float32 can hold
     a blown-up loss of 1e31 without overflowing), stops the run with TrainingError("diverged at step N").
     `should_stop()` is checked once per step; when it says so the run ends with status "cancelled".
@@ -675,19 +582,11 @@ def train(
     if refused:
         raise TrainingError(refused)
     trainer = Trainer(config, resume)
-    snapshots = Snapshots(trainer, on_event, aside=measures_aside(trainer.device))
-    try:
-        return _train(trainer, on_event, should_stop, log_every, holds, snapshots, laps)
-    finally:
-        snapshots.close()
-
-
-def _train(trainer: Trainer, on_event, should_stop, log_every: int, holds, snapshots: Snapshots, laps: Laps) -> dict:
-    config, label = trainer.config, device_label(trainer.device)
+    label = device_label(trainer.device)
     on_event(Event("start", trainer.step, {"device": label, "classes": trainer.data.classes}))
     snapshot_every, checkpoint_every = config.resolved_snapshot_every(), config.resolved_checkpoint_every()
     if trainer.step == 0:
-        snapshots.take(items=True)  # the pages show these items from then on
+        _emit_snapshot(trainer, on_event, items=True)  # the pages show these items from then on
     status, steps_done, started = "finished", 0, time.perf_counter()
     laps.seconds |= {"steps": 0.0, "logging": 0.0, "snapshots": 0.0, "checkpoints": 0.0}
     laps.lap("start")
@@ -700,9 +599,8 @@ def _train(trainer: Trainer, on_event, should_stop, log_every: int, holds, snaps
         if holds(trainer.step):
             laps.lap("logging")
             if snapped != trainer.step and held_snapshots < HELD_SNAPSHOTS:
-                snapshots.take()
+                _emit_snapshot(trainer, on_event)
                 snapped, held_snapshots = trainer.step, held_snapshots + 1
-            snapshots.drain()  # a page shown "paused" has the snapshot of the step held at
             on_event(Event("held", trainer.step))
             while not should_stop() and holds(trainer.step):
                 time.sleep(HOLD_POLL_SECONDS)
@@ -720,7 +618,6 @@ def _train(trainer: Trainer, on_event, should_stop, log_every: int, holds, snaps
             laps.lap("steps")
             first_loss = row["loss"] if first_loss is None else first_loss
             if not abs(row["loss"]) <= DIVERGENCE_FACTOR * max(abs(first_loss), 1.0):  # NaN fails too
-                snapshots.drain()
                 on_event(Event("error", step, {"message": f"diverged at step {step}"}))
                 raise TrainingError(f"diverged at step {step}")
             row |= trainer.batch_distance_stats()
@@ -729,22 +626,17 @@ def _train(trainer: Trainer, on_event, should_stop, log_every: int, holds, snaps
             on_event(Event("step", step, row))
         laps.lap("logging" if logged else "steps")
         if step % snapshot_every == 0 and step < config.steps:
-            snapshots.take()
+            _emit_snapshot(trainer, on_event)
             snapped = step
-        snapshots.emit_ready()
-        laps.lap("snapshots")
-        if step % checkpoint_every == 0 and step < config.steps:
-            snapshots.drain()  # a run resumed from this checkpoint has every snapshot before it
             laps.lap("snapshots")
+        if step % checkpoint_every == 0 and step < config.steps:
             on_event(Event("checkpoint", step, {"state": trainer.state()}))
             laps.lap("checkpoints")
         if pace.wait():
             laps.lap("paced")
-    snapshots.drain()
-    laps.lap("snapshots")
     train_seconds = time.perf_counter() - started - laps.seconds.get("held", 0.0) - laps.seconds.get("paced", 0.0)
-    snapshots.take(final=True)
-    final_metrics = snapshots.drain()
+    laps.lap("logging")
+    final_metrics = _emit_snapshot(trainer, on_event, final=True)
     on_event(Event("checkpoint", trainer.step, {"state": trainer.state()}))
     laps.lap("final")
     result = {
@@ -758,3 +650,9 @@ def _train(trainer: Trainer, on_event, should_stop, log_every: int, holds, snaps
     }
     on_event(Event("final", trainer.step, result))
     return result
+
+
+def _emit_snapshot(trainer: Trainer, on_event, final: bool = False, items: bool = False) -> dict[str, float]:
+    arrays, found = trainer.snapshot(final=final, items=items)
+    on_event(Event("snapshot", trainer.step, {"arrays": arrays, "metrics": found, "final": final}))
+    return found
