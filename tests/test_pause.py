@@ -224,3 +224,23 @@ def test_slow_motion_sets_the_pace_and_a_snapshot_every_few_steps(store, queue):
     at.toggle(key="cfg.slow_motion").set_value(False).run()
     assert at.number_input(key="cfg.steps_per_second").value == 0.0
     assert at.number_input(key="cfg.snapshot_every").value == 0
+
+
+def test_pause_and_step_are_there_when_a_worker_takes_the_run_as_the_page_draws_it(store, queue, monkeypatch):
+    """The page drew its buttons for a queued run; a worker took it while the panels waited for its first
+    step: the page runs again, with Pause and Step (they used to come only with a reload)."""
+    from ui import live
+
+    run_id = store.create_run(RunConfig(steps=1000, **FAST).model_dump(mode="json"))
+    first_step = live._first_step
+
+    def taken_meanwhile(run):
+        if store.get_run(run_id).status == "queued":
+            store.claim_next("w", "cpu")
+            store.add_metrics(run_id, [{"step": 1, "loss": 1.0}], worker="w")
+        return first_step(store.get_run(run_id))
+
+    monkeypatch.setattr(live, "_first_step", taken_meanwhile)
+    at = _playground(store, run_id)
+    assert not at.exception
+    assert not _button(at, "Pause").disabled and _button(at, "Step").disabled

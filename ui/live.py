@@ -131,8 +131,10 @@ def _pace() -> Pace:
     return st.session_state.setdefault(PACE, Pace())
 
 
-def live_panels(run_id: str) -> None:
-    """Every panel of the run, refreshing while it is live or while a chosen projection computes."""
+def live_panels(run_id: str, drawn: str | None = None) -> None:
+    """Every panel of the run, refreshing while it is live or while a chosen projection computes.
+    `drawn`: the run's status as the rest of the page was drawn for it (the Playground's buttons); if a
+    worker took the run meanwhile, the page runs again at once, so that Pause and Step are there."""
     try:
         run = backend.run_store().get_run(run_id)
     except StoreError:
@@ -144,6 +146,8 @@ def live_panels(run_id: str) -> None:
         help="Freeze the charts to look closely; training goes on (Pause, under Train, holds the training).",
     )
     run = _first_step(run)
+    if drawn is not None and run.status != drawn:
+        st.rerun()
     live, queued = run.status in LIVE_STATUSES, run.status == "queued"
     # The progress line keeps going while the charts are paused (or the run waits in the queue), and
     # reruns the page when the run starts or ends.

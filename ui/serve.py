@@ -36,7 +36,7 @@ def local_app(
     CONTRAST_DEMO). Raises RuntimeError if it exits or does not answer in `timeout` s."""
     port = free_port()  # no file watcher: no module reloads mid-test
     flags = ["--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
+             "--browser.gatherUsageStats", "false"]  # fmt: skip
     where = log.open("w") if log else subprocess.DEVNULL
     try:
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", *flags], cwd=ROOT,

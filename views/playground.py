@@ -179,7 +179,7 @@ with panels:
     if run is not None:
         st.caption(f"Run `{run.id}`" + (f" · **{run.name}**" if run.name else "")
                    + ("" if mine else " · another visitor's run, shared with you to watch"))  # fmt: skip
-        live.live_panels(run.id)
+        live.live_panels(run.id, drawn=run.status)
     else:
         if run_id:
             tab.say_missing(run_id)
