@@ -22,6 +22,7 @@ from contrast_core.config import RunConfig
 from contrast_core.store import RunStore
 from ui import backend
 from ui.config_form import PRESETS
+from ui.run_table import selection_key
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 E = 60  # snapshot points in the fake runs
@@ -332,11 +333,11 @@ def test_runs_page_lists_runs_and_deletes_and_resumes(queue, store):
     table = at.dataframe[0].value
     assert set(table["id"]) == {finished, cancelled}
     assert set(table["status"]) == {"finished", "cancelled"}
-    at.session_state["runs.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}  # newest first
+    at.session_state[selection_key(store.list_runs())] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     at.run()
     button(at, "Resume").click().run()
     assert store.get_run(cancelled).status == "queued"
-    at.session_state["runs.table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    at.session_state[selection_key(store.list_runs())] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     at.run()
     button(at, "Delete").click().run()
     button(at, "Delete for good").click().run()  # Delete asks first
@@ -456,10 +457,21 @@ def test_the_url_names_the_tab_s_run_from_train_on_and_on_every_page(queue, stor
         assert at.query_params.get("run") == run_id, page  # F5 on any page finds it again
 
 
+def test_after_a_delete_no_run_is_left_chosen_in_the_rows_the_deleted_ones_held(queue, store):
+    ids = [add_run(store, 50, status="finished")[0] for _ in range(3)]
+    at = open_app("runs")
+    at.session_state[selection_key(store.list_runs())] = {"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    at.run()
+    button(at, "Delete").click().run()
+    button(at, "Delete for good").click().run()
+    assert [run.id for run in store.list_runs()] == [ids[0]]  # the two newest went
+    assert button(at, "Delete").disabled and button(at, "Watch in Playground").disabled  # nothing chosen now
+
+
 def test_watch_in_playground_puts_the_run_in_the_url_and_its_config_in_the_form(queue, store):
     run_id, _ = add_run(store, 60, status="finished", margin=2.0, embedding_dim=8)
     at = open_app("runs")
-    at.session_state["runs.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.session_state[selection_key(store.list_runs())] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     at.run()
     button(at, "Watch in Playground").click().run()
     assert at.query_params["run"] == run_id

@@ -179,3 +179,16 @@ def test_each_panel_can_fill_its_own_frame(store):
     own = shared_ranges(grid, scatter, shared=False)
     assert own[(0, 0)][0] == pytest.approx((0.5 - 0.54, 0.5 + 0.54)) and own[(1, 0)][0] == pytest.approx((-0.4, 10.4))
     assert own[(1, 1)] == UNIT
+
+
+def test_a_link_to_chosen_runs_opens_them_beside_a_sweep(queue, store):
+    sweep_runs(store)
+    a, _ = add_run(store, 80, status="finished", margin=0.5)
+    b, _ = add_run(store, 80, status="finished", margin=2.0)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["runs"] = f"{a},{b}"  # as the page writes it for chosen runs
+    at.run().switch_page("views/compare.py").run()
+    assert not at.exception
+    assert at.radio(key="compare.mode").value == "Chosen runs"
+    assert next(m for m in at.multiselect if m.label == "Runs").value == [a, b]
+    assert len(chart(at, "Loss")["data"]) == 2

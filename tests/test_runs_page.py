@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from contrast_core.config import RunConfig
 from contrast_core.store import LIVE_STATUSES
 from ui import backend
+from ui.run_table import selection_key
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 
@@ -43,8 +44,13 @@ def runs_page() -> AppTest:
     return at
 
 
+def table_key() -> str:
+    """The table's widget key for the runs it lists now (newest first)."""
+    return selection_key(backend.run_store().list_runs())
+
+
 def click_on_first_row(at: AppTest, label: str) -> None:
-    at.session_state["runs.table"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    at.session_state[table_key()] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     at.run()
     next(b for b in at.button if b.label == label).click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -99,7 +105,7 @@ def test_a_refresh_that_finds_nothing_live_reruns_the_page_once(queue, store, pe
 
 
 def choose(at: AppTest, *rows: int) -> AppTest:
-    at.session_state["runs.table"] = {"selection": {"rows": list(rows), "columns": [], "cells": []}}
+    at.session_state[table_key()] = {"selection": {"rows": list(rows), "columns": [], "cells": []}}
     return at.run()
 
 

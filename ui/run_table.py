@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pandas as pd
@@ -92,3 +93,9 @@ def last_metrics(store: RunStore, run: Run) -> dict:
     if run.final_metrics:
         return run.final_metrics
     return measured_metrics(store.list_snapshots(run.id))
+
+
+def selection_key(runs: list[Run]) -> str:
+    """The Runs table's widget key, one for each list of runs it shows: its selection is of row positions,
+    so a run added or deleted starts a new, empty selection instead of moving the ticks onto other runs."""
+    return "runs.table." + hashlib.sha1(",".join(run.id for run in runs).encode()).hexdigest()[:12]

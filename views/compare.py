@@ -241,7 +241,7 @@ if asked and "compare.sweep" not in st.session_state:  # a link: open its sweep
             st.warning(f"step: {st.query_params['step']!r} is not a step number; showing the last one.")
     else:
         st.warning(f"sweep: no sweep named {asked!r} (the link is wrong or its runs were deleted).")
-st.session_state.setdefault("compare.mode", MODES[0] if sweeps else MODES[1])
+st.session_state.setdefault("compare.mode", MODES[0] if sweeps and not linked else MODES[1])  # a link's runs
 mode = st.radio("Compare", MODES, key="compare.mode", horizontal=True, label_visibility="collapsed")
 if mode == MODES[0]:
     if not sweeps:

@@ -5,7 +5,7 @@ import streamlit as st
 from contrast_core import export
 from contrast_core.store import LIVE_STATUSES, RESUMABLE_STATUSES, Run, StoreError
 from ui import backend, demo, tab
-from ui.run_table import runs_frame
+from ui.run_table import runs_frame, selection_key
 
 REFRESH_SECONDS = 2.0  # while some run is live
 CONFIRM = "runs.confirm_delete"  # session_state: the run ids a first click on Delete asks about
@@ -27,7 +27,7 @@ def runs_table(was_live: bool) -> None:
 
 def _table(runs: list[Run]) -> None:
     event = st.dataframe(runs_frame(runs), hide_index=True, on_select="rerun", selection_mode="multi-row",
-                         key="runs.table", width="stretch")  # fmt: skip
+                         key=selection_key(runs), width="stretch")  # fmt: skip
     chosen = [runs[i] for i in event.selection.rows if i < len(runs)]
     # Each button acts on the chosen runs it can act on, and is disabled when there are none.
     stoppable = [run for run in chosen if run.status in LIVE_STATUSES and not run.cancel_requested]
