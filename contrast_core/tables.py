@@ -39,11 +39,11 @@ def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: 
         raise ValueError(f"csv: no numeric feature columns beside the label (of {table.shape[1]} columns)")
     missing = (features.isna().any(axis=1) | table[label].isna()).to_numpy()
     if missing.any():
-        raise ValueError(f"csv: {missing.sum()} rows contain missing values (first at row {missing.argmax() + 1})")
+        raise ValueError(f"csv: {_rows(missing.sum())} missing values (first at row {missing.argmax() + 1})")
     values = features.to_numpy(dtype=np.float64)
     infinite = ~np.isfinite(values).all(axis=1)
     if infinite.any():
-        raise ValueError(f"csv: {infinite.sum()} rows contain infinite values (first at row {infinite.argmax() + 1})")
+        raise ValueError(f"csv: {_rows(infinite.sum())} infinite values (first at row {infinite.argmax() + 1})")
     if continuous:
         return values, _target(table[label], label), []
     classes, y = np.unique(table[label].to_numpy(), return_inverse=True)
@@ -88,3 +88,7 @@ def last_line(err: Exception) -> str:
     """The last non-empty line of an error's message (a parser's own words, without its traceback)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[-1] if lines else type(err).__name__
+
+
+def _rows(n: int) -> str:
+    return "1 row contains" if n == 1 else f"{n:,} rows contain"

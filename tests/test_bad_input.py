@@ -91,8 +91,8 @@ GOOD = "secret_a,secret_b,label\n" + "".join(f"{i},{i * i},{i % 2}\n" for i in r
         (GOOD.encode(), "y", "csv_label: label column 'y' not found among the file's 3 columns"),
         (GOOD.replace(",0\n", ",1\n").encode(), "label", "csv_label: label column 'label' has 1 class"),
         (("name,label\n" + "a,0\nb,1\n" * 10).encode(), "label", "csv: no numeric feature columns"),
-        (GOOD.replace("3,9,1", "3,,1").encode(), "label", "csv: 1 rows contain missing values (first at row 4)"),
-        (GOOD.replace("3,9,1", "3,Infinity,1").encode(), "label", "csv: 1 rows contain infinite values (first at row 4)"),
+        (GOOD.replace("3,9,1", "3,,1").encode(), "label", "csv: 1 row contains missing values (first at row 4)"),
+        (GOOD.replace("3,9,1", "3,Infinity,1").encode(), "label", "csv: 1 row contains infinite values (first at row 4)"),
     ],
 )  # fmt: skip
 def test_a_bad_csv_upload_is_one_line_and_loses_nothing(store, monkeypatch, data, label, words):

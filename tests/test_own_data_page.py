@@ -58,7 +58,7 @@ def test_an_uploaded_csv_offers_its_columns_shows_its_first_rows_and_trains(queu
     "table, label, words",
     [
         (HEADER + ROWS.replace(",a,", ",b,"), "species", "csv_label: label column 'species' has 1 class"),
-        (HEADER + ROWS.replace("3.5,", ",", 1), "species", "csv: 1 rows contain missing values"),
+        (HEADER + ROWS.replace("3.5,", ",", 1), "species", "csv: 1 row contains missing values (first at row 4)"),
         (HEADER + ROWS[:40], "species", "rows; at least 10 are needed"),
     ],
 )
@@ -67,6 +67,7 @@ def test_a_csv_a_run_cannot_train_on_is_named_and_train_is_off(queue, store, tab
     at.file_uploader(key="cfg.csv_upload").set_value(("t.csv", table.encode(), "text/csv")).run()
     at.selectbox(key="cfg.csv_label").set_value(label).run()
     assert any(words in e for e in errors(at)), errors(at)
+    assert len(errors(at)) == 1, errors(at)  # not also "the csv dataset needs a file": it has one
     assert button(at, "Train").disabled and not at.exception
 
 

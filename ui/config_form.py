@@ -251,6 +251,7 @@ class _Form:
     def __init__(self):
         self.values: dict = {}
         self.slots: dict = {}
+        self.said: set[str] = set()  # fields whose problem a control has shown already, in its own words
         self._row: list[str] | None = None  # fields drawn in the current row
 
     @contextmanager
@@ -288,6 +289,8 @@ class _Form:
     def report(self, errors: dict[str, str]) -> None:
         """Each reason under its control; reasons for fields without one at the end."""
         for field, reason in errors.items():
+            if field in self.said:
+                continue
             slot = self.slots.get(field)
             (slot or st).error(plain_reason(field, reason), icon=":material/error:")
 
@@ -384,6 +387,7 @@ def _csv_controls(form: _Form) -> rules.Target | None:
         path, target = found or (None, None)
     if problem:
         st.error(problem, icon=":material/error:")
+        form.said.add("csv_path")  # not also "the csv dataset needs a file"
     form.values["csv_path"] = path
     return target
 
@@ -452,6 +456,7 @@ def _folder_controls(form: _Form) -> None:
                                   lambda: str(demo.save_images(store, upload.getvalue())))  # fmt: skip
         if problem:
             st.error(problem, icon=":material/error:")
+            form.said.add("data_path")
         form.slots["data_path"] = st.empty()
         form.values["data_path"] = path
     else:
