@@ -192,3 +192,10 @@ def test_a_link_to_chosen_runs_opens_them_beside_a_sweep(queue, store):
     assert at.radio(key="compare.mode").value == "Chosen runs"
     assert next(m for m in at.multiselect if m.label == "Runs").value == [a, b]
     assert len(chart(at, "Loss")["data"]) == 2
+
+
+def test_the_sweep_form_says_the_playground_s_steps_as_a_whole_number(queue, store):
+    at = open_app()
+    at.number_input(key="cfg.steps").set_value(500).run()
+    at.switch_page("views/compare.py").run()
+    assert any("500 steps." in c.value for c in at.caption), [c.value for c in at.caption]

@@ -56,7 +56,7 @@ def sweep_form(store) -> None:
         st.session_state.setdefault(f"sweep.knob{slot}", knob)
         st.session_state.setdefault(f"sweep.values{slot}", EXAMPLES.get(knob, ""))
     st.caption("Every combination of the values below; everything else is the Playground's current settings: "
-               f"{summary(dict(base, distance=base['distance'] or 'natural distance'))}, {base['steps']:,} steps.")  # fmt: skip
+               f"{summary(dict(base, distance=base['distance'] or 'natural distance'))}, {base['steps']:,.0f} steps.")  # fmt: skip
     left, right = st.columns(2)
     knobs = list(sweep.KNOBS)
     left.selectbox("Knob", knobs, key="sweep.knob1", on_change=_example, args=("1",))
