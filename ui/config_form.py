@@ -273,10 +273,10 @@ class _Form:
         if widget in (st.number_input, st.slider):
             kwargs = field_bounds(field) | kwargs
         if widget is st.number_input and RunConfig.model_fields[field].annotation is int:
-            # A float input without a max: Streamlit's int input reads a typed "1e9" as 1 and drops a
-            # value over its max without a word; this way RunConfig sees what was typed and says why not.
-            kwargs |= dict(min_value=float(kwargs["min_value"]), max_value=None,
-                           step=float(kwargs.get("step", 1)), format="%.0f")  # fmt: skip
+            # A float input without bounds: Streamlit's int input reads a typed "1e9" as 1, and a value past
+            # a bound stays in the box, marked, while the last one in range is used (Train would run that);
+            # this way RunConfig sees what was typed and says why not, and Train waits for a valid one.
+            kwargs |= dict(min_value=None, max_value=None, step=float(kwargs.get("step", 1)), format="%.0f")
         value = widget(label, key=_key(field), disabled=not used, **kwargs)
         if self._row is None:
             self.slots[field] = st.empty()
