@@ -244,3 +244,17 @@ def test_pause_and_step_are_there_when_a_worker_takes_the_run_as_the_page_draws_
     at = _playground(store, run_id)
     assert not at.exception
     assert not _button(at, "Pause").disabled and _button(at, "Step").disabled
+
+
+@pytest.mark.parametrize("status, why", [
+    ("cancelled", "paused longer than this demo's 60 s; Resume goes on from here"),
+    ("interrupted", "killed by the system for memory (batch 4,096 of batch-all triplets)"),
+])  # fmt: skip
+def test_the_playground_says_why_a_run_ended_where_no_one_pressed_stop(store, queue, status, why):
+    run_id = store.create_run(RunConfig(steps=1000, **FAST).model_dump(mode="json"))
+    store.claim_next("w", "cpu")
+    store.add_metrics(run_id, [{"step": 1, "loss": 1.0}], worker="w")
+    store.set_status(run_id, status, error=why, worker="w")
+    at = _playground(store, run_id)
+    assert not at.exception
+    assert [w.value for w in at.warning if why in w.value] == [f"Run {status}: {why}"]

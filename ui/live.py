@@ -272,6 +272,8 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False, was_held: b
     st.progress(min(run.step / run.config["steps"], 1.0), text=" · ".join(parts))
     if run.status == "failed":
         st.error(f"Run failed: {run.error}", icon=":material/error:")
+    elif run.status in ("cancelled", "interrupted") and run.error:  # why, where it was not a click on Stop
+        st.warning(f"Run {run.status}: {run.error}", icon=":material/info:")
     if (was_live and run.status not in LIVE_STATUSES) or (was_queued and run.status != "queued") or held != was_held:
         st.rerun()  # once: the page's buttons and the charts' refresh period follow the new status
     period = QUEUED_REFRESH_SECONDS if was_queued else REFRESH_SECONDS
