@@ -34,7 +34,7 @@ def local_app(
     """Yields (url, pid) once the app answers its health check; on leaving, stops it with its process
     group (the job queue's workers). `env`: settings added to this process's environment (e.g.
     CONTRAST_DEMO). Raises RuntimeError if it exits or does not answer in `timeout` s."""
-    port = free_port()  # no file watcher: no module reloads mid-test
+    port = free_port()  # as `make run` serves it: .streamlit/config.toml turns the file watcher off
     flags = ["--server.headless", "true", "--server.address", "127.0.0.1", "--server.port", str(port),
              "--browser.gatherUsageStats", "false"]  # fmt: skip
     where = log.open("w") if log else subprocess.DEVNULL
