@@ -270,10 +270,10 @@ class RunConfig(BaseModel):
 
 
 def _size(n: float) -> str:
-    """Bytes for a person: "512 MB", "3.4 GB", "2,622,368 GB"."""
+    """Bytes for a person: "512 MB", "10.2 GB", "2,622,368 GB"."""
     if n < 2**30:
         return f"{n / 2**20:.0f} MB"
-    return f"{n / 2**30:.1f} GB" if n < 10 * 2**30 else f"{n / 2**30:,.0f} GB"
+    return f"{n / 2**30:.1f} GB" if n < 100 * 2**30 else f"{n / 2**30:,.0f} GB"
 
 
 def available_memory() -> int:

@@ -145,7 +145,7 @@ def test_the_snapshot_cap_counts_what_training_writes():
     assert RunConfig(steps=1_000_000).resolved_snapshot_every() == 25_000  # the default: about 40 a run
 
 
-@pytest.mark.parametrize("size, said", [(512 * 2**20, "512 MB"), (3.4 * 2**30, "3.4 GB"),
+@pytest.mark.parametrize("size, said", [(512 * 2**20, "512 MB"), (10.2 * 2**30, "10.2 GB"),
                                         (2_622_368 * 2**30, "2,622,368 GB")])  # fmt: skip
 def test_memory_is_said_in_mb_or_gb_with_thousands_apart(size, said):
     from contrast_core.config import _size
