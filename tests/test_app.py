@@ -161,12 +161,24 @@ def test_sidebar_shows_device_queue_and_docs_link(queue, store):
     assert shown.startswith("# Contrast Lab") and "What the formulas are" in shown and shown == readme.strip()
 
 
-def test_invalid_combination_shows_its_message_under_the_control(queue):
+def test_a_new_loss_brings_a_sampler_that_feeds_it_and_says_so(queue):
     at = open_app()
     at.selectbox(key="cfg.loss").set_value("nt-xent").run()
+    assert (at.selectbox(key="cfg.sampler").value, at.slider(key="cfg.augment").value) == ("augmented-views", 0.5)
+    assert [t.value for t in at.toast] == [
+        "Sampler: random-pairs cannot feed the nt-xent loss, so it is augmented-views now, with augmentation 0.5."
+    ]
+    assert not at.error and not button(at, "Train").disabled
+    at.selectbox(key="cfg.loss").set_value("triplet").run()
+    assert at.selectbox(key="cfg.sampler").value == "semi-hard" and not at.error
+
+
+def test_invalid_combination_shows_its_message_under_the_control(queue):
+    at = open_app()
+    at.selectbox(key="cfg.sampler").set_value("semi-hard").run()
     message = next_to(at, "cfg.sampler")
     assert type(message).__name__ == "Error"
-    assert "cannot feed the 'nt-xent' loss" in message.value
+    assert "cannot feed the 'contrastive' loss" in message.value
     assert button(at, "Train").disabled
     at.selectbox(key="cfg.sampler").set_value("augmented-views").run()
     message = next_to(at, "cfg.augment")
@@ -564,6 +576,15 @@ def test_a_link_with_settings_fills_the_form_and_the_form_keeps_its_link(queue, 
     button(at, "Train").click().run()
     config = store.list_runs()[0].config
     assert (config["loss"], config["sampler"], config["margin"], config["steps"]) == ("triplet", "semi-hard", 0.3, 500)
+
+
+def test_a_link_to_nt_xent_on_augmented_views_opens_the_recipe_that_takes_them(queue):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"loss": "nt-xent", "sampler": "augmented-views"})
+    at.run()
+    assert not at.exception and not at.warning  # was: "link: its settings do not go together"
+    assert at.selectbox(key="cfg.preset").value == "SimCLR-style NT-Xent"
+    assert (at.selectbox(key="cfg.loss").value, at.selectbox(key="cfg.sampler").value) == ("nt-xent", "augmented-views")
 
 
 def test_a_link_s_bad_setting_is_named_and_the_rest_kept(queue):

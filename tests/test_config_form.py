@@ -60,3 +60,44 @@ def test_plain_reason_names_the_field_and_its_limit():
     )
     fraction = "Input should be a valid integer, got a number with a fractional part"
     assert config_form.plain_reason("steps", fraction) == "steps: a whole number"
+
+
+def test_a_link_whose_settings_go_together_but_not_with_the_first_recipe_reads_them_over_one_that_takes_them():
+    values, refused = config_form.config_from_link({"loss": "nt-xent", "sampler": "augmented-views"})
+    assert refused == {}  # was: the whole link refused as "its settings do not go together"
+    simclr = config_form.recipe_values("SimCLR-style NT-Xent")
+    assert RunConfig(**values) == RunConfig(**simclr)
+    values, refused = config_form.config_from_link({"loss": "triplet", "margin": "0.3"})
+    assert refused == {} and (values["sampler"], values["margin"]) == ("semi-hard", 0.3)
+
+
+def test_a_link_the_page_wrote_reads_back_as_its_config_over_the_first_recipe():
+    """The page's links hold what differs from the first recipe: a triplet run with m_per_class back at the
+    first recipe's 4 must not pick up the triplet recipe's 8."""
+    config = RunConfig(loss="triplet", sampler="batch-hard", margin=0.5, steps=700)
+    values, refused = config_form.config_from_link(config_form.link_params(config.model_dump(mode="json")))
+    assert refused == {} and RunConfig(**values) == config
+
+
+def test_a_link_s_refused_field_is_named_even_where_another_recipe_would_take_the_rest():
+    values, refused = config_form.config_from_link({"loss": "nt-xent", "sampler": "augmented-views", "augment": "0"})
+    assert list(refused) == ["augment"] and "augment > 0" in refused["augment"]
+    assert (values["loss"], values["sampler"], values["augment"]) == ("nt-xent", "augmented-views", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("loss", "sampler", "expected"),
+    [
+        ("triplet", "random-pairs", "semi-hard"),  # the triplet recipe's
+        ("triplet", "batch-hard", "batch-hard"),  # it feeds triplets: kept
+        ("nt-xent", "batch-all", "augmented-views"),
+        ("supcon", "random-pairs", "batch-all"),  # no recipe: the first that feeds labels
+        ("supcon", "augmented-views", "augmented-views"),  # with a label_fraction
+        ("contrastive", "semi-hard", "random-pairs"),
+    ],
+)
+def test_fitting_sampler_keeps_one_that_feeds_the_loss_and_otherwise_finds_one(loss, sampler, expected):
+    found = config_form.fitting_sampler(loss, sampler)
+    assert found == expected
+    fraction = 0.1 if loss == "supcon" and found == "augmented-views" else None
+    RunConfig(loss=loss, sampler=found, augment=0.5, label_fraction=fraction)  # a config that goes together

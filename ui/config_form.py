@@ -36,6 +36,7 @@ PRESETS: dict[str, dict] = {  # recipes, applied over RunConfig's defaults
     # beta 0.1: at beta 1 the KL term wins on 2-D digits and every reconstruction is the mean image
     "VAE + contrastive": {"model": "vae", "beta": 0.1, "contrastive_weight": 1.0},
 }  # fmt: skip
+AUGMENT_FOR_VIEWS = PRESETS["SimCLR-style NT-Xent"]["augment"]  # a loss that needs two views gets this much
 EMBEDDING_DIMS = (2, 3, 4, 8, 16, 32, 64, 128)
 BATCH_SIZES = (16, 32, 64, 100, 128, 256, 512, 1024)
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 10.0)  # 10: to watch divergence
@@ -172,14 +173,30 @@ def load_config(config: dict) -> None:
 
 
 def config_from_link(params: dict[str, str]) -> tuple[dict, dict[str, str]]:
-    """A Playground link's settings (`?loss=triplet&margin=0.5`, values as typed) over the first recipe:
+    """A Playground link's settings (`?loss=triplet&margin=0.5`, values as typed) over a recipe:
     (every field's value, {field: reason} for the ones refused, which keep the recipe's value).
 
-    Query parameters that are not RunConfig fields (`run`, say) are not settings and are left alone.
+    The first recipe is the base (the page's own links hold what differs from it). Settings that go
+    together but not with that recipe's other values (`?loss=nt-xent&sampler=augmented-views` needs
+    augmentation) are read over the first recipe that takes them all. Query parameters that are not
+    RunConfig fields (`run`, say) are not settings and are left alone.
     """
-    recipe = recipe_values(next(iter(PRESETS)))
     given = {field: _whole(field, value) for field, value in params.items() if field in RunConfig.model_fields}
-    if "distance" not in given:
+    values, refused, clash = _over_recipe(next(iter(PRESETS)), given)
+    if clash:
+        for name in list(PRESETS)[1:]:
+            other, other_refused, other_clash = _over_recipe(name, given)
+            if not other_clash and len(other_refused) <= len(refused):
+                return other, other_refused
+        return recipe_values(next(iter(PRESETS))), refused | {"link": f"its settings clash with {clash}"}
+    return values, refused
+
+
+def _over_recipe(name: str, given: dict) -> tuple[dict, dict[str, str], str | None]:
+    """`given` over recipe `name`, each refused field dropped: (values, {field: reason}, the clash
+    with the recipe's own values as "field: reason", or None)."""
+    recipe = recipe_values(name)
+    if "distance" not in given and "distance" not in PRESETS[name]:
         recipe["distance"] = None  # the linked loss's own distance
     values, refused = recipe | given, {}
     for _ in range(len(given) + 1):  # drop each refused field, then check the rest again
@@ -187,13 +204,14 @@ def config_from_link(params: dict[str, str]) -> tuple[dict, dict[str, str]]:
             config = RunConfig.check(**values)
         except ConfigError as exc:
             bad = {field: reason for field, reason in exc.errors.items() if field in given and field not in refused}
-            if not bad:  # a combination of the recipe's own values: cannot happen with a valid recipe
-                break
+            if not bad:  # only fields the link left at the recipe's value: they clash with the link's
+                field, reason = next(iter(exc.errors.items()))
+                return values, refused, f"{field}: {reason}"
             refused |= bad
             values = recipe | {field: value for field, value in given.items() if field not in refused}
             continue
-        return config.model_dump(mode="json"), refused
-    return recipe_values(next(iter(PRESETS))), refused | {"link": "its settings do not go together"}
+        return config.model_dump(mode="json"), refused, None
+    return values, refused, "its settings"  # not reached: each pass refuses at least one more field
 
 
 def _whole(field: str, value: str):
@@ -221,11 +239,31 @@ def link_params(values: dict) -> dict[str, str]:
     return params
 
 
+def fitting_sampler(loss: str, sampler: str) -> str:
+    """`sampler` if it can feed `loss` (with a label_fraction counts), else the sampler of the loss's
+    recipe, else the first sampler that can."""
+    kind = rules.LOSSES[loss].kind
+    if kind in rules.SAMPLERS[sampler].kinds | rules.SAMPLERS[sampler].labelled_kinds:
+        return sampler
+    recipes = [preset["sampler"] for preset in PRESETS.values() if preset.get("loss") == loss]
+    return (recipes or [name for name, fits in rules.SAMPLERS.items() if kind in fits.kinds])[0]
+
+
 def _on_loss_change() -> None:
-    """A new loss measures with its natural distance, unless the person chose one it can use."""
-    objective = rules.LOSSES[st.session_state["cfg.loss"]]
+    """A new loss measures with its natural distance, unless the person chose one it can use; a sampler
+    that cannot feed it gives way to one that can (said in a toast)."""
+    loss = st.session_state["cfg.loss"]
+    objective = rules.LOSSES[loss]
     if not (st.session_state.get(CHOSEN_DISTANCE) and "distance" in objective.knobs):
         st.session_state["cfg.distance"] = objective.natural_distance
+    old = st.session_state.get("cfg.sampler", DEFAULTS["sampler"])
+    if (new := fitting_sampler(loss, old)) != old:
+        st.session_state["cfg.sampler"] = new
+        said = f"Sampler: {old} cannot feed the {loss} loss, so it is {new} now"
+        if new == "augmented-views" and not st.session_state.get("cfg.augment"):  # two identical views teach nothing
+            st.session_state["cfg.augment"] = AUGMENT_FOR_VIEWS
+            said += f", with augmentation {AUGMENT_FOR_VIEWS:g}"
+        st.toast(f"{said}.", icon=":material/swap_horiz:")
     _translate_margin()
 
 
