@@ -257,15 +257,22 @@ class RunConfig(BaseModel):
     def check(cls, **values) -> RunConfig:
         """Build a config, or raise ConfigError naming each bad field.
 
-        A new run's image folder must be there too; a stored run's config is read with `model_validate`,
-        which does not look (its folder may have gone since: the run's data then says so, not its config).
+        A new run's image folder must be there too, with classes a run can train on (`folders.check_folder`,
+        from the file names); a stored run's config is read with `model_validate`, which does not look (its
+        folder may have gone since: the run's data then says so, not its config).
         """
         try:
             config = cls(**values)
         except ValidationError as exc:
             raise ConfigError(_field_errors(exc)) from None
-        if config.dataset == "folder" and not Path(config.data_path).is_dir():
-            raise ConfigError({"data_path": "not a folder on this machine"})
+        if config.dataset == "folder":
+            if not Path(config.data_path).is_dir():
+                raise ConfigError({"data_path": "not a folder on this machine"})
+            try:
+                folders.check_folder(config.data_path, config.image_size)
+            except ValueError as exc:  # "data_path: class 'dogs' has 3 images; ..."
+                field, _, reason = str(exc).partition(": ")
+                raise ConfigError({field: reason}) from None
         return config
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -339,23 +338,10 @@ def _folder(*, data_path: str | None, image_size: int = 32, max_images: int = fo
     """
     from torchvision.datasets import ImageFolder
 
-    if not data_path:
-        raise ValueError("data_path: no folder given (the folder dataset needs one)")
+    folders.check_folder(data_path, image_size, max_images)  # from the names: before any image is decoded
     root = Path(data_path)
-    if not root.is_dir():
-        raise ValueError(f"data_path: not a folder: {data_path}")
-    if not folders.MIN_SIZE <= image_size <= folders.MAX_SIZE:
-        raise ValueError(f"image_size: must be {folders.MIN_SIZE} to {folders.MAX_SIZE} pixels (got {image_size})")
-    try:
-        source = ImageFolder(root, loader=partial(_read_image, root, image_size), is_valid_file=folders.is_image,
-                             allow_empty=True)  # fmt: skip
-    except FileNotFoundError:  # not one class sub-folder
-        classes, targets = [], []
-    else:
-        classes, targets = source.classes, source.targets
-    per_class = Counter(targets)
-    folders.check_classes({name: per_class[i] for i, name in enumerate(classes)}, max_images)
-    folders.check_tensor_size(len(source), image_size)
+    source = ImageFolder(root, loader=partial(_read_image, root, image_size), is_valid_file=folders.is_image,
+                         allow_empty=True)  # fmt: skip
     pixels = [source[i][0] for i in range(len(source))]  # each (1 or 3, S, S) uint8
     channels = max(p.shape[0] for p in pixels)
     x = torch.stack([p.expand(channels, -1, -1) for p in pixels]).float() / 255  # (N, C, S, S)

@@ -38,6 +38,30 @@ def is_image(path: str | os.PathLike) -> bool:
     return name.suffix.lower() in IMAGE_SUFFIXES and not name.name.startswith(".")
 
 
+def check_folder(data_path: str | None, image_size: int, max_images: int = MAX_IMAGES) -> dict[str, int]:
+    """Refuses a folder a run could not train on, from its names alone (`data` decodes the images after):
+    none given, not a folder, an image size out of range, the classes (`check_classes`), all its images
+    at `image_size` (`check_tensor_size`). Returns the images per class, as ImageFolder finds them: every
+    sub-folder a class (sorted), the images below it at any depth, links followed."""
+    if not data_path:
+        raise ValueError("data_path: no folder given (the folder dataset needs one)")
+    root = Path(data_path)
+    if not root.is_dir():
+        raise ValueError(f"data_path: not a folder: {data_path}")
+    if not MIN_SIZE <= image_size <= MAX_SIZE:
+        raise ValueError(f"image_size: must be {MIN_SIZE} to {MAX_SIZE} pixels (got {image_size})")
+    try:
+        per_class = {}
+        for name in sorted(entry.name for entry in os.scandir(root) if entry.is_dir()):
+            below = os.walk(root / name, followlinks=True)
+            per_class[name] = sum(is_image(file) for _, _, files in below for file in files)
+    except OSError as err:
+        raise ValueError(f"data_path: cannot read {data_path} ({err.strerror or err})") from None
+    check_classes(per_class, max_images)
+    check_tensor_size(sum(per_class.values()), image_size)
+    return per_class
+
+
 def check_classes(per_class: dict[str, int], max_images: int = MAX_IMAGES) -> None:
     """Refuses a folder whose classes cannot train a run: fewer than MIN_CLASSES, a class with fewer than
     MIN_PER_CLASS images, or more than `max_images` in all. `per_class`: images per class name."""

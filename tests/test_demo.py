@@ -275,6 +275,8 @@ def test_the_demo_reads_no_image_folder_of_the_server(demo_mode, queue, store, t
     folder = tmp_path / "server-folder"
     for name in ("a", "b"):
         (folder / name).mkdir(parents=True)
+        for i in range(5):  # a folder a run could train on, by its names (the demo must not read it)
+            (folder / name / f"{i}.png").touch()
     refused = demo.refusal(store, [RunConfig(dataset="folder", data_path=str(folder))])
     assert refused == "data_path: this demo reads only uploaded folders: upload a zip of the images instead"
     (demo.upload_dir(store) / "x").mkdir(parents=True)

@@ -137,6 +137,23 @@ def test_the_config_needs_a_folder_for_the_folder_dataset(pets, tmp_path):
             RunConfig.check(dataset="folder", data_path=str(pets), image_size=size)
         assert list(refused.value.errors) == ["image_size"]
     assert RunConfig.check(dataset="folder", data_path=str(pets)).image_size == 32
+    (pets / "birds").mkdir()
+    (pets / "birds" / "0.png").write_bytes(png_bytes())
+    with pytest.raises(ConfigError) as refused:  # a class a run cannot train on: said before the run starts
+        RunConfig.check(dataset="folder", data_path=str(pets))
+    assert refused.value.errors == {"data_path": "class 'birds' has 1 image; at least 5 per class are needed (a "
+                                                 "fifth are held out to measure the embedding)"}  # fmt: skip
+
+
+def test_check_folder_counts_the_images_as_image_folder_finds_them(pets):
+    from torchvision.datasets import ImageFolder
+
+    (pets / "dogs" / "more").mkdir()
+    for name in ("0.png", "1.JPG", "notes.txt", ".hidden.png"):  # nested, a suffix's case, not images
+        (pets / "dogs" / "more" / name).write_bytes(png_bytes())
+    found = ImageFolder(pets, is_valid_file=folders.is_image)
+    per_class = folders.check_folder(str(pets), image_size=8)
+    assert per_class == {name: found.targets.count(i) for i, name in enumerate(found.classes)} == {"cats": 6, "dogs": 7}
 
 
 def test_a_stored_run_s_config_still_reads_once_its_folder_is_gone(pets):

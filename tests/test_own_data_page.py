@@ -100,9 +100,14 @@ def test_an_image_folder_by_its_path(queue, store, tmp_path):
     assert "data_path: not a folder on this machine" in errors(at) and button(at, "Train").disabled
     for name, colour in (("cats", "red"), ("dogs", "blue")):
         (tmp_path / "pets" / name).mkdir(parents=True)
-        for i in range(5):
+        for i in range(5 if name == "cats" else 3):
             Image.new("RGB", (9, 9), colour).save(tmp_path / "pets" / name / f"{i}.png")
     at.text_input(key="cfg.data_path").set_value(str(tmp_path / "pets")).run()
+    assert [e for e in errors(at) if e.startswith("data_path: class 'dogs' has 3 images; at least 5")]
+    assert button(at, "Train").disabled  # said before Train, not when the run starts
+    for i in range(3, 5):
+        Image.new("RGB", (9, 9), "blue").save(tmp_path / "pets" / "dogs" / f"{i}.png")
+    at.run()
     at.number_input(key="cfg.image_size").set_value(16).run()
     assert not errors(at) and not button(at, "Train").disabled
     button(at, "Train").click().run()
