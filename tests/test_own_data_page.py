@@ -90,6 +90,7 @@ def test_a_csv_upload_in_demo_mode_keeps_the_demo_s_caps(queue, store, monkeypat
     monkeypatch.setenv("CONTRAST_DEMO_UPLOAD_ROWS", "50")
     at = playground("csv")
     assert not [t for t in at.text_input if t.key == "cfg.csv_path"]  # no path on the server in a demo
+    assert at.file_uploader(key="cfg.csv_upload").proto.max_upload_size_mb == 2  # the box names the demo's cap
     at.file_uploader(key="cfg.csv_upload").set_value(("t.csv", TABLE, "text/csv")).run()
     assert "csv upload: 60 rows, over this demo's 50" in errors(at) and button(at, "Train").disabled
 
@@ -122,6 +123,7 @@ def test_an_image_zip_in_demo_mode_is_unpacked_and_trained_on(queue, store, monk
     at = playground("folder")
     assert not [t for t in at.text_input if t.key == "cfg.data_path"]  # no path on the server in a demo
     upload = at.file_uploader(key="cfg.zip_upload")
+    assert upload.proto.max_upload_size_mb == 20  # the box names the demo's cap, not the server's 200 MB
     upload.set_value(("pets.zip", zipped(pngs() | {"../evil.png": b"x"}), "application/zip")).run()
     assert [e for e in errors(at) if e.startswith("zip upload: the entry '../evil.png' would be written outside")]
     assert button(at, "Train").disabled and not demo.upload_dir(store).exists()

@@ -401,6 +401,7 @@ def _csv_controls(form: _Form) -> rules.Target | None:
     in_demo = demo.enabled()
     limit = f"{demo.caps().upload_mb:g} MB and {demo.caps().upload_rows:,}" if in_demo else f"{tables.MAX_ROWS:,}"
     upload = st.file_uploader("CSV file", type=["csv"], key="cfg.csv_upload",
+                              max_upload_size=_whole_mb(demo.caps().upload_mb) if in_demo else None,
                               help=f"Numeric feature columns and a label column; at most {limit} rows"
                                    f"{' in this demo' if in_demo else ''}.")  # fmt: skip
     typed = None
@@ -428,6 +429,12 @@ def _csv_controls(form: _Form) -> rules.Target | None:
         form.said.add("csv_path")  # not also "the csv dataset needs a file"
     form.values["csv_path"] = path
     return target
+
+
+def _whole_mb(cap_mb: float) -> int:
+    """A demo's upload cap as the uploader takes it (whole megabytes, at least 1), so that the box names
+    the demo's cap rather than the server's; the cap itself is checked exactly once a file is in."""
+    return max(1, math.ceil(cap_mb))
 
 
 def _readable(source):
@@ -485,6 +492,7 @@ def _folder_controls(form: _Form) -> None:
     if demo.enabled():
         caps = demo.caps()
         upload = st.file_uploader("Image folder (zip)", type=["zip"], key="cfg.zip_upload",
+                                  max_upload_size=_whole_mb(caps.zip_mb),
                                   help=f"A zip of a folder with one sub-folder of images per class (png, jpg, ...); "
                                        f"at most {caps.zip_mb:g} MB and {caps.zip_images:,} images in this demo.")  # fmt: skip
         path = problem = None
