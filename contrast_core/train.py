@@ -566,7 +566,9 @@ def train(
 
     Calls `on_event` with a "step" row every `log_every` steps, a "snapshot" every
     `config.resolved_snapshot_every()` steps, a "checkpoint" (with the resumable state) every
-    `config.resolved_checkpoint_every()` steps and at the end, and "final" with the metrics.
+    `config.resolved_checkpoint_every()` steps and at the end, and "final" with the metrics. A step row
+    holds the loss terms, the batch's distance statistics, "lr", "pairs_per_second" (of the optimiser
+    steps alone) and "waited_seconds" (held and paced so far, for the pages' wall-clock rate).
     A non-finite loss, or one DIVERGENCE_FACTOR times the first logged loss (float32 can hold
     a blown-up loss of 1e31 without overflowing), stops the run with TrainingError("diverged at step N").
     `should_stop()` is checked once per step; when it says so the run ends with status "cancelled".
@@ -622,7 +624,8 @@ def train(
                 raise TrainingError(f"diverged at step {step}")
             row |= trainer.batch_distance_stats()
             row |= {"lr": trainer.optimizer.param_groups[0]["lr"],
-                    "pairs_per_second": config.batch_size * steps_done / max(laps.seconds["steps"], 1e-9)}  # fmt: skip
+                    "pairs_per_second": config.batch_size * steps_done / max(laps.seconds["steps"], 1e-9),
+                    "waited_seconds": laps.seconds.get("held", 0.0) + laps.seconds.get("paced", 0.0)}  # fmt: skip
             on_event(Event("step", step, row))
         laps.lap("logging" if logged else "steps")
         if step % snapshot_every == 0 and step < config.steps:

@@ -97,6 +97,18 @@ def test_the_rate_is_over_the_runs_wall_clock_time():
     assert live.rate_text({"sampler": "batch-all", "batch_size": 64}, 10, 2.0, None) == "320 items/s"
 
 
+def test_the_progress_line_leaves_the_time_a_run_waited_out_of_its_rate(queue, store):
+    # 1,000 steps of 100 pairs in 30 s of wall time, 20 s of it paused: 10,000 pairs/s, not 3,333 with
+    # "snapshots and logging 73%".
+    run_id = store.create_run(RunConfig(steps=1000).model_dump(mode="json"), status="running", worker="w")
+    store.add_metrics(run_id, [{"step": 1000, "loss": 0.5, "pairs_per_second": 12_500.0, "waited_seconds": 20.0}])
+    store.set_status(run_id, "finished")
+    with store._write() as conn:
+        conn.execute("UPDATE runs SET started_at = 100.0, finished_at = 130.0 WHERE id = ?", (run_id,))
+    text = watch(store, run_id).get("progress")[0].proto.text
+    assert "10,000 pairs/s (12,500 while stepping; snapshots and logging 20%)" in text, text
+
+
 def test_the_progress_line_waits_for_the_end_only_when_the_steps_left_end_within_a_refresh(store):
     run_id = store.create_run(RunConfig(steps=1000).model_dump(mode="json"))
     store.claim_next("w", "cpu")

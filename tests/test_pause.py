@@ -11,7 +11,7 @@ from test_jobs import wait_for
 from contrast_core.config import RunConfig
 from contrast_core.jobs import JobQueue
 from contrast_core.store import MIGRATIONS, SCHEMA_VERSION, RunStore, StoreError
-from contrast_core.train import Event, Pace, train
+from contrast_core.train import HOLD_POLL_SECONDS, Event, Pace, train
 
 FAST = dict(eval_size=40, batch_size=32, device="cpu")
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -258,3 +258,15 @@ def test_the_playground_says_why_a_run_ended_where_no_one_pressed_stop(store, qu
     at = _playground(store, run_id)
     assert not at.exception
     assert [w.value for w in at.warning if why in w.value] == [f"Run {status}: {why}"]
+
+
+def test_a_step_row_says_how_long_the_run_has_waited(monkeypatch):
+    """The pages' rate leaves a pause out: it had counted it as "snapshots and logging"."""
+    clock = [0.0]  # time moves only while the run sleeps: a held run's polls
+    monkeypatch.setattr("contrast_core.train.time.perf_counter", lambda: clock[0])
+    monkeypatch.setattr("contrast_core.train.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    asks = iter([True] * 4 + [False] * 1000)  # held at step 5: asked once, then polled three times
+    events = []
+    train(RunConfig(steps=10, **FAST), events.append, holds=lambda step: step == 5 and next(asks))
+    waited = {e.step: e.data["waited_seconds"] for e in events if e.kind == "step"}
+    assert waited == {step: 0.0 if step <= 5 else pytest.approx(3 * HOLD_POLL_SECONDS) for step in range(1, 11)}

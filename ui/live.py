@@ -263,7 +263,9 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False, was_held: b
     status = "stopping…" if run.status == "running" and run.cancel_requested else "paused" if held else run.status
     parts = [f"**{status}**", f"step {run.step:,} / {run.config['steps']:,}"]
     if elapsed and run.step and not held:
-        parts.append(rate_text(run.config, run.step, elapsed, last[-1].get("pairs_per_second") if last else None))
+        row = last[-1] if last else {}
+        parts.append(rate_text(run.config, run.step, elapsed - row.get("waited_seconds", 0.0),
+                               row.get("pairs_per_second")))  # fmt: skip
     if elapsed:
         parts.append(f"{elapsed:.1f} s elapsed")
     parts.append(run.device or backend.job_queue().status()["device"])
@@ -322,9 +324,10 @@ def _duration(seconds: float) -> str:
 
 def rate_text(config: dict, steps: int, elapsed: float, stepping_rate: float | None) -> str:
     """ "9,800 pairs/s (12,000 while stepping; snapshots and logging 18%)": the run's real rate over
-    its wall-clock time, beside the rate of its training steps alone (what the worker reports)."""
+    `elapsed`, its wall-clock time less the time it waited (paused, or slowed down by slow motion),
+    beside the rate of its training steps alone (what the worker reports)."""
     unit = "pairs" if config["sampler"] == "random-pairs" else "items"
-    overall = steps * config["batch_size"] / elapsed
+    overall = steps * config["batch_size"] / max(elapsed, 1e-9)
     text = f"{overall:,.0f} {unit}/s"
     if stepping_rate and stepping_rate > overall:
         text += f" ({stepping_rate:,.0f} while stepping; snapshots and logging {1 - overall / stepping_rate:.0%})"
