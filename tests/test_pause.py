@@ -224,6 +224,9 @@ def test_slow_motion_sets_the_pace_and_a_snapshot_every_few_steps(store, queue):
     at.toggle(key="cfg.slow_motion").set_value(False).run()
     assert at.number_input(key="cfg.steps_per_second").value == 0.0
     assert at.number_input(key="cfg.snapshot_every").value == 0
+    at.toggle(key="cfg.slow_motion").set_value(True).run()
+    next(b for b in at.button if b.label == "Train").click().run()
+    assert "slow motion, 10 steps a second" in at.get("progress")[0].proto.text  # the rate leaves its waits out
 
 
 def test_pause_and_step_are_there_when_a_worker_takes_the_run_as_the_page_draws_it(store, queue, monkeypatch):
