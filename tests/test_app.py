@@ -438,6 +438,13 @@ def test_cosine_runs_are_drawn_on_the_unit_circle(queue, store):
     assert np.allclose(np.linalg.norm(xy, axis=1), 1, atol=1e-3)  # unit vectors, not the raw lengths (about 3)
 
 
+def test_a_wide_cosine_run_s_title_fits_and_its_caption_says_the_points_are_on_the_unit_sphere(queue, store):
+    run_id, _ = add_run(store, 60, loss="nt-xent", sampler="augmented-views", augment=0.5, embedding_dim=16)
+    at = watch(store, run_id)
+    assert chart(at, "PCA of the 16-D embedding, step 50")  # "... on the unit sphere, step 50" was cut off
+    assert any("on the unit sphere (scaled to length 1)" in c.value for c in at.caption)
+
+
 def test_a_link_with_a_run_id_opens_that_run(queue, store):
     run_id, _ = add_run(store, 60, status="finished")
     at = AppTest.from_file(APP, default_timeout=60)

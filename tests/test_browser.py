@@ -145,6 +145,17 @@ def test_train_the_default_recipe_and_watch_it_learn(page, server):
     expect(main_button(page, "Train")).to_be_enabled()  # the page reruns once when the run ends
     shoot(page, "playground-finished")
     drawn = page.evaluate(FIRST_DRAWN_READ_JS)
+    page.set_viewport_size({"width": 1280, "height": 1000})  # a laptop: the metric tiles read whole
+    try:
+        page.wait_for_timeout(500)
+        tiles = page.get_by_test_id("stMetric").evaluate_all(
+            """els => els.map(e => [e.innerText,
+                ...[e.querySelector('[data-testid="stMetricValue"] div'), e.querySelectorAll('[data-testid="stMetricLabel"] div')[1]]
+                   .map(part => part.scrollWidth - part.clientWidth)])"""
+        )  # fmt: skip
+        assert len(tiles) >= 8 and all(value == label == 0 for _, value, label in tiles), tiles  # "0.9…", "Rand…"
+    finally:
+        page.set_viewport_size(VIEWPORT)
     figures = {"first_click_to_first_loss_point_s": round(drawn["loss"], 2),
                "first_click_to_first_scatter_s": round(drawn["scatter"], 2),
                "first_click_default_run_end_to_end_s": round(end_to_end, 2)}  # fmt: skip

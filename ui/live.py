@@ -48,7 +48,10 @@ HISTORY_METRICS = ("rand_index", "adjusted_rand", "nmi", "ami", "davies_bouldin"
                    "knn_r2", "spearman")  # fmt: skip
 TILE_METRICS = (*HISTORY_METRICS, "precision_at_1", "map_at_r", "linear_probe_accuracy", "recon_mse", "kl")
 DELTA_COLOURS = {"higher": "normal", "lower": "inverse", "neither": "off"}  # by Metric.better
-TILE_LABELS = {"davies_bouldin": "DB index", "knn_accuracy": "k-NN acc."}  # whole in a third of the column
+# The tiles' container key, columns and values' size: on a laptop's screen (1280 px) the column is about 230 px
+# wide, and Streamlit's 2.25rem values in three tiles a row read "0.9…", their labels "Rand…".
+TILES, TILE_COLUMNS, TILE_VALUE_SIZE = "live-metric-tiles", 2, "1.75rem"
+TILE_LABELS = {"davies_bouldin": "DB index", "knn_accuracy": "k-NN acc."}  # whole in half the column
 NOTES = {
     "loss": "The training loss per step (faint) and smoothed (bold). It should fall quickly, then flatten; "
     "a curve that stays flat from the start, or rises, points at the margin or the learning rate.",
@@ -56,6 +59,8 @@ NOTES = {
     "colour into its own tight cluster; all points on one spot is a collapsed embedding.",
     "scatter_target": "Held-out items, coloured by their target, placed by the model. Good training orders the "
     "points by colour: items with close targets near each other, a smooth gradient across the embedding.",
+    "unit": "The cosine distance ignores length, so the points are the embeddings on the unit sphere (scaled to "
+    "length 1), projected.",
     "hover": "Freeze the charts to hover a point for its image (or its features, for tables).",
     "circle": "The dashed circle has the margin as radius around the star: negatives inside it still cost loss.",
     "metrics": "Clustering and retrieval quality of the held-out embedding, with the change since the last "
@@ -352,20 +357,19 @@ def _layout(view: RunView, method: str) -> tuple[np.ndarray, str, str, str, bool
     step, cosine = view.snapshot_step, loss_distance(view.config) == "cosine"
     embeddings = as_measured(view.arrays["embeddings"], view.config)  # (E, D)
     dim, finite = embeddings.shape[1], np.isfinite(embeddings).all()
-    unit = " on the unit sphere" if cosine else ""
     if dim == 2:
         return embeddings, f"Embedding (2-D{', normalised' if cosine else ''}, step {step})", "2-D", "", False
     status, waiting = "", False
     if method in PROJECTIONS and finite:
         done, status, waiting = _projected(view.run_id, step, embeddings, method)
         if done is not None:
-            return done[1], f"{method} of the {dim}-D embedding{unit}, step {done[0]}", method, status, waiting
+            return done[1], f"{method} of the {dim}-D embedding, step {done[0]}", method, status, waiting
     pca = view.arrays.get("pca")  # of the embeddings as measured (unit length for the cosine)
     if pca is None and finite:  # a snapshot written before snapshots held their PCA
         pca = view.pca = project(embeddings, "pca", view.pca)
     if pca is None:
         pca = np.nan_to_num(embeddings[:, :2])
-    return pca, f"PCA of the {dim}-D embedding{unit}, step {step}", "PCA", status, waiting
+    return pca, f"PCA of the {dim}-D embedding, step {step}", "PCA", status, waiting
 
 
 def _projected(run_id: str, step: int, embeddings: np.ndarray, method: str) -> tuple[tuple | None, str, bool]:
@@ -415,7 +419,8 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
         figures.add_prior(fig, prior, arrays["labels"] if config.get("prior") == "mixture" else None)
     st.plotly_chart(fig, key="live.scatter", config={"displayModeBar": False})
     scatter_note = NOTES["scatter"] if "targets" not in arrays else NOTES["scatter_target"]
-    notes = [scatter_note, NOTES["prior"] if prior is not None else "", NOTES["circle"] if circle else "",
+    unit = NOTES["unit"] if loss_distance(config) == "cosine" and arrays["embeddings"].shape[1] > 2 else ""
+    notes = [scatter_note, unit, NOTES["prior"] if prior is not None else "", NOTES["circle"] if circle else "",
              "" if thumbnails else NOTES["hover"]]  # fmt: skip
     st.caption(" ".join(note for note in notes if note))
     # A fragment's period is set by the page around it: rerun that to start or stop polling an ended run.
@@ -505,12 +510,13 @@ def _metrics_panel(view: RunView) -> None:
         st.info("Metrics appear at the first snapshot.")
         return
     shown = [key for key in TILE_METRICS if np.isfinite(latest.get(key, np.nan))]
-    columns = st.columns(3)
+    st.html(f"<style>.st-key-{TILES} [data-testid='stMetricValue'] {{font-size: {TILE_VALUE_SIZE}}}</style>")
+    columns = st.container(key=TILES).columns(TILE_COLUMNS)
     for i, key in enumerate(shown):
         value, before, metric = latest[key], previous.get(key), METRICS[key]
         delta = None if before is None or not np.isfinite(before) else f"{value - before:+.3f}"
-        label, about = TILE_LABELS.get(key, metric.label), f"{metric.label}: {metric.help}"
-        columns[i % 3].metric(label, f"{value:.3f}", delta, help=about, delta_color=DELTA_COLOURS[metric.better])
+        label, about, colour = TILE_LABELS.get(key, metric.label), f"{metric.label}: {metric.help}", metric.better
+        columns[i % TILE_COLUMNS].metric(label, f"{value:.3f}", delta, help=about, delta_color=DELTA_COLOURS[colour])
     st.caption(NOTES["metrics_target"] if "knn_r2" in latest else NOTES["metrics"])
 
 
