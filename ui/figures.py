@@ -253,8 +253,10 @@ def distance_histogram(
     zoom = margin is not None and margin > 0 and x_range[1] > ZOOM_BEYOND * margin
     panels = [x_range, (0.0, ZOOM_SPAN * margin)] if zoom else [x_range]
     fig = make_subplots(rows=1, cols=len(panels), column_widths=[0.62, 0.38] if zoom else None,
-                        subplot_titles=["all pairs", "near the margin"] if zoom else None,
-                        horizontal_spacing=0.08)  # fmt: skip
+                        horizontal_spacing=0.05, shared_yaxes=True)  # fmt: skip
+    # Each panel says what it shows under its axis: titles above the panels ran into the figure's own
+    # title, and a legend inside them covered the zoomed one; the legend sits between title and panels.
+    axis_titles = ["distance", "zoomed in"] if zoom else ["distance"]
     for col, (lo, hi) in enumerate(panels, start=1):
         edges = np.linspace(lo, hi, bins + 1)
         centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
@@ -268,9 +270,10 @@ def distance_histogram(
                         legendgroup=name, showlegend=col == 1, row=1, col=col)  # fmt: skip
         if margin is not None:
             fig.add_vline(x=margin, line=dict(color="#333", dash="dash"), annotation_text="margin", row=1, col=col)
-        fig.update_xaxes(range=[lo, hi], title_text="distance", row=1, col=col)
-    inside = dict(x=0.99, y=0.98, xanchor="right", yanchor="top", bgcolor="rgba(255,255,255,0.6)")
-    fig.update_layout(barmode="overlay", bargap=0, legend=inside)
+        fig.update_xaxes(range=[lo, hi], title_text=axis_titles[col - 1], row=1, col=col)
+    above = dict(orientation="h", x=0, y=1.02, xanchor="left", yanchor="bottom", font_size=10)
+    fig.update_layout(barmode="overlay", bargap=0, legend=above, margin=_MARGINS | dict(t=62))
+    fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad_t=10))  # above the legend
     fig.update_yaxes(title_text="density", row=1, col=1)
     return _layout(fig, "Held-out pair distances", 320)
 
