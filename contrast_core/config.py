@@ -57,7 +57,9 @@ class RunConfig(BaseModel):
     # None (or left out): the loss's natural distance, cosine for nt-xent / supcon / cosine-embedding,
     # euclidean for contrastive / triplet. Always a name once the config is built.
     distance: str | None = None
-    margin: float = 1.0  # in the distance's units; a similarity in [-1, 1] for cosine-embedding
+    # In the distance's units; a similarity in [-1, 1] for cosine-embedding. Left out (or None): the loss's
+    # default for its distance (1 Euclidean, 0.5 cosine, 0 for cosine-embedding as in torch).
+    margin: float = 1.0
     # contrastive / triplet: average over every term, or over the non-zero ones (pytorch-metric-learning)
     reduction: Literal[rules.REDUCTIONS] = "mean"
     # nt-xent / supcon: 0.1 as in SimCLR's best runs; below 0.001 the logits (similarity / temperature) overflow
@@ -107,11 +109,19 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _natural_distance(cls, values):
-        """A run that names no distance gets its loss's natural one; an explicit choice is kept."""
-        if isinstance(values, dict) and values.get("distance") is None:
-            loss = rules.LOSSES.get(values.get("loss", cls.model_fields["loss"].default))
-            if loss is not None:  # an unknown loss is reported by _consistent
-                values = values | {"distance": loss.natural_distance}
+        """A run that names no distance gets its loss's natural one, and one that names no margin the
+        loss's default margin for that distance (a cosine-embedding margin of 1, a similarity, pushes no
+        negative apart); an explicit choice is kept."""
+        if not isinstance(values, dict):
+            return values
+        loss = rules.LOSSES.get(values.get("loss", cls.model_fields["loss"].default))
+        if loss is None:  # an unknown loss is reported by _consistent
+            return values
+        if values.get("distance") is None:
+            values = values | {"distance": loss.natural_distance}
+        if values.get("margin") is None and "margin" in loss.knobs:
+            metric = values["distance"] if isinstance(values["distance"], str) else None
+            values = values | {"margin": loss.default_margin(metric if metric in rules.DISTANCES else None)}
         return values
 
     @model_validator(mode="after")
@@ -232,8 +242,8 @@ class RunConfig(BaseModel):
     def resolved_checkpoint_every(self) -> int:
         return self.checkpoint_every or max(1, self.steps // 4)
 
-    def notes(self) -> list[str]:
-        """One line for each knob set away from its default that this run does not use."""
+    def unused(self) -> set[str]:
+        """The knobs this run does not read (a loss's, a model's, a dataset's own), whatever their values."""
         unused = {"margin", "temperature", "distance", "reduction"} - self.loss_class.knobs
         own = {"vae": VAE_KNOBS, "aae": AAE_KNOBS}.get(self.model, ())
         unused |= {*VAE_KNOBS, *AAE_KNOBS} - set(own)
@@ -245,6 +255,11 @@ class RunConfig(BaseModel):
             unused.add("csv_continuous")
         if self.sampler not in CLASS_BALANCED:
             unused.add("m_per_class")
+        return unused
+
+    def notes(self) -> list[str]:
+        """One line for each knob set away from its default that this run does not use."""
+        unused = self.unused()
         defaults = {name: info.default for name, info in RunConfig.model_fields.items()}
         defaults["distance"] = self.loss_class.natural_distance
         return [

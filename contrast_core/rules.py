@@ -396,3 +396,34 @@ METRICS: dict[str, Metric] = {
     "recon_mse": Metric("Recon. MSE", "Mean squared error per pixel of the autoencoder's (VAE, AAE) reconstructions of held-out items", "lower", "vae"),
     "kl": Metric("KL", "KL divergence of the VAE's posterior from N(0, I), per item", "neither", "vae"),
 }  # fmt: skip
+
+
+# Margins across losses and distances (the Playground's slider, links and sweeps carry a margin over).
+
+
+def margin_scale(loss: str, metric: str | None) -> tuple[float, float, float]:
+    """(low, high, default) of a margin for `loss` measuring with `metric`: the loss's margin limits, an
+    unbounded distance shown up to 2.5x the distance of opposite unit vectors (5 Euclidean, 10 squared)."""
+    objective = LOSSES[loss]
+    low, high = objective.margin_limits(metric) or (0.0, 1.0)
+    if not math.isfinite(high):
+        high = 2.5 * distance(objective.measures_with(metric)).from_cosine(2.0)
+    return low, float(high), objective.default_margin(metric)
+
+
+def margin_to_cosine(margin: float, loss: str, metric: str | None) -> float:
+    """The cosine distance between unit vectors that this margin stands for."""
+    objective = LOSSES[loss]
+    return distance(objective.measures_with(metric)).to_cosine(objective.margin_as_distance(margin))
+
+
+def translate_margin(margin: float, old: tuple[str, str | None], new: tuple[str, str | None]) -> float:
+    """Carries a margin over a change of (loss, distance), keeping its meaning on unit vectors (a loss
+    without a margin hands over the new one's default); rounded to 0.01, within the new limits."""
+    if "margin" not in LOSSES[old[0]].knobs:
+        return margin_scale(*new)[2]
+    d_cos = min(max(margin_to_cosine(margin, *old), 0.0), 2.0)
+    objective = LOSSES[new[0]]
+    value = objective.margin_from_distance(distance(objective.measures_with(new[1])).from_cosine(d_cos))
+    low, high, _ = margin_scale(*new)
+    return round(min(max(value, low), high), 2)

@@ -13,6 +13,7 @@ import math
 import os
 import time
 
+from contrast_core import rules
 from contrast_core.config import ConfigError, RunConfig
 from contrast_core.store import RunStore
 
@@ -78,12 +79,35 @@ def expand(base: dict, axes: dict[str, list], limit: int | None = None) -> list[
     for values in itertools.product(*axes.values()):
         combination = dict(zip(axes, values, strict=True))
         try:
-            config = RunConfig.check(**(base | combination))
+            config = RunConfig.check(**_margin_carried(base, combination))
         except ConfigError as exc:
             field, reason = next(iter(exc.errors.items()))
             raise SweepError(f"{field}: {reason} (at {label(combination)})") from None
         grid.append((combination, config))
+    for field in axes:  # a knob no run reads: the same run, trained again for each value
+        if all(field in config.unused() for _, config in grid):
+            first = grid[0][1]
+            raise SweepError(f"{field}: not used by the {first.loss} loss, {first.model} model, {first.dataset} "
+                             "data; every run of the sweep would be the same")  # fmt: skip
     return grid
+
+
+def _margin_carried(base: dict, combination: dict) -> dict:
+    """base | combination, where a combination that changes the loss or the distance but not the margin
+    carries the base's margin over with its meaning on unit vectors, as the Playground does (a
+    Euclidean margin of 1 is a cosine-embedding similarity of 0.5, not 1: that pushes no negative)."""
+    values = base | combination
+    if "margin" in combination or base.get("margin") is None or not {"loss", "distance"} & combination.keys():
+        return values
+    loss = RunConfig.model_fields["loss"].default
+    old, new = (base.get("loss", loss), base.get("distance")), (values.get("loss", loss), values.get("distance"))
+    try:
+        margin = float(base["margin"])
+        if not 0 <= rules.margin_to_cosine(margin, *old) <= 2:  # no unit-vector equivalent: RunConfig judges it
+            return values
+        return values | {"margin": rules.translate_margin(margin, old, new)}
+    except (KeyError, TypeError, ValueError):  # an unknown loss or distance, a margin that is no number: RunConfig says
+        return values
 
 
 def queue(
@@ -112,7 +136,11 @@ def queue(
 
 def axes_of(runs: list) -> dict[str, list]:
     """The knobs on which a sweep's runs differ: numbers in order, other values as first seen
-    (pass the runs oldest first, and the values come in the order they were swept)."""
+    (pass the runs oldest first, and the values come in the order they were swept).
+
+    A knob that follows another one (each of the other's values gives it one value of its own: a swept
+    loss's own distance and margin) is not an axis: of two that follow each other, the one the runs'
+    names give (a sweep names its runs by their axes, "loss=triplet"), else the first in KNOBS, is."""
     axes: dict[str, list] = {}
     for field in RunConfig.model_fields:
         values = []
@@ -123,7 +151,19 @@ def axes_of(runs: list) -> dict[str, list]:
         if len(values) > 1:
             numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
             axes[field] = sorted(values) if numbers else values
-    return axes
+
+    def rank(field: str) -> tuple[bool, int]:
+        named = all(f"{field}=" in (run.name or "") for run in runs)
+        return not named, KNOBS.index(field) if field in KNOBS else len(KNOBS)
+
+    def follows(field: str, other: str) -> bool:
+        seen: dict[str, object] = {}
+        return all(seen.setdefault(repr(run.config.get(other)), run.config.get(field)) == run.config.get(field)
+                   for run in runs)  # fmt: skip
+
+    return {field: values for field, values in axes.items()
+            if not any(follows(field, other) and (not follows(other, field) or rank(other) < rank(field))
+                       for other in axes if other != field)}  # fmt: skip
 
 
 def stopped_early(run) -> bool:

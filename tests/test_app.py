@@ -173,6 +173,16 @@ def test_a_new_loss_brings_a_sampler_that_feeds_it_and_says_so(queue):
     assert at.selectbox(key="cfg.sampler").value == "semi-hard" and not at.error
 
 
+def test_a_chosen_distance_comes_back_after_a_loss_that_ignores_it(queue):
+    at = open_app()
+    at.selectbox(key="cfg.distance").set_value("squared-euclidean").run()
+    at.selectbox(key="cfg.loss").set_value("cosine-embedding").run()
+    assert at.selectbox(key="cfg.distance").disabled
+    at.selectbox(key="cfg.loss").set_value("contrastive").run()
+    assert at.selectbox(key="cfg.distance").value == "squared-euclidean"  # was: cosine, the detour's
+    assert at.slider(key="cfg.margin").value == 1.0
+
+
 def test_invalid_combination_shows_its_message_under_the_control(queue):
     at = open_app()
     at.selectbox(key="cfg.sampler").set_value("semi-hard").run()

@@ -6,6 +6,8 @@ from streamlit.testing.v1 import AppTest
 from test_app import APP, add_run, button, chart, open_app, values
 
 from contrast_core import sweep
+from ui import sweep_view
+from ui.config_form import DEFAULTS
 
 
 def sweep_runs(store, name="grid", upto=250, **base):
@@ -199,3 +201,11 @@ def test_the_sweep_form_says_the_playground_s_steps_as_a_whole_number(queue, sto
     at.number_input(key="cfg.steps").set_value(500).run()
     at.switch_page("views/compare.py").run()
     assert any("500 steps." in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+@pytest.mark.parametrize("knob", ["sampler", "loss"])
+@pytest.mark.parametrize("base", [DEFAULTS | {"distance": None}, DEFAULTS | {"loss": "triplet", "sampler": "batch-all",
+                                                                              "distance": None, "margin": 0.5}])  # fmt: skip
+def test_a_knob_s_example_values_go_with_the_playground_s_settings(knob, base):
+    values = sweep.parse_values(knob, sweep_view.example(knob, base))
+    assert len(sweep.expand(base, {knob: values})) == len(values) >= 2  # "semi-hard" under contrastive was refused

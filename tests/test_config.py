@@ -151,3 +151,10 @@ def test_memory_is_said_in_mb_or_gb_with_thousands_apart(size, said):
     from contrast_core.config import _size
 
     assert _size(size) == said
+
+
+def test_a_config_that_names_no_margin_gets_its_loss_s_default_for_its_distance():
+    assert RunConfig(loss="cosine-embedding").margin == 0.0  # torch's; 1 (a similarity) would push no negative
+    assert RunConfig(distance="cosine").margin == 0.5 and RunConfig(distance="squared-euclidean").margin == 1.0
+    assert RunConfig(loss="cosine-embedding", margin=0.3).margin == 0.3 and RunConfig().margin == 1.0
+    assert RunConfig(loss="nt-xent", sampler="augmented-views", augment=0.5).notes() == []  # no margin: untouched

@@ -101,3 +101,11 @@ def test_fitting_sampler_keeps_one_that_feeds_the_loss_and_otherwise_finds_one(l
     assert found == expected
     fraction = 0.1 if loss == "supcon" and found == "augmented-views" else None
     RunConfig(loss=loss, sampler=found, augment=0.5, label_fraction=fraction)  # a config that goes together
+
+
+def test_a_link_that_changes_the_loss_carries_the_recipe_s_margin_as_the_form_does():
+    values, refused = config_form.config_from_link({"loss": "cosine-embedding"})
+    assert refused == {} and values["margin"] == 0.5  # the recipe's Euclidean 1, not a similarity of 1
+    vacuous = RunConfig(loss="cosine-embedding", margin=1.0)  # chosen on purpose: a link keeps it
+    back, _ = config_form.config_from_link(config_form.link_params(vacuous.model_dump(mode="json")))
+    assert RunConfig(**back) == vacuous

@@ -157,3 +157,31 @@ def test_every_knob_offered_is_a_run_setting_and_the_new_ones_expand_to_valid_ru
         grid = sweep.expand(base, axes)
         swept = [{knob: getattr(config, knob) for knob in axes} for _, config in grid]
         assert len(grid) == len(set(map(str, swept))) == math.prod(len(v) for v in axes.values())
+
+
+def test_a_swept_loss_carries_the_base_margin_over_with_its_meaning(store):
+    """A Euclidean margin of 1 is a cosine-embedding similarity of 0.5 on unit vectors; carried over as 1, a
+    similarity, it pushed no negative apart and the run collapsed."""
+    base = {"loss": "contrastive", "distance": None, "margin": 1.0, "steps": 5}
+    _, ids = sweep.queue(store, base, {"loss": ["contrastive", "cosine-embedding"]})
+    runs = [store.get_run(i) for i in ids]
+    assert [(r.config["loss"], r.config["distance"], r.config["margin"]) for r in runs] == [
+        ("contrastive", "euclidean", 1.0), ("cosine-embedding", "cosine", 0.5)
+    ]  # fmt: skip
+    assert sweep.axes_of(runs) == {"loss": ["contrastive", "cosine-embedding"]}  # not distance, not margin
+    grid = sweep.expand({"margin": 2.0}, {"distance": ["euclidean", "cosine", "squared-euclidean"]})
+    assert [config.margin for _, config in grid] == [2.0, 2.0, 4.0]  # opposite unit vectors in each
+    grid = sweep.expand({"margin": 2.0}, {"distance": ["euclidean", "cosine"], "margin": [0.5, 1]})
+    assert {config.margin for _, config in grid} == {0.5, 1.0}  # a swept margin is taken as given
+
+
+def test_a_sweep_of_a_knob_no_run_reads_is_refused():
+    with pytest.raises(SweepError) as caught:  # three identical runs
+        sweep.expand({}, {"temperature": [0.05, 0.1, 0.5]})
+    assert str(caught.value) == ("temperature: not used by the contrastive loss, mlp model, digits data; every run "
+                                 "of the sweep would be the same")  # fmt: skip
+    with pytest.raises(SweepError, match="^prior: not used"):
+        sweep.expand({}, {"prior": ["gaussian", "mixture"], "margin": [0.5, 1]})
+    grid = sweep.expand({}, {"temperature": [0.1, 0.5], "loss": ["contrastive", "nt-xent"], "sampler": ["augmented-views"],
+                             "augment": [0.5]})  # fmt: skip
+    assert len(grid) == 4  # nt-xent reads it: the sweep stands

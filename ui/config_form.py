@@ -44,32 +44,7 @@ LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0,
 
 # --- margins: pure, tested without Streamlit -----------------------------------------------------
 
-
-def margin_scale(loss: str, distance: str) -> tuple[float, float, float]:
-    """(low, high, default) of the margin slider: the loss's margin limits, an unbounded distance
-    shown up to 2.5x the distance of opposite unit vectors (5 Euclidean, 10 squared)."""
-    objective = rules.LOSSES[loss]
-    low, high = objective.margin_limits(distance) or (0.0, 1.0)
-    if not math.isfinite(high):
-        high = 2.5 * rules.distance(objective.measures_with(distance)).from_cosine(2.0)
-    return low, float(high), objective.default_margin(distance)
-
-
-def margin_to_cosine(margin: float, loss: str, distance: str) -> float:
-    """The cosine distance between unit vectors that this margin stands for."""
-    objective = rules.LOSSES[loss]
-    return rules.distance(objective.measures_with(distance)).to_cosine(objective.margin_as_distance(margin))
-
-
-def translate_margin(margin: float, old: tuple[str, str], new: tuple[str, str]) -> float:
-    """Carries a margin over a change of (loss, distance), keeping its meaning on unit vectors."""
-    if "margin" not in rules.LOSSES[old[0]].knobs:
-        return margin_scale(*new)[2]
-    d_cos = min(max(margin_to_cosine(margin, *old), 0.0), 2.0)
-    objective = rules.LOSSES[new[0]]
-    value = objective.margin_from_distance(rules.distance(objective.measures_with(new[1])).from_cosine(d_cos))
-    low, high, _ = margin_scale(*new)
-    return round(min(max(value, low), high), 2)
+margin_scale, margin_to_cosine, translate_margin = rules.margin_scale, rules.margin_to_cosine, rules.translate_margin
 
 
 def equivalent_margins(margin: float, loss: str, distance: str) -> str:
@@ -117,7 +92,7 @@ def _key(field: str) -> str:
     return key
 
 
-CHOSEN_DISTANCE = "cfg.distance_chosen"  # session_state: the person picked a distance (kept over loss changes)
+CHOSEN_DISTANCE = "cfg.distance_chosen"  # session_state: the distance the person picked (kept over loss changes)
 
 
 def recipe_values(name: str) -> dict:
@@ -144,7 +119,7 @@ def _same(a, b) -> bool:
 def _set_values(values: dict, chosen_distance: bool) -> None:
     """Sets every control (their widgets are not drawn yet in this run: a callback, or before the form)."""
     st.session_state[SAVED] = dict(values)
-    st.session_state[CHOSEN_DISTANCE] = chosen_distance
+    st.session_state[CHOSEN_DISTANCE] = values.get("distance") if chosen_distance else None
     for field, value in values.items():
         st.session_state[f"cfg.{field}"] = value
 
@@ -198,6 +173,8 @@ def _over_recipe(name: str, given: dict) -> tuple[dict, dict[str, str], str | No
     recipe = recipe_values(name)
     if "distance" not in given and "distance" not in PRESETS[name]:
         recipe["distance"] = None  # the linked loss's own distance
+    if "margin" not in given and {"loss", "distance"} & given.keys():  # the recipe's margin, meaning kept
+        recipe["margin"] = _carried_margin(recipe, recipe | given)
     values, refused = recipe | given, {}
     for _ in range(len(given) + 1):  # drop each refused field, then check the rest again
         try:
@@ -212,6 +189,17 @@ def _over_recipe(name: str, given: dict) -> tuple[dict, dict[str, str], str | No
             continue
         return config.model_dump(mode="json"), refused, None
     return values, refused, "its settings"  # not reached: each pass refuses at least one more field
+
+
+def _carried_margin(old: dict, new: dict) -> float:
+    """`old`'s margin for `new`'s loss and distance, as a change of loss or distance in the form carries it;
+    `old`'s as it is where the link's loss or distance is unknown (RunConfig names it)."""
+    try:
+        if "margin" not in rules.LOSSES[new["loss"]].knobs:
+            return old["margin"]  # unread: left as the recipe has it
+        return translate_margin(old["margin"], (old["loss"], old["distance"]), (new["loss"], new["distance"]))
+    except (KeyError, TypeError):
+        return old["margin"]
 
 
 def _whole(field: str, value: str):
@@ -236,6 +224,8 @@ def link_params(values: dict) -> dict[str, str]:
             continue  # the loss's own distance: implied
         if value is not None and field in recipe and not _same(value, recipe[field]):
             params[field] = f"{value:g}" if isinstance(value, float) else str(value)
+    if {"loss", "distance"} & params.keys() and "margin" in values:  # read back, a link without one carries it over
+        params["margin"] = f"{values['margin']:g}"
     return params
 
 
@@ -254,8 +244,10 @@ def _on_loss_change() -> None:
     that cannot feed it gives way to one that can (said in a toast)."""
     loss = st.session_state["cfg.loss"]
     objective = rules.LOSSES[loss]
-    if not (st.session_state.get(CHOSEN_DISTANCE) and "distance" in objective.knobs):
-        st.session_state["cfg.distance"] = objective.natural_distance
+    chosen = st.session_state.get(CHOSEN_DISTANCE)  # a loss that ignores it leaves the choice for the next one
+    st.session_state["cfg.distance"] = (
+        chosen if chosen and "distance" in objective.knobs else objective.natural_distance
+    )
     old = st.session_state.get("cfg.sampler", DEFAULTS["sampler"])
     if (new := fitting_sampler(loss, old)) != old:
         st.session_state["cfg.sampler"] = new
@@ -268,7 +260,7 @@ def _on_loss_change() -> None:
 
 
 def _on_distance_change() -> None:
-    st.session_state[CHOSEN_DISTANCE] = True
+    st.session_state[CHOSEN_DISTANCE] = st.session_state["cfg.distance"]
     _translate_margin()
 
 

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from contrast_core import rules
+from contrast_core.config import ConfigError, RunConfig
 from contrast_core.rules import METRICS
 from contrast_core.store import Run, RunStore, StoreError
 from contrast_core.sweep import axes_of, label
@@ -134,3 +136,31 @@ def _square(points: np.ndarray) -> tuple:
     lo, hi = points.min(axis=0), points.max(axis=0)
     centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2 * 1.08, 1e-6)
     return (centre[0] - half, centre[0] + half), (centre[1] - half, centre[1] + half)
+
+
+# What a knob's values box on Compare starts with when the knob is picked (see `example`).
+EXAMPLES = {
+    "margin": "0.25, 0.5, 1, 2", "distance": "euclidean, cosine", "loss": "contrastive, triplet",
+    "sampler": "random-pairs, batch-hard, semi-hard", "reduction": "mean, mean-nonzero", "temperature": "0.05, 0.1, 0.5",
+    "lr": "0.0001, 0.001, 0.01", "batch_size": "32, 100, 256", "embedding_dim": "2, 8, 32", "augment": "0, 0.25, 0.5",
+    "m_per_class": "2, 4, 8", "beta": "0.1, 1", "contrastive_weight": "0.1, 1, 10", "steps": "500, 2000", "seed": "0, 1, 2",
+    "adversarial_weight": "0, 0.1, 1", "prior": "gaussian, mixture", "delta": "5, 20, 50", "label_fraction": "0, 0.1, 0.5, 1",
+}  # fmt: skip
+
+
+def example(knob: str, base: dict) -> str:
+    """What a knob's values box starts with: EXAMPLES, where a sampler or a loss offers (up to three of)
+    the ones that go with the Playground's other settings (semi-hard cannot feed the contrastive loss)."""
+    names = {"sampler": rules.SAMPLERS, "loss": rules.LOSSES}.get(knob)
+    if names is None:
+        return EXAMPLES.get(knob, "")
+    fits = [name for name in names if _goes_with(base | {knob: name})]
+    return ", ".join(fits[:3]) if len(fits) > 1 else EXAMPLES[knob]  # none to sweep: the refusal says why
+
+
+def _goes_with(values: dict) -> bool:
+    try:
+        RunConfig.check(**values)
+    except ConfigError:
+        return False
+    return True

@@ -23,14 +23,6 @@ from ui.run_table import (
 )
 
 MODES = ("A sweep", "Chosen runs")
-# What a knob's values box starts with when the knob is picked.
-EXAMPLES = {
-    "margin": "0.25, 0.5, 1, 2", "distance": "euclidean, cosine", "loss": "contrastive, triplet",
-    "sampler": "random-pairs, batch-hard, semi-hard", "reduction": "mean, mean-nonzero", "temperature": "0.05, 0.1, 0.5",
-    "lr": "0.0001, 0.001, 0.01", "batch_size": "32, 100, 256", "embedding_dim": "2, 8, 32", "augment": "0, 0.25, 0.5",
-    "m_per_class": "2, 4, 8", "beta": "0.1, 1", "contrastive_weight": "0.1, 1, 10", "steps": "500, 2000", "seed": "0, 1, 2",
-    "adversarial_weight": "0, 0.1, 1", "prior": "gaussian, mixture", "delta": "5, 20, 50", "label_fraction": "0, 0.1, 0.5, 1",
-}  # fmt: skip
 PLAY_SECONDS = 0.8  # a step of the play button
 HISTORY = ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r", "knn_r2",
            "spearman")  # fmt: skip
@@ -39,7 +31,7 @@ REFRESH_SECONDS = 1.0  # while a sweep's run is live
 
 def _example(slot: str) -> None:
     knob = st.session_state[f"sweep.knob{slot}"]
-    st.session_state[f"sweep.values{slot}"] = EXAMPLES.get(knob, "") if knob else ""
+    st.session_state[f"sweep.values{slot}"] = sweep_view.example(knob, _base()) if knob else ""
 
 
 def _base() -> dict:
@@ -54,7 +46,7 @@ def sweep_form(store) -> None:
     base = _base()
     for slot, knob in (("1", "margin"), ("2", None)):
         st.session_state.setdefault(f"sweep.knob{slot}", knob)
-        st.session_state.setdefault(f"sweep.values{slot}", EXAMPLES.get(knob, ""))
+        st.session_state.setdefault(f"sweep.values{slot}", sweep_view.EXAMPLES.get(knob, ""))
     st.caption("Every combination of the values below; everything else is the Playground's current settings: "
                f"{summary(dict(base, distance=base['distance'] or 'natural distance'))}, {base['steps']:,.0f} steps.")  # fmt: skip
     left, right = st.columns(2)
