@@ -33,10 +33,13 @@ def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: 
         raise ValueError(f"csv: {len(table)} rows; at least {MIN_ROWS} are needed (a fifth are held out "
                          "to measure the embedding)")  # fmt: skip
     if label not in table.columns:
-        raise ValueError(f"csv_label: label column '{label}' not found among the file's {table.shape[1]} columns")
+        raise ValueError(f"csv_label: label column '{label}' not found among the file's {table.shape[1]} columns"
+                         f"{_separator_hint(table)}")  # fmt: skip
+    _check_mostly_numbers(table, label)
     features = table.drop(columns=label).select_dtypes("number")
     if features.shape[1] == 0:
-        raise ValueError(f"csv: no numeric feature columns beside the label (of {table.shape[1]} columns)")
+        raise ValueError(f"csv: no numeric feature columns beside the label (of {table.shape[1]} columns"
+                         f"{_separator_hint(table)})")  # fmt: skip
     missing = (features.isna().any(axis=1) | table[label].isna()).to_numpy()
     if missing.any():
         raise ValueError(f"csv: {_rows(missing.sum())} missing values (first at row {missing.argmax() + 1})")
@@ -49,7 +52,41 @@ def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: 
     classes, y = np.unique(table[label].to_numpy(), return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"csv_label: label column '{label}' has {len(classes)} class (need at least 2)")
+    if len(classes) > len(table) / 2:  # most classes a single row: hardly a positive pair to learn from
+        raise ValueError(f"csv_label: label column '{label}' has {len(classes):,} classes in {len(table):,} rows; "
+                         "a class needs rows that share it (is the label a continuous target?)")  # fmt: skip
     return values, y.astype(np.int64), [str(c) for c in classes]
+
+
+def _check_mostly_numbers(table, label: str) -> None:
+    """Refuses a feature column of numbers with a few that are not (a typo would silently drop the whole
+    column: pandas reads it as text); columns of text are left out, as the page's caption says."""
+    import pandas as pd
+
+    for position, name in enumerate(table.columns, start=1):
+        if name == label or pd.api.types.is_numeric_dtype(table[name]):
+            continue
+        given = table[name].notna().to_numpy()
+        numbers = pd.to_numeric(table[name], errors="coerce").notna().to_numpy()
+        if numbers.sum() > given.sum() / 2:
+            row = (given & ~numbers).argmax() + 1
+            raise ValueError(f"csv: column {position} holds numbers but not at row {row} (a feature column must be "
+                             "a number in every row)")  # fmt: skip
+
+
+def _separator_hint(table) -> str:
+    """ "; it looks separated by ';'": a one-column table whose header holds another separator."""
+    if table.shape[1] != 1:
+        return ""
+    found = [sep for sep in (";", "\t", "|") if sep in str(table.columns[0])]
+    return f"; it looks separated by {found[0]!r}: save it with commas" if found else ""
+
+
+def feature_columns(head, label: str) -> tuple[list[str], list[str]]:
+    """(the columns a run reads as features, the text columns it leaves out), from a file's first rows."""
+    others = head.drop(columns=label, errors="ignore")
+    used = list(others.select_dtypes("number").columns)
+    return [str(c) for c in used], [str(c) for c in others.columns if c not in used]
 
 
 def _target(column, label: str) -> np.ndarray:
@@ -76,6 +113,8 @@ def _parse(source: str | Path | IO[bytes] | None, rows: int):
 
     if source is None or source == "":
         raise ValueError("csv: no file given (csv_path is empty)")
+    if isinstance(source, str | Path) and Path(source).is_dir():
+        raise ValueError(f"csv: a folder, not a file: {source}")
     if isinstance(source, str | Path) and not Path(source).is_file():
         raise ValueError(f"csv: file not found: {source}")
     try:

@@ -229,8 +229,8 @@ def test_the_command_line_trains_on_a_csv_s_continuous_target(tmp_path, monkeypa
     assert main([*common, "--csv-continuous"]) == 0  # the flag alone switches it on
     found = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert found["config"]["csv_continuous"] is True and "knn_r2" in found
-    assert main([*common, "--csv-continuous", "false"]) == 0  # the label's 80 values as 80 classes
-    assert "knn_accuracy" in json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert main([*common, "--csv-continuous", "false"]) == 1  # the label's 80 values read as 80 classes: refused
+    assert "has 80 classes in 80 rows" in capsys.readouterr().err
     assert main([*common, "--csv-continuous", "maybe"]) == 2
     assert capsys.readouterr().err.startswith("error: --csv-continuous:")
 

@@ -35,6 +35,7 @@ def test_an_uploaded_csv_offers_its_columns_shows_its_first_rows_and_trains(queu
     label = at.selectbox(key="cfg.csv_label")
     assert label.options == ["petal", "sepal", "height", "species", "site"] and not label.disabled
     assert label.value == "site"  # no column named like a label: the last one
+    assert "Features: petal, sepal, height; left out, not numbers: species" in [c.value for c in at.caption]
     preview = at.dataframe[0].value
     assert list(preview.columns) == label.options and len(preview) == 5 and list(preview["height"]) == [0, 1, 2, 3, 4]
     label.set_value("species").run()
@@ -60,6 +61,10 @@ def test_an_uploaded_csv_offers_its_columns_shows_its_first_rows_and_trains(queu
         (HEADER + ROWS.replace(",a,", ",b,"), "species", "csv_label: label column 'species' has 1 class"),
         (HEADER + ROWS.replace("3.5,", ",", 1), "species", "csv: 1 row contains missing values (first at row 4)"),
         (HEADER + ROWS[:40], "species", "rows; at least 10 are needed"),
+        # a typo in a column of numbers: the whole column had been left out without a word
+        (HEADER + ROWS.replace("\n2.5,", "\n2.5x,", 1), "species", "csv: column 1 holds numbers but not at row 3"),
+        (HEADER + ROWS, "height", "csv_label: label column 'height' has 60 classes in 60 rows"),  # a row a class
+        ((HEADER + ROWS).replace(",", ";"), "petal;sepal;height;species;site", "it looks separated by ';'"),
     ],
 )
 def test_a_csv_a_run_cannot_train_on_is_named_and_train_is_off(queue, store, table, label, words):
@@ -83,6 +88,8 @@ def test_a_csv_path_outside_demo_mode_is_read_where_it_is(queue, store, tmp_path
     assert store.get_run(at.session_state["playground_run"]).config["csv_path"] == str(path)
     at.text_input(key="cfg.csv_path").set_value(str(tmp_path / "nowhere.csv")).run()
     assert [e for e in errors(at) if e.startswith("csv: file not found")] and not at.dataframe
+    at.text_input(key="cfg.csv_path").set_value(str(tmp_path)).run()
+    assert [e for e in errors(at) if e.startswith("csv: a folder, not a file")]
 
 
 def test_a_csv_upload_in_demo_mode_keeps_the_demo_s_caps(queue, store, monkeypatch):

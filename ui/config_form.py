@@ -416,6 +416,10 @@ def _csv_controls(form: _Form) -> rules.Target | None:
         st.dataframe(head, hide_index=True)
         found, problem = _checked_csv(upload, typed, label, continuous)
         path, target = found or (None, None)
+        if path is not None:
+            used, left_out = tables.feature_columns(head, label)
+            st.caption(f"Features: {', '.join(used)}" + (f"; left out, not numbers: {', '.join(left_out)}"
+                                                          if left_out else ""))  # fmt: skip
     if problem:
         st.error(problem, icon=":material/error:")
         form.said.add("csv_path")  # not also "the csv dataset needs a file"
