@@ -317,6 +317,8 @@ def _check_name(field: str, value: str, registry) -> None:
 
 
 def _field_errors(exc: ValidationError) -> dict[str, str]:
+    """{field: reason} in a person's words: pydantic's "Input should be greater than or equal to 1" is
+    "at least 1", on every surface (form, link, sweep, command line)."""
     errors: dict[str, str] = {}
     for err in exc.errors():
         message = err["msg"].removeprefix("Value error, ")
@@ -324,7 +326,26 @@ def _field_errors(exc: ValidationError) -> dict[str, str]:
             field = str(err["loc"][0])
         else:  # a cross-field check: its message starts with "field: "
             field, _, message = message.partition(": ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown setting"
-        errors.setdefault(field, message)
+        plain = _PLAIN.get(err["type"])
+        errors.setdefault(field, plain(err.get("ctx", {})) if plain else message)
     return errors
+
+
+def _number(value: float) -> str:
+    """1000000 -> "1,000,000", 1.0 -> "1", 0.001 -> "0.001"."""
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+_PLAIN = {  # pydantic's error type -> the reason, from its context
+    "greater_than_equal": lambda ctx: f"at least {_number(ctx['ge'])}",
+    "less_than_equal": lambda ctx: f"at most {_number(ctx['le'])}",
+    "greater_than": lambda ctx: f"more than {_number(ctx['gt'])}",
+    "float_parsing": lambda ctx: "not a number",
+    "float_type": lambda ctx: "not a number",
+    "int_parsing": lambda ctx: "not a whole number",
+    "int_type": lambda ctx: "not a whole number",
+    "int_from_float": lambda ctx: "a whole number",
+    "bool_parsing": lambda ctx: "true or false",
+    "finite_number": lambda ctx: "a finite number",
+    "extra_forbidden": lambda ctx: "unknown setting",
+}

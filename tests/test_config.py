@@ -41,7 +41,7 @@ def test_frozen():
     "values, field, words",
     [
         ({"margin": -1}, "margin", ">= 0"),
-        ({"batch_size": 1}, "batch_size", "greater than or equal to 2"),
+        ({"batch_size": 1}, "batch_size", "at least 2"),
         ({"loss": "hinge"}, "loss", "unknown 'hinge'"),
         ({"loss": "triplet", "sampler": "random-pairs"}, "sampler", "cannot feed the 'triplet' loss"),
         ({"loss": "nt-xent", "sampler": "batch-hard"}, "sampler", "augmented-views"),
@@ -55,13 +55,13 @@ def test_frozen():
         ({"distance": "manhattan"}, "distance", "unknown"),
         ({"sampler": "augmented-views"}, "augment", "augment > 0"),
         ({"dataset": "csv"}, "csv_path", "needs a file"),
-        ({"steps": "many"}, "steps", "integer"),
+        ({"steps": "many"}, "steps", "not a whole number"),
         ({"colour": "red"}, "colour", "unknown setting"),
         ({"margin": 1e308}, "margin", "at most 10,000"),  # accepted, it diverged at step 1
         (
             {"loss": "nt-xent", "sampler": "augmented-views", "augment": 0.5, "temperature": 1e-300},
             "temperature",
-            "greater than or equal to 0.001",
+            "at least 0.001",
         ),  # fmt: skip
         ({"steps": 2000, "snapshot_every": 1}, "snapshot_every", "at least 11 for 2,000 steps (at most 200 snapshots"),
         ({"steps": 399, "snapshot_every": 2}, "snapshot_every", "at least 3 for 399 steps"),

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from contrast_core.config import RunConfig
+from contrast_core.config import ConfigError, RunConfig
 from ui import config_form
 
 
@@ -51,15 +51,13 @@ def test_recipe_of_names_a_recipe_until_a_control_differs(name):
     assert config_form.recipe_of({k: v for k, v in values.items() if k != "lr"}) == name  # fields not drawn
 
 
-def test_plain_reason_names_the_field_and_its_limit():
-    assert config_form.plain_reason("steps", "Input should be less than or equal to 1000000") == (
-        "steps: at most 1,000,000"
-    )
-    assert config_form.plain_reason("n_samples", "Input should be greater than or equal to 20") == (
-        "n_samples: at least 20"
-    )
-    fraction = "Input should be a valid integer, got a number with a fractional part"
-    assert config_form.plain_reason("steps", fraction) == "steps: a whole number"
+def test_reasons_are_in_plain_words_on_every_surface():
+    cases = {"steps": (0, "at least 1"), "n_samples": (10**7, "at most 100,000"), "margin": ("abc", "not a number"),
+             "seed": (1.5, "a whole number"), "temperature": (1e-4, "at least 0.001"), "delta": (0, "more than 0")}  # fmt: skip
+    for field, (value, reason) in cases.items():
+        with pytest.raises(ConfigError) as refused:
+            RunConfig.check(**{field: value})
+        assert config_form.plain_reason(field, refused.value.errors[field]) == f"{field}: {reason}"
 
 
 def test_a_link_whose_settings_go_together_but_not_with_the_first_recipe_reads_them_over_one_that_takes_them():

@@ -179,8 +179,8 @@ def test_the_batches_are_the_same_at_every_fraction():
         ({"loss": "supcon", "sampler": "batch-all"}, "labels every item or none (use augmented-views)"),
         ({"loss": "supcon", "dataset": "diabetes"}, "needs classes"),
         ({"loss": "supcon", "label_fraction": None}, "needs one"),
-        ({"loss": "supcon", "label_fraction": 1.5}, "less than or equal to 1"),
-        ({"loss": "supcon", "label_fraction": -0.1}, "greater than or equal to 0"),
+        ({"loss": "supcon", "label_fraction": 1.5}, "at most 1"),
+        ({"loss": "supcon", "label_fraction": -0.1}, "at least 0"),
     ],
 )
 def test_bad_label_fractions_are_refused_naming_the_field(values, words):

@@ -29,7 +29,7 @@ def test_a_swept_loss_measures_with_its_own_distance_unless_one_is_given():
 @pytest.mark.parametrize(
     "axes, words",
     [
-        ({"margin": ["0.5", "x"]}, "margin: Input should be a valid number"),
+        ({"margin": ["0.5", "x"]}, "margin: not a number (at margin=x)"),
         ({"margin": [0.5, 3], "distance": ["cosine"]}, "(at margin=3 distance=cosine)"),
         ({"colour": [1, 2]}, "colour: not a run setting"),
         ({}, "choose at least one knob"),
