@@ -107,3 +107,12 @@ def test_a_link_that_changes_the_loss_carries_the_recipe_s_margin_as_the_form_do
     vacuous = RunConfig(loss="cosine-embedding", margin=1.0)  # chosen on purpose: a link keeps it
     back, _ = config_form.config_from_link(config_form.link_params(vacuous.model_dump(mode="json")))
     assert RunConfig(**back) == vacuous
+
+
+def test_a_link_gets_what_the_form_fills_in_for_its_loss_and_sampler():
+    values, refused = config_form.config_from_link({"loss": "supcon", "sampler": "augmented-views", "augment": "0.3"})
+    assert refused == {} and (values["augment"], values["label_fraction"]) == (0.3, 0.1)  # was: the whole link lost
+    link = {"loss": "supcon", "sampler": "augmented-views", "augment": "0.3", "dataset": "diabetes"}  # no classes
+    values, refused = config_form.config_from_link(link)
+    assert list(refused) == ["link"] and "diabetes has a continuous target" in refused["link"]
+    assert "none of them is used" in refused["link"] and values["dataset"] == "digits"

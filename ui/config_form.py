@@ -36,6 +36,7 @@ PRESETS: dict[str, dict] = {  # recipes, applied over RunConfig's defaults
     "VAE + contrastive": {"model": "vae", "beta": 0.1, "contrastive_weight": 1.0},
 }  # fmt: skip
 AUGMENT_FOR_VIEWS = PRESETS["SimCLR-style NT-Xent"]["augment"]  # a loss that needs two views gets this much
+DEFAULT_LABEL_FRACTION = 0.1  # SupCon on augmented views: a tenth of each class labelled, until chosen
 EMBEDDING_DIMS = (2, 3, 4, 8, 16, 32, 64, 128)
 BATCH_SIZES = (16, 32, 64, 100, 128, 256, 512, 1024)
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 10.0)  # 10: to watch divergence
@@ -162,7 +163,8 @@ def config_from_link(params: dict[str, str]) -> tuple[dict, dict[str, str]]:
             other, other_refused, other_clash = _over_recipe(name, given)
             if not other_clash and len(other_refused) <= len(refused):
                 return other, other_refused
-        return recipe_values(next(iter(PRESETS))), refused | {"link": f"its settings clash with {clash}"}
+        clashes = f"its settings do not go together ({clash}): none of them is used, the first recipe is"
+        return recipe_values(next(iter(PRESETS))), refused | {"link": clashes}
     return values, refused
 
 
@@ -174,6 +176,7 @@ def _over_recipe(name: str, given: dict) -> tuple[dict, dict[str, str], str | No
         recipe["distance"] = None  # the linked loss's own distance
     if "margin" not in given and {"loss", "distance"} & given.keys():  # the recipe's margin, meaning kept
         recipe["margin"] = _carried_margin(recipe, recipe | given)
+    recipe |= _form_fills(recipe | given, given)
     values, refused = recipe | given, {}
     for _ in range(len(given) + 1):  # drop each refused field, then check the rest again
         try:
@@ -188,6 +191,18 @@ def _over_recipe(name: str, given: dict) -> tuple[dict, dict[str, str], str | No
             continue
         return config.model_dump(mode="json"), refused, None
     return values, refused, "its settings"  # not reached: each pass refuses at least one more field
+
+
+def _form_fills(values: dict, given: dict) -> dict:
+    """What the form fills in where a loss and sampler need it and the link leaves it out: a labelled share
+    (a tenth) for SupCon on augmented views. (Augmentation for them comes with the SimCLR-style recipe.)"""
+    try:
+        sampler, kind = rules.SAMPLERS[values["sampler"]], rules.LOSSES[values["loss"]].kind
+    except (KeyError, TypeError):  # an unknown name: RunConfig says so
+        return {}
+    if kind in sampler.labelled_kinds and "label_fraction" not in given and values.get("label_fraction") is None:
+        return {"label_fraction": DEFAULT_LABEL_FRACTION}
+    return {}
 
 
 def _carried_margin(old: dict, new: dict) -> float:
@@ -577,7 +592,7 @@ def _objective_controls(form: _Form) -> None:
     if objective.kind in rules.SAMPLERS[sampler].labelled_kinds:  # semi-supervised: SupCon on augmented views
         key = _key("label_fraction")
         if st.session_state[key] is None:  # None (no labels) is not a slider's value: a tenth labelled
-            st.session_state[key] = 0.1
+            st.session_state[key] = DEFAULT_LABEL_FRACTION
         form.control("label_fraction", st.slider, "Labelled share", min_value=0.0, max_value=1.0, step=0.05,
                      help="Share of each class's training items whose label the loss sees; the others count only "
                           "as two views of themselves. 0: self-supervised (NT-Xent), 1: supervised SupCon.")  # fmt: skip

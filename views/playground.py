@@ -123,8 +123,8 @@ if not run_id and not st.session_state.get(LINKED):  # a link with settings: the
     else:
         refused = {}
     for field, reason in refused.items():
-        st.warning(f"{plain_reason(field, reason)} (from the link; the recipe's value is used)",
-                   icon=":material/link_off:")  # fmt: skip
+        kept = "" if field == "link" else " (from the link; the recipe's value is used)"  # "link": none is used
+        st.warning(f"{plain_reason(field, reason)}{kept}", icon=":material/link_off:")
 run = tab.find_run(run_id) if run_id else None
 if run is not None and st.session_state.get(LOADED) != run.id:  # a new run to watch: the form shows its config
     load_config(run.config)
