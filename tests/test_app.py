@@ -153,6 +153,7 @@ def test_sidebar_shows_device_queue_and_docs_link(queue, store):
     sidebar = [m.value for m in at.sidebar.markdown] + [c.value for c in at.sidebar.caption]
     assert any("test-device" in text for text in sidebar)  # what the workers' heartbeats report
     assert any("1 running · 0 queued" in text for text in sidebar)
+    assert not any("1 workers" in text for text in sidebar)  # "1 worker"
     assert [link.proto.label for link in at.sidebar.get("page_link")] == ["Docs"]
     at.switch_page("views/docs.py").run()
     assert not at.exception
@@ -295,6 +296,8 @@ def test_live_panels_draw_what_the_run_wrote_and_follow_it(queue, store):
     assert any("of negative held-out pairs are closer than the margin" in c.value for c in at.caption)
     knn = next(m for m in at.metric if m.label == "k-NN acc.")
     assert (knn.value, knn.delta) == ("0.600", "+0.050")  # steps 50 -> 100: 0.55 -> 0.60
+    ari = next(m for m in at.metric if m.label == "ARI")  # the same at both snapshots: no "↑ +0.000"
+    assert ari.delta in (None, "")
     assert knn.help.startswith("k-NN accuracy: ")  # the whole name, where the tile has room for it
     assert max(len(m.label) for m in at.metric) <= len("Precision@1")  # the longest that shows whole in a tile
     assert "step 100 / 500" in at.get("progress")[0].proto.text

@@ -133,6 +133,7 @@ def test_metric_curves_join_the_snapshots_that_measured_them():
     assert list(knn.x) == [0, 5, 10, 15]
     compared = figures.compare_figure({"run": history}, 0.0, column="nmi", title="NMI")
     assert list(compared.data[0].x) == [0, 10] and list(compared.data[0].y) == pytest.approx([0.1, 0.5])
+    assert compared.layout.yaxis.title.text == "NMI"  # as the metric is named, not "nmi"
 
 
 @pytest.mark.parametrize(

@@ -358,7 +358,7 @@ def compare_figure(
         fig.add_scattergl(x=rows["step"].to_numpy()[keep], y=smooth, name=label, mode="lines",
                           line=dict(color=colour, width=2))  # fmt: skip
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(type="log" if log_y else "linear", title_text=title.lower() if column != "loss" else None)
+    fig.update_yaxes(type="log" if log_y else "linear", title_text=title if column != "loss" else None)
     fig.update_layout(legend=dict(orientation="h", y=-0.2))
     return _layout(fig, title, 420)
 

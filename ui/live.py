@@ -514,7 +514,8 @@ def _metrics_panel(view: RunView) -> None:
     columns = st.container(key=TILES).columns(TILE_COLUMNS)
     for i, key in enumerate(shown):
         value, before, metric = latest[key], previous.get(key), METRICS[key]
-        delta = None if before is None or not np.isfinite(before) else f"{value - before:+.3f}"
+        moved = None if before is None or not np.isfinite(before) else value - before
+        delta = f"{moved:+.3f}" if moved is not None and round(moved, 3) != 0 else None  # no green "↑ +0.000"
         label, about, colour = TILE_LABELS.get(key, metric.label), f"{metric.label}: {metric.help}", metric.better
         columns[i % TILE_COLUMNS].metric(label, f"{value:.3f}", delta, help=about, delta_color=DELTA_COLOURS[colour])
     st.caption(NOTES["metrics_target"] if "knn_r2" in latest else NOTES["metrics"])

@@ -28,7 +28,8 @@ def _queue_status() -> None:
 def _draw_status(was_busy: bool) -> None:
     status = backend.job_queue().status()  # the device as the workers report it (see JobQueue.status)
     st.markdown(f":material/memory: **{status['device']}**")
-    st.caption(f"{status['running']} running · {status['queued']} queued · {status['workers']} workers")
+    workers = f"{status['workers']} worker{'s' * (status['workers'] != 1)}"
+    st.caption(f"{status['running']} running · {status['queued']} queued · {workers}")
     free = backend.run_store().free_mb()
     if free < MIN_FREE_MB:
         st.warning(f"Disk full: {free:.0f} MB free under CONTRAST_HOME. Workers start no run until there is "
