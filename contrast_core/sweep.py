@@ -53,8 +53,10 @@ def parse_values(field: str, text: str) -> list[str]:
 
 
 def label(combination: dict) -> str:
-    """ "margin=0.5 distance=cosine": a run's place in its sweep, also its name."""
-    return " ".join(f"{field}={value}" for field, value in combination.items())
+    """ "margin=0.5 distance=cosine": a run's place in its sweep, also its name (a float as short as it
+    goes: "margin=1", as typed, not "margin=1.0")."""
+    return " ".join(f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}"
+                    for field, value in combination.items())  # fmt: skip
 
 
 def expand(base: dict, axes: dict[str, list], limit: int | None = None) -> list[tuple[dict, RunConfig]]:

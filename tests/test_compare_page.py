@@ -84,7 +84,7 @@ def test_small_multiples_move_together_with_one_step(queue, store):
     grid = chart(at, "Embeddings of every run")
     assert len(titles(grid)) == 4 and all(t.startswith("step 100 · k-NN accuracy 0.60") for t in titles(grid))
     assert {a["text"] for a in grid["layout"]["annotations"] if a["text"].startswith("margin=")} == {
-        "margin=0.5", "margin=1.0"
+        "margin=0.5", "margin=1"
     }  # fmt: skip
     assert {a["text"] for a in grid["layout"]["annotations"] if a["text"].startswith("<b>")} == {
         "<b>distance=euclidean</b>", "<b>distance=cosine</b>"
@@ -131,7 +131,7 @@ def test_grid_of_puts_a_numeric_knob_on_the_rows(store):
     from ui.sweep_view import grid_of
 
     grid = grid_of([store.get_run(i) for i in ids])
-    assert grid.rows == ["margin=0.5", "margin=1.0", "margin=2.0"]
+    assert grid.rows == ["margin=0.5", "margin=1", "margin=2"]  # as typed, not "margin=1.0"
     assert grid.cols == ["distance=euclidean", "distance=cosine"]
     run = next(r for r in grid.runs if r.config["margin"] == 2.0 and r.config["distance"] == "cosine")
     assert grid.cells[run.id] == (2, 1)
@@ -151,7 +151,7 @@ def test_runs_are_coloured_by_a_knob_with_their_metric_over_time_and_parallel_ax
     at.selectbox(key="compare.colour").set_value("margin").run()
     loss = chart(at, "Loss")
     by_margin = {t["name"].split(" · ")[0]: t["line"]["color"] for t in loss["data"]}
-    assert set(by_margin) == {"margin=0.5", "margin=1.0", "margin=2.0"}
+    assert set(by_margin) == {"margin=0.5", "margin=1", "margin=2"}
     assert len(set(by_margin.values())) == 3  # a colour per value, the same in every chart
     history = chart(at, "k-NN accuracy")
     assert [values(t["y"]).tolist() for t in history["data"]][0] == [0.5, 0.55, 0.6]  # snapshots at 0, 50, 100

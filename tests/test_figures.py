@@ -168,3 +168,12 @@ def test_mining_figure_draws_the_triplet_shares_and_the_count_on_its_own_axis():
                                           "easy negatives (no loss)", "mined (right axis)"]  # fmt: skip
     assert list(fig.data[3].y) == [0.5, 0.8] and fig.data[4].yaxis == "y2"
     assert list(fig.layout.xaxis.range) == [0, 10]
+
+
+def test_parallel_coordinates_keep_a_score_every_run_shares_within_its_bounds():
+    table = pd.DataFrame({"temperature": [0.05, 0.1, 0.5], "k-NN accuracy": [0.97, 0.97, 0.97]})
+    fig = figures.parallel_figure(table, ["temperature"], "k-NN accuracy", "k-NN accuracy")
+    score = fig.data[0].dimensions[-1]
+    assert list(score.range) == [pytest.approx(0.92), 1.0]  # Plotly's own: 0.87 to 1.06, past an accuracy's 1
+    assert (fig.data[0].line.cmin, fig.data[0].line.cmax) == (score.range[0], score.range[1])
+    assert fig.layout.margin.t > 70  # the first axis's name clear of the title

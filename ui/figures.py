@@ -13,6 +13,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.signal import lfilter
 
+from contrast_core import sweep
+
 MAX_POINTS = 2000  # scatter points sent per refresh
 CURVE_POINTS = 1000  # points per loss curve: more than a chart's width in pixels
 PALETTE = (  # Tableau 10, then a second set: classes keep their colour in every chart
@@ -375,11 +377,18 @@ def parallel_figure(table: pd.DataFrame, knobs: list[str], metric: str, label: s
             names = list(dict.fromkeys(values.astype(str)))
             codes = values.astype(str).map({n: i for i, n in enumerate(names)})
             dimensions.append(dict(label=knob, values=codes, tickvals=list(range(len(names))), ticktext=names))
-    dimensions.append(dict(label=label, values=table[metric].astype(float)))
-    fig = go.Figure(go.Parcoords(dimensions=dimensions, line=dict(color=table[metric].astype(float),
-                                                                  colorscale="Viridis", showscale=True)))  # fmt: skip
-    fig.update_layout(margin=dict(l=60, r=60, t=70, b=20))
-    return _layout(fig, f"Settings to {label}", 360)
+    scores = table[metric].astype(float)
+    low, high = float(scores.min()), float(scores.max())
+    if high - low < 1e-9:  # one score for every run: a small span around it, not Plotly's own (0.87 to 1.06)
+        low, high = low - 0.05, high + 0.05
+        if scores.min() >= 0 and scores.max() <= 1:  # a share or an accuracy stays in [0, 1]
+            low, high = max(low, 0.0), min(high, 1.0)
+    dimensions.append(dict(label=label, values=scores, range=[low, high]))
+    line = dict(color=scores, colorscale="Viridis", showscale=True, cmin=low, cmax=high)
+    fig = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
+    # The axes' names sit above them: the title goes to the top of the figure, clear of the first one's.
+    fig.update_layout(margin=dict(l=60, r=60, t=90, b=20), title=dict(y=1, yref="container", yanchor="top", pad_t=10))
+    return _layout(fig, f"Settings to {label}", 380)
 
 
 def mosaic(rows: list[np.ndarray], scale: int = 4) -> np.ndarray:
@@ -539,7 +548,7 @@ def metric_by_knob(table: pd.DataFrame, knob: str, metric: str, line_knob: str |
     fig = go.Figure()
     groups = table.groupby(line_knob, sort=False) if line_knob else [(None, table)]
     for c, (value, rows) in enumerate(groups):
-        fig.add_scatter(x=rows[knob], y=rows[metric], mode="lines+markers", name=f"{line_knob}={value}" if line_knob
+        fig.add_scatter(x=rows[knob], y=rows[metric], mode="lines+markers", name=sweep.label({line_knob: value}) if line_knob
                         else metric, line=dict(color=PALETTE[c % len(PALETTE)]), showlegend=line_knob is not None)  # fmt: skip
     numeric = pd.api.types.is_numeric_dtype(table[knob])
     fig.update_xaxes(title_text=knob, type="log" if numeric and knob in ("lr",) else "-" if numeric else "category")

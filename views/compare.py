@@ -180,7 +180,7 @@ def curves_and_table(store, runs: dict, chosen: list[str]) -> None:
         )
     colours = figures.knob_colours([runs[i].config.get(by) for i in chosen]) if by else None
     if by:
-        labels = {i: f"{by}={runs[i].config.get(by)} · {label}" for i, label in labels.items()}
+        labels = {i: f"{sweep.label({by: runs[i].config.get(by)})} · {label}" for i, label in labels.items()}
     curves = {labels[i]: pd.DataFrame(store.read_metrics(i)) for i in chosen}
     history = {labels[i]: pd.DataFrame([{"step": s["step"], **s["metrics"]} for s in store.list_snapshots(i)])
                for i in chosen}  # fmt: skip
