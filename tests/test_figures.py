@@ -168,6 +168,7 @@ def test_mining_figure_draws_the_triplet_shares_and_the_count_on_its_own_axis():
                                           "easy negatives (no loss)", "mined (right axis)"]  # fmt: skip
     assert list(fig.data[3].y) == [0.5, 0.8] and fig.data[4].yaxis == "y2"
     assert list(fig.layout.xaxis.range) == [0, 10]
+    assert list(fig.layout.yaxis2.tickvals) == [0, 10, 20, 30, 40]  # whole counts (ticks of 51.6 were seen)
 
 
 def test_parallel_coordinates_keep_a_score_every_run_shares_within_its_bounds():

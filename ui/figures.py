@@ -609,9 +609,12 @@ def mining_figure(rows: pd.DataFrame, steps: int, smoothing: float, at_step: int
     if at_step is not None:
         fig.add_vline(x=at_step, line=dict(color="#333", dash="dash"))
     fig.update_xaxes(range=[0, steps], title_text="step")
+    most = rows["mined"].max() if "mined" in rows else np.nan
+    counts = nice_ticks(max(float(most), 4.0) if np.isfinite(most) else 4.0)  # whole counts at round steps, not 51.6
     fig.update_layout(
         yaxis=dict(range=[0, 1.02], title_text="share"),
-        yaxis2=dict(overlaying="y", side="right", showgrid=False, rangemode="tozero", title_text="mined"),
+        yaxis2=dict(overlaying="y", side="right", showgrid=False, title_text="mined", range=[0, counts[-1]],
+                    tickvals=counts, tickformat="~g"),
         legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font_size=10),
         margin=_MARGINS | dict(t=70),
     )  # fmt: skip
