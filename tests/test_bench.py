@@ -49,6 +49,8 @@ def test_compare_measures_both_sides_on_the_same_data(monkeypatch):
         assert all(torch.equal(getattr(dataset, k), getattr(first, k)) for k in ("x", "y", "train_index"))
     assert row["pairs_per_second"] > 0 and row["classic_pairs_per_second"] > 0
     assert row["throughput_ratio"] == row["pairs_per_second"] / row["classic_pairs_per_second"]
+    ceiling = row["worker_threads_pairs_per_second"] / row["classic_pairs_per_second"]  # the product path's
+    assert row["worker_threads_throughput_ratio"] == ceiling > 0
     assert 0 <= row["reached_share"] <= 1 and row["bar"] == "rand_index >= 0.5"
 
 
