@@ -238,7 +238,8 @@ def link_params(values: dict) -> dict[str, str]:
             continue  # the loss's own distance: implied
         if value is not None and field in recipe and not _same(value, recipe[field]):
             params[field] = f"{value:g}" if isinstance(value, float) else str(value)
-    if {"loss", "distance"} & params.keys() and "margin" in values:  # read back, a link without one carries it over
+    reads_margin = "margin" in rules.LOSSES.get(values.get("loss", recipe["loss"]), rules.Objective).knobs
+    if {"loss", "distance"} & params.keys() and reads_margin and "margin" in values:  # a link without it carries one
         params["margin"] = f"{values['margin']:g}"
     return params
 
