@@ -33,12 +33,12 @@ def read(source: str | Path | IO[bytes] | None, label: str = "label", max_rows: 
         raise ValueError(f"csv: {len(table)} rows; at least {MIN_ROWS} are needed (a fifth are held out "
                          "to measure the embedding)")  # fmt: skip
     if label not in table.columns:
-        raise ValueError(f"csv_label: label column '{label}' not found among the file's {table.shape[1]} columns"
+        raise ValueError(f"csv_label: label column '{label}' not found among the file's {_columns(table.shape[1])}"
                          f"{_separator_hint(table)}")  # fmt: skip
     _check_mostly_numbers(table, label)
     features = table.drop(columns=label).select_dtypes("number")
     if features.shape[1] == 0:
-        raise ValueError(f"csv: no numeric feature columns beside the label (of {table.shape[1]} columns"
+        raise ValueError(f"csv: no numeric feature columns beside the label (of {_columns(table.shape[1])}"
                          f"{_separator_hint(table)})")  # fmt: skip
     missing = (features.isna().any(axis=1) | table[label].isna()).to_numpy()
     if missing.any():
@@ -70,8 +70,8 @@ def _check_mostly_numbers(table, label: str) -> None:
         numbers = pd.to_numeric(table[name], errors="coerce").notna().to_numpy()
         if numbers.sum() > given.sum() / 2:
             row = (given & ~numbers).argmax() + 1
-            raise ValueError(f"csv: column {position} holds numbers but not at row {row} (a feature column must be "
-                             "a number in every row)")  # fmt: skip
+            raise ValueError(f"csv: column {position} (counting from 1) holds numbers but not at row {row} (a "
+                             "feature column must be a number in every row)")  # fmt: skip
 
 
 def _separator_hint(table) -> str:
@@ -127,6 +127,10 @@ def last_line(err: Exception) -> str:
     """The last non-empty line of an error's message (a parser's own words, without its traceback)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[-1] if lines else type(err).__name__
+
+
+def _columns(n: int) -> str:
+    return "1 column" if n == 1 else f"{n:,} columns"
 
 
 def _rows(n: int) -> str:

@@ -172,6 +172,13 @@ def test_a_new_loss_brings_a_sampler_that_feeds_it_and_says_so(queue):
     assert not at.error and not button(at, "Train").disabled
     at.selectbox(key="cfg.loss").set_value("triplet").run()
     assert at.selectbox(key="cfg.sampler").value == "semi-hard" and not at.error
+    at.selectbox(key="cfg.loss").set_value("contrastive").run()  # back: the sampler it had before the detour
+    assert (at.selectbox(key="cfg.sampler").value, at.slider(key="cfg.augment").value) == ("random-pairs", 0.0)
+    assert at.toast[-1].value == "Sampler: back to random-pairs."
+    at.selectbox(key="cfg.loss").set_value("triplet").run()
+    at.selectbox(key="cfg.sampler").set_value("batch-hard").run()  # chosen by hand: kept from now on
+    at.selectbox(key="cfg.loss").set_value("contrastive").run()
+    assert at.selectbox(key="cfg.sampler").value == "batch-hard"
 
 
 def test_a_chosen_distance_comes_back_after_a_loss_that_ignores_it(queue):

@@ -91,9 +91,9 @@ def test_distance_histogram_zooms_on_a_margin_the_distances_dwarf():
     assert near["negative pairs"] == pytest.approx(np.mean(negative <= 1.25))
     assert figures.distance_histogram(positive, negative, None, (0.0, 40.0)).layout.shapes == ()
     # Nothing over the panels but the margin's label: no panel titles under the figure's title, and the
-    # legend above the panels (inside, it covered the zoomed one).
+    # legend below the panels (inside, it covered the zoomed one; above, it wrapped over the title).
     assert [a.text for a in fig.layout.annotations] == ["margin", "margin"]
-    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y > 1
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
     assert (fig.layout.xaxis.title.text, fig.layout.xaxis2.title.text) == ("distance", "zoomed in")
 
 

@@ -62,7 +62,11 @@ def test_an_uploaded_csv_offers_its_columns_shows_its_first_rows_and_trains(queu
         (HEADER + ROWS.replace("3.5,", ",", 1), "species", "csv: 1 row contains missing values (first at row 4)"),
         (HEADER + ROWS[:40], "species", "rows; at least 10 are needed"),
         # a typo in a column of numbers: the whole column had been left out without a word
-        (HEADER + ROWS.replace("\n2.5,", "\n2.5x,", 1), "species", "csv: column 1 holds numbers but not at row 3"),
+        (
+            HEADER + ROWS.replace("\n2.5,", "\n2.5x,", 1),
+            "species",
+            "csv: column 1 (counting from 1) holds numbers but not at row 3",
+        ),
         (HEADER + ROWS, "height", "csv_label: label column 'height' has 60 classes in 60 rows"),  # a row a class
         ((HEADER + ROWS).replace(",", ";"), "petal;sepal;height;species;site", "it looks separated by ';'"),
     ],

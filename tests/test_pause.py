@@ -212,6 +212,7 @@ def test_the_playground_pauses_steps_and_resumes_a_run(store, queue):
     assert "paused" in at.get("progress")[0].proto.text or any("paused" in c.value for c in at.caption)
     _button(at, "Step").click().run()
     assert store.get_run(run_id).pause_at == 3
+    assert _button(at, "Resume").help == "Go on training at full speed."
     _button(at, "Resume").click().run()
     assert store.get_run(run_id).pause_at is None
 
@@ -273,3 +274,15 @@ def test_a_step_row_says_how_long_the_run_has_waited(monkeypatch):
     train(RunConfig(steps=10, **FAST), events.append, holds=lambda step: step == 5 and next(asks))
     waited = {e.step: e.data["waited_seconds"] for e in events if e.kind == "step"}
     assert waited == {step: 0.0 if step <= 5 else pytest.approx(3 * HOLD_POLL_SECONDS) for step in range(1, 11)}
+
+
+def test_resume_says_a_slow_motion_run_goes_on_in_slow_motion(store, queue):
+    run_id = store.create_run(
+        RunConfig(steps=1000, steps_per_second=10, snapshot_every=25, **FAST).model_dump(mode="json")
+    )
+    store.claim_next("w", "cpu")
+    store.add_metrics(run_id, [{"step": 1, "loss": 1.0}], worker="w")
+    store.hold(run_id, 0)
+    store.set_held(run_id, time.time(), worker="w")
+    at = _playground(store, run_id)
+    assert _button(at, "Resume").help == "Go on training in slow motion."  # was: "at full speed", which it is not

@@ -93,6 +93,7 @@ def _key(field: str) -> str:
 
 
 CHOSEN_DISTANCE = "cfg.distance_chosen"  # session_state: the distance the person picked (kept over loss changes)
+MOVED_SAMPLER = "cfg.sampler_moved"  # session_state: (sampler, augment) a loss change replaced, given back after
 
 
 def recipe_values(name: str) -> dict:
@@ -120,6 +121,7 @@ def _set_values(values: dict, chosen_distance: bool) -> None:
     """Sets every control (their widgets are not drawn yet in this run: a callback, or before the form)."""
     st.session_state[SAVED] = dict(values)
     st.session_state[CHOSEN_DISTANCE] = values.get("distance") if chosen_distance else None
+    st.session_state.pop(MOVED_SAMPLER, None)  # a recipe or a run's settings: their own sampler
     for field, value in values.items():
         st.session_state[f"cfg.{field}"] = value
 
@@ -163,7 +165,7 @@ def config_from_link(params: dict[str, str]) -> tuple[dict, dict[str, str]]:
             other, other_refused, other_clash = _over_recipe(name, given)
             if not other_clash and len(other_refused) <= len(refused):
                 return other, other_refused
-        clashes = f"its settings do not go together ({clash}): none of them is used, the first recipe is"
+        clashes = f"its settings do not go together ({clash}); none of them is used (the first recipe is)"
         return recipe_values(next(iter(PRESETS))), refused | {"link": clashes}
     return values, refused
 
@@ -264,14 +266,26 @@ def _on_loss_change() -> None:
         chosen if chosen and "distance" in objective.knobs else objective.natural_distance
     )
     old = st.session_state.get("cfg.sampler", DEFAULTS["sampler"])
-    if (new := fitting_sampler(loss, old)) != old:
+    moved_from = st.session_state.pop(MOVED_SAMPLER, None)  # (sampler, augment) a loss change moved away from
+    if moved_from and fitting_sampler(loss, moved_from[0]) == moved_from[0]:  # the person's own comes back
+        st.session_state["cfg.sampler"], st.session_state["cfg.augment"] = moved_from
+        if moved_from[0] != old:
+            st.toast(f"Sampler: back to {moved_from[0]}.", icon=":material/swap_horiz:")
+    elif (new := fitting_sampler(loss, old)) != old:
+        st.session_state[MOVED_SAMPLER] = moved_from or (old, st.session_state.get("cfg.augment", 0.0))
         st.session_state["cfg.sampler"] = new
         said = f"Sampler: {old} cannot feed the {loss} loss, so it is {new} now"
         if new == "augmented-views" and not st.session_state.get("cfg.augment"):  # two identical views teach nothing
             st.session_state["cfg.augment"] = AUGMENT_FOR_VIEWS
             said += f", with augmentation {AUGMENT_FOR_VIEWS:g}"
         st.toast(f"{said}.", icon=":material/swap_horiz:")
+    elif moved_from:
+        st.session_state[MOVED_SAMPLER] = moved_from  # still kept for a loss it fits
     _translate_margin()
+
+
+def _on_sampler_change() -> None:
+    st.session_state.pop(MOVED_SAMPLER, None)  # the person chose one: nothing to give back
 
 
 def _on_distance_change() -> None:
@@ -585,6 +599,7 @@ def _objective_controls(form: _Form) -> None:
                  used="temperature" in objective.knobs,
                  help="Softmax temperature of NT-Xent / SupCon: lower is sharper.")  # fmt: skip
     sampler = form.control("sampler", st.selectbox, "Sampler / miner", options=list(rules.SAMPLERS),
+                           on_change=_on_sampler_change,
                            help=f"{loss} takes {rules.LOSSES[loss].kind}; the sampler must produce them.")  # fmt: skip
     form.control("augment", st.slider, "Augmentation", step=0.05,
                  help="Strength of the random per-item augmentation; 0 = none.")  # fmt: skip

@@ -257,7 +257,7 @@ def distance_histogram(
     fig = make_subplots(rows=1, cols=len(panels), column_widths=[0.62, 0.38] if zoom else None,
                         horizontal_spacing=0.05, shared_yaxes=True)  # fmt: skip
     # Each panel says what it shows under its axis: titles above the panels ran into the figure's own
-    # title, and a legend inside them covered the zoomed one; the legend sits between title and panels.
+    # title, and a legend inside them covered the zoomed one.
     axis_titles = ["distance", "zoomed in"] if zoom else ["distance"]
     for col, (lo, hi) in enumerate(panels, start=1):
         edges = np.linspace(lo, hi, bins + 1)
@@ -273,9 +273,9 @@ def distance_histogram(
         if margin is not None:
             fig.add_vline(x=margin, line=dict(color="#333", dash="dash"), annotation_text="margin", row=1, col=col)
         fig.update_xaxes(range=[lo, hi], title_text=axis_titles[col - 1], row=1, col=col)
-    above = dict(orientation="h", x=0, y=1.02, xanchor="left", yanchor="bottom", font_size=10)
-    fig.update_layout(barmode="overlay", bargap=0, legend=above, margin=_MARGINS | dict(t=62))
-    fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad_t=10))  # above the legend
+    # Below the axes' titles: above the panels, a narrow chart's legend wrapped into two rows over the title.
+    below = dict(orientation="h", x=0, y=-0.24, xanchor="left", yanchor="top", font_size=10)
+    fig.update_layout(barmode="overlay", bargap=0, legend=below, margin=_MARGINS | dict(b=64))
     fig.update_yaxes(title_text="density", row=1, col=1)
     return _layout(fig, "Held-out pair distances", 320)
 

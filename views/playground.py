@@ -72,10 +72,13 @@ def _hold_buttons(run) -> None:
     """While a run trains: pause or resume its training, and step it while it is held."""
     held, pausing = run.held_since is not None, run.pause_at is not None and run.held_since is None
     mine = demo.can_change(run)
-    hold, step, snapshot = st.columns(3)
+    # Pause / Resume a row of its own, Step and Snapshot below: three in a row read "R…", "S…", "S…" at 1280 px.
+    hold = st.container()
+    step, snapshot = st.columns(2)
     if held or pausing:
+        pace = "in slow motion" if run.config.get("steps_per_second") else "at full speed"
         hold.button("Resume", icon=":material/resume:", on_click=_hold, args=(run.id, "resume"),
-                    disabled=not mine, width="stretch", help="Go on training at full speed.")  # fmt: skip
+                    disabled=not mine, width="stretch", help=f"Go on training {pace}.")  # fmt: skip
     else:
         hold.button("Pause", icon=":material/pause:", on_click=_hold, args=(run.id, "pause"), disabled=not mine,
                     width="stretch", help="Hold the training where it is (the worker keeps the model); "
