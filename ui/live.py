@@ -271,7 +271,7 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False, was_held: b
         row = last[-1] if last else {}
         parts.append(rate_text(run.config, run.step, elapsed - row.get("waited_seconds", 0.0),
                                row.get("pairs_per_second")))  # fmt: skip
-    if run.config.get("steps_per_second") and run.status in LIVE_STATUSES:
+    if run.config.get("steps_per_second") and run.status in LIVE_STATUSES and not held:
         parts.append(f"slow motion, {run.config['steps_per_second']:g} steps a second")  # waits the rate leaves out
     if elapsed:
         parts.append(f"{elapsed:.1f} s elapsed")
