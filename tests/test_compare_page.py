@@ -31,6 +31,7 @@ def test_a_sweep_is_queued_from_the_playground_s_settings(queue, store):
     at = open_app()
     at.number_input(key="cfg.steps").set_value(300).run()  # the Playground's current settings
     at.switch_page("views/compare.py").run()
+    assert at.selectbox(key="sweep.knob2").proto.placeholder == "none"  # not "Choose an option"
     at.selectbox(key="sweep.knob1").set_value("margin").run()
     at.text_input(key="sweep.values1").set_value("0.5, 1").run()
     at.selectbox(key="sweep.knob2").set_value("distance").run()

@@ -178,3 +178,9 @@ def test_parallel_coordinates_keep_a_score_every_run_shares_within_its_bounds():
     assert list(score.range) == [pytest.approx(0.92), 1.0]  # Plotly's own: 0.87 to 1.06, past an accuracy's 1
     assert (fig.data[0].line.cmin, fig.data[0].line.cmax) == (score.range[0], score.range[1])
     assert fig.layout.margin.t > 70  # the first axis's name clear of the title
+
+
+def test_a_metric_against_a_named_knob_is_points_and_against_a_number_a_line():
+    table = pd.DataFrame({"loss": ["contrastive", "cosine-embedding"], "margin": [0.5, 1.0], "k-NN": [0.9, 0.8]})
+    assert figures.metric_by_knob(table, "loss", "k-NN", None).data[0].mode == "markers"  # no trend between losses
+    assert figures.metric_by_knob(table, "margin", "k-NN", None).data[0].mode == "lines+markers"

@@ -546,11 +546,12 @@ def histogram_multiples(
 def metric_by_knob(table: pd.DataFrame, knob: str, metric: str, line_knob: str | None) -> go.Figure:
     """A metric against a swept knob, one line per value of a second knob (a numeric knob on a numeric axis)."""
     fig = go.Figure()
-    groups = table.groupby(line_knob, sort=False) if line_knob else [(None, table)]
-    for c, (value, rows) in enumerate(groups):
-        fig.add_scatter(x=rows[knob], y=rows[metric], mode="lines+markers", name=sweep.label({line_knob: value}) if line_knob
-                        else metric, line=dict(color=PALETTE[c % len(PALETTE)]), showlegend=line_knob is not None)  # fmt: skip
     numeric = pd.api.types.is_numeric_dtype(table[knob])
+    groups = table.groupby(line_knob, sort=False) if line_knob else [(None, table)]
+    for c, (value, rows) in enumerate(groups):  # named values (losses, samplers): points, no trend between them
+        fig.add_scatter(x=rows[knob], y=rows[metric], mode="lines+markers" if numeric else "markers",
+                        name=sweep.label({line_knob: value}) if line_knob else metric, marker_size=8,
+                        line=dict(color=PALETTE[c % len(PALETTE)]), showlegend=line_knob is not None)  # fmt: skip
     fig.update_xaxes(title_text=knob, type="log" if numeric and knob in ("lr",) else "-" if numeric else "category")
     fig.update_yaxes(title_text=metric)
     fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))

@@ -54,7 +54,7 @@ def sweep_form(store) -> None:
     left.selectbox("Knob", knobs, key="sweep.knob1", on_change=_example, args=("1",))
     left.text_input("Values", key="sweep.values1", help="Separated by commas, in the knob's units.")
     right.selectbox("Second knob", [None, *knobs], key="sweep.knob2", on_change=_example, args=("2",),
-                    format_func=lambda k: "none" if k is None else k)  # fmt: skip
+                    format_func=lambda k: "none" if k is None else k, placeholder="none")  # fmt: skip
     right.text_input("Values", key="sweep.values2", disabled=st.session_state["sweep.knob2"] is None)
     name = st.text_input("Sweep name", key="sweep.name", placeholder="optional: the knobs and the time")
     if not st.button("Queue sweep", icon=":material/grid_view:", type="primary"):
