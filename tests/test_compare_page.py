@@ -95,6 +95,7 @@ def test_small_multiples_move_together_with_one_step(queue, store):
     hist = chart(at, "Pair distances at step")
     margins = sorted(s["x0"] for s in hist["layout"]["shapes"] if s["type"] == "line")
     assert margins == [0.5, 0.5, 1.0, 1.0]  # each run against its own margin
+    assert hist["layout"]["legend"]["yref"] == "container"  # at the foot, not over the bottom panels' ticks
     knob = chart(at, "k-NN accuracy against margin")
     assert {t["name"] for t in knob["data"]} == {"distance=euclidean", "distance=cosine"}
     assert [list(values(t["y"])) for t in knob["data"]] == [[0.6, 0.6], [0.6, 0.6]]  # knn 0.5 + step / 1000 at step 100

@@ -537,8 +537,9 @@ def histogram_multiples(
                                yref=f"y{suffix} domain", line=dict(color="#333", dash="dash")))  # fmt: skip
         layout[f"xaxis{suffix}"] |= dict(range=[0, hi], tickfont_size=9)
         layout[f"yaxis{suffix}"] |= dict(showticklabels=False)
-    layout |= dict(shapes=shapes, margin=dict(l=10, r=30, t=60, b=40),
-                   legend=dict(orientation="h", y=-0.04, yanchor="top", x=0))  # fmt: skip
+    # The legend at the figure's foot, under the bottom panels' distance ticks (just under the plot, it hid them).
+    layout |= dict(shapes=shapes, margin=dict(l=10, r=30, t=60, b=56),
+                   legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0))  # fmt: skip
     return _layout(go.Figure(dict(data=data, layout=layout)), f"Pair distances at step {step} (dashed: each run's margin)",
                    panel_px * len(rows) + 80)  # fmt: skip
 
