@@ -427,3 +427,18 @@ def translate_margin(margin: float, old: tuple[str, str | None], new: tuple[str,
     value = objective.margin_from_distance(distance(objective.measures_with(new[1])).from_cosine(d_cos))
     low, high, _ = margin_scale(*new)
     return round(min(max(value, low), high), 2)
+
+
+def carried_margin(margin: float, old: tuple[str, str | None], new: tuple[str, str | None]) -> float:
+    """`margin`, set for the `old` (loss, distance), carried to the `new` one as a link or a sweep that changes
+    the loss or distance carries it: with its meaning on unit vectors (`translate_margin`); as it is where
+    either loss reads no margin or it has no unit-vector equivalent (RunConfig then judges it).
+
+    Raises:
+        KeyError: an unknown loss or distance.
+    """
+    if "margin" not in LOSSES[old[0]].knobs or "margin" not in LOSSES[new[0]].knobs:
+        return margin
+    if not 0 <= margin_to_cosine(margin, *old) <= 2:
+        return margin
+    return translate_margin(margin, old, new)

@@ -104,10 +104,7 @@ def _margin_carried(base: dict, combination: dict) -> dict:
     loss = RunConfig.model_fields["loss"].default
     old, new = (base.get("loss", loss), base.get("distance")), (values.get("loss", loss), values.get("distance"))
     try:
-        margin = float(base["margin"])
-        if not 0 <= rules.margin_to_cosine(margin, *old) <= 2:  # no unit-vector equivalent: RunConfig judges it
-            return values
-        return values | {"margin": rules.translate_margin(margin, old, new)}
+        return values | {"margin": rules.carried_margin(float(base["margin"]), old, new)}
     except (KeyError, TypeError, ValueError):  # an unknown loss or distance, a margin that is no number: RunConfig says
         return values
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from contrast_core import rules
 from contrast_core.config import ConfigError, RunConfig
 from ui import config_form
 
@@ -18,18 +19,16 @@ from ui import config_form
     ],
 )
 def test_margin_scale_follows_the_metric(loss, distance, expected):
-    assert config_form.margin_scale(loss, distance) == expected
+    assert rules.margin_scale(loss, distance) == expected
 
 
 def test_translate_margin_keeps_its_meaning_on_unit_vectors():
     # unit vectors: d_euclid^2 = d_sq = 2 * d_cos
-    assert config_form.translate_margin(1.0, ("contrastive", "euclidean"), ("contrastive", "cosine")) == 0.5
-    assert config_form.translate_margin(0.5, ("triplet", "cosine"), ("triplet", "squared-euclidean")) == 1.0
-    assert config_form.translate_margin(0.5, ("contrastive", "cosine"), ("cosine-embedding", "euclidean")) == 0.5
-    assert config_form.translate_margin(4.0, ("contrastive", "euclidean"), ("contrastive", "cosine")) == 2.0  # clamped
-    assert (
-        config_form.translate_margin(0.3, ("nt-xent", "cosine"), ("contrastive", "euclidean")) == 1.0
-    )  # unused: default
+    assert rules.translate_margin(1.0, ("contrastive", "euclidean"), ("contrastive", "cosine")) == 0.5
+    assert rules.translate_margin(0.5, ("triplet", "cosine"), ("triplet", "squared-euclidean")) == 1.0
+    assert rules.translate_margin(0.5, ("contrastive", "cosine"), ("cosine-embedding", "euclidean")) == 0.5
+    assert rules.translate_margin(4.0, ("contrastive", "euclidean"), ("contrastive", "cosine")) == 2.0  # clamped
+    assert rules.translate_margin(0.3, ("nt-xent", "cosine"), ("contrastive", "euclidean")) == 1.0  # unused: default
 
 
 def test_equivalent_margins_names_the_other_metrics():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, get_args
 
@@ -44,12 +44,10 @@ LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0,
 
 # --- margins: pure, tested without Streamlit -----------------------------------------------------
 
-margin_scale, margin_to_cosine, translate_margin = rules.margin_scale, rules.margin_to_cosine, rules.translate_margin
-
 
 def equivalent_margins(margin: float, loss: str, distance: str) -> str:
     """One line: the same margin in the other metrics, for unit vectors (d_euclid^2 = 2 d_cos)."""
-    d_cos = margin_to_cosine(margin, loss, distance)
+    d_cos = rules.margin_to_cosine(margin, loss, distance)
     if not 0 <= d_cos <= 2:
         return "No unit-vector equivalent: cosine distances lie in [0, 2]."
     unit = rules.LOSSES[loss].margin_unit(distance)
@@ -177,7 +175,10 @@ def _over_recipe(name: str, given: dict) -> tuple[dict, dict[str, str], str | No
     if "distance" not in given and "distance" not in PRESETS[name]:
         recipe["distance"] = None  # the linked loss's own distance
     if "margin" not in given and {"loss", "distance"} & given.keys():  # the recipe's margin, meaning kept
-        recipe["margin"] = _carried_margin(recipe, recipe | given)
+        carried = recipe | given
+        with suppress(KeyError, TypeError):  # the link's loss or distance is unknown: RunConfig names it
+            recipe["margin"] = rules.carried_margin(recipe["margin"], (recipe["loss"], recipe["distance"]),
+                                                    (carried["loss"], carried["distance"]))  # fmt: skip
     recipe |= _form_fills(recipe | given, given)
     values, refused = recipe | given, {}
     for _ in range(len(given) + 1):  # drop each refused field, then check the rest again
@@ -205,17 +206,6 @@ def _form_fills(values: dict, given: dict) -> dict:
     if kind in sampler.labelled_kinds and "label_fraction" not in given and values.get("label_fraction") is None:
         return {"label_fraction": DEFAULT_LABEL_FRACTION}
     return {}
-
-
-def _carried_margin(old: dict, new: dict) -> float:
-    """`old`'s margin for `new`'s loss and distance, as a change of loss or distance in the form carries it;
-    `old`'s as it is where the link's loss or distance is unknown (RunConfig names it)."""
-    try:
-        if "margin" not in rules.LOSSES[new["loss"]].knobs:
-            return old["margin"]  # unread: left as the recipe has it
-        return translate_margin(old["margin"], (old["loss"], old["distance"]), (new["loss"], new["distance"]))
-    except (KeyError, TypeError):
-        return old["margin"]
 
 
 def _whole(field: str, value: str):
@@ -298,7 +288,7 @@ def _translate_margin() -> None:
     old = (saved.get("loss", DEFAULTS["loss"]), saved.get("distance", DEFAULTS["distance"]))
     new = (st.session_state.get("cfg.loss", old[0]), st.session_state.get("cfg.distance", old[1]))
     margin = st.session_state.get("cfg.margin", saved.get("margin", DEFAULTS["margin"]))
-    st.session_state["cfg.margin"] = translate_margin(margin, old, new)
+    st.session_state["cfg.margin"] = rules.translate_margin(margin, old, new)
 
 
 # --- the form --------------------------------------------------------------------------------------
@@ -582,7 +572,7 @@ def _objective_controls(form: _Form) -> None:
                             on_change=_on_distance_change, used="distance" in objective.knobs,
                             help=f"cosine = 1 - cos, in [0, 2]; {natural}." if "distance" in objective.knobs
                             else f"The {loss} loss always measures with the {objective.natural_distance}.")  # fmt: skip
-    low, high, _ = margin_scale(loss, distance)
+    low, high, _ = rules.margin_scale(loss, distance)
     key = _key("margin")
     st.session_state[key] = min(max(float(st.session_state[key]), low), high)  # a slider refuses values outside
     margin = form.control("margin", st.slider, f"Margin ({objective.margin_unit(distance)})", min_value=low,
