@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 from scipy.signal import lfilter
 
 from contrast_core import sweep
@@ -35,6 +34,19 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     if fig.layout.margin.t is None:
         fig.update_layout(margin=_MARGINS)
     return fig
+
+
+def _figure(data: list[dict], layout: dict, title: str, height: int) -> go.Figure:
+    """The figure of `data` (trace dicts) and `layout`, with the house title, height and margins (a layout
+    that sets its own margin keeps it; its title's placement is kept).
+
+    Plain dicts, checked once when the figure is built: the live figures are rebuilt every second for each
+    visitor watching a run, in the one process that serves them all, and Plotly's step-by-step builders
+    (add_scatter, update_layout, make_subplots) cost about ten times as much as one check of the whole.
+    """
+    title = dict(text=title, font=dict(size=14)) | layout.get("title", {})
+    fig = go.Figure(dict(data=data, layout=dict(margin=_MARGINS) | layout | dict(title=title, height=height)))
+    return fig.update_layout(template=None)  # no Plotly template: the page's theme styles the chart
 
 
 def ema(values: np.ndarray, weight: float) -> np.ndarray:
@@ -75,25 +87,26 @@ def loss_figure(rows: pd.DataFrame, steps: int, terms: list[str], smoothing: flo
     # SVG lines, not WebGL: Streamlit remounts a Plotly chart whenever its figure changes (the
     # element id hashes the spec), and a new WebGL context every refresh costs far more than
     # drawing CURVE_POINTS as one SVG path.
-    fig = go.Figure()
     keep = thin(len(rows), CURVE_POINTS)
     step = rows["step"].to_numpy()[keep] if len(rows) else np.array([])
+    data = []
     for term in terms:
         if term not in rows:
             continue
         values = rows[term].to_numpy(dtype=np.float64)
         colour = TERM_COLOURS.get(term, "#7F7F7F")
-        fig.add_scatter(x=step, y=values[keep], name=f"{term} (raw)", mode="lines", opacity=0.25,
-                        line=dict(color=colour, width=1), showlegend=False, hoverinfo="skip")  # fmt: skip
-        fig.add_scatter(x=step, y=ema(values, smoothing)[keep], name=term, mode="lines",
-                        line=dict(color=colour, width=2))  # fmt: skip
-    fig.update_xaxes(range=[0, steps], title_text="step")
-    if log_y:
-        fig.update_yaxes(type="log", dtick=1)  # a tick per power of ten only
-    else:
-        fig.update_yaxes(rangemode="tozero")
-    fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
-    return _layout(fig, "Loss", 320)
+        data += [
+            dict(type="scatter", x=step, y=values[keep], name=f"{term} (raw)", mode="lines", opacity=0.25,
+                 line=dict(color=colour, width=1), showlegend=False, hoverinfo="skip"),
+            dict(type="scatter", x=step, y=ema(values, smoothing)[keep], name=term, mode="lines",
+                 line=dict(color=colour, width=2)),
+        ]  # fmt: skip
+    layout = dict(
+        xaxis=dict(range=[0, steps], title=dict(text="step")),
+        yaxis=dict(type="log", dtick=1) if log_y else dict(rangemode="tozero"),  # log: a tick per power of ten only
+        legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+    )
+    return _figure(data, layout, "Loss", 320)
 
 
 def empty_loss_figure(steps: int, note: str) -> go.Figure:
@@ -170,43 +183,44 @@ def scatter_figure(
         values: (E,) each point's continuous target, or None to colour by class.
     Each point's customdata is its position in `xy`, so a selection maps back to items.
     """
-    fig = go.Figure()
     keep = thin(len(xy))
     xy, labels, position = xy[keep], labels[keep], keep
     texts = np.asarray(hover, dtype=object)[keep] if hover is not None else None
-    add = fig.add_scattergl if webgl else fig.add_scatter
+    kind = "scattergl" if webgl else "scatter"
+    data, shapes = [], []
     if values is not None:
-        add(
-            x=xy[:, 0], y=xy[:, 1], mode="markers", name="target", customdata=position, showlegend=False,
+        data.append(dict(
+            type=kind, x=xy[:, 0], y=xy[:, 1], mode="markers", name="target", customdata=position, showlegend=False,
             marker=dict(size=6, color=values[keep], colorscale="Viridis", opacity=0.85, showscale=True,
                         colorbar=dict(title=dict(text="target"), thickness=12, len=0.75, y=0, yanchor="bottom")),
             text=texts, hovertemplate="<b>target %{marker.color:.4g}</b> #%{customdata}"
             + ("<br>%{text}" if texts is not None else "") + "<extra></extra>",
-        )  # fmt: skip
+        ))  # fmt: skip
     for c, name in enumerate(classes if values is None else []):
         mask = labels == c
         if not mask.any():
             continue
-        add(
-            x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, customdata=position[mask],
+        data.append(dict(
+            type=kind, x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=name, customdata=position[mask],
             marker=dict(size=6, color=PALETTE[c % len(PALETTE)], opacity=0.8),
             text=texts[mask] if texts is not None else None,
             hovertemplate=f"<b>{name}</b> #%{{customdata}}<br>%{{text}}<extra></extra>" if texts is not None
             else f"<b>{name}</b> #%{{customdata}}<extra></extra>",
-        )  # fmt: skip
+        ))  # fmt: skip
     if circle is not None:
         x, y, r = circle
-        fig.add_shape(type="circle", x0=x - r, x1=x + r, y0=y - r, y1=y + r, line=dict(color="#333", dash="dash"))
-        add(x=[x], y=[y], mode="markers", name="anchor", hoverinfo="skip",
-                          marker=dict(symbol="star", size=14, color="#333"))  # fmt: skip
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)  # equal units: distances read true, circles are round
+        shapes.append(dict(type="circle", x0=x - r, x1=x + r, y0=y - r, y1=y + r, line=dict(color="#333", dash="dash")))
+        data.append(dict(type=kind, x=[x], y=[y], mode="markers", name="anchor", hoverinfo="skip",
+                         marker=dict(symbol="star", size=14, color="#333")))  # fmt: skip
+    xaxis, yaxis = {}, dict(scaleanchor="x", scaleratio=1)  # equal units: distances read true, circles are round
     if ranges is not None and circle is not None:
         ranges = _around_circle(ranges, circle)
     if ranges is not None:
-        fig.update_xaxes(range=list(ranges[0]), autorange=False)
-        fig.update_yaxes(range=list(ranges[1]), autorange=False)
-    fig.update_layout(hoverlabel=dict(font_family="monospace"), legend=dict(itemsizing="constant"))
-    return _layout(fig, title, height)
+        xaxis |= dict(range=list(ranges[0]), autorange=False)
+        yaxis |= dict(range=list(ranges[1]), autorange=False)
+    layout = dict(xaxis=xaxis, yaxis=yaxis, shapes=shapes, hoverlabel=dict(font=dict(family="monospace")),
+                  legend=dict(itemsizing="constant"))  # fmt: skip
+    return _figure(data, layout, title, height)
 
 
 def add_prior(fig: go.Figure, points: np.ndarray, labels: np.ndarray | None = None, webgl: bool = False) -> go.Figure:
@@ -227,6 +241,7 @@ def add_prior(fig: go.Figure, points: np.ndarray, labels: np.ndarray | None = No
 
 ZOOM_BEYOND = 4.0  # distances reaching this many margins get a second panel zoomed on the margin
 ZOOM_SPAN = 2.5  # the zoomed panel shows [0, ZOOM_SPAN * margin]
+PANEL_GAP = 0.05  # between the full and the zoomed panel, a share of the figure's width
 
 
 def _around_circle(ranges: tuple, circle: tuple[float, float, float]) -> tuple:
@@ -254,30 +269,39 @@ def distance_histogram(
     """
     zoom = margin is not None and margin > 0 and x_range[1] > ZOOM_BEYOND * margin
     panels = [x_range, (0.0, ZOOM_SPAN * margin)] if zoom else [x_range]
-    fig = make_subplots(rows=1, cols=len(panels), column_widths=[0.62, 0.38] if zoom else None,
-                        horizontal_spacing=0.05, shared_yaxes=True)  # fmt: skip
+    # Side by side, the zoomed panel narrower, one density axis: the second shares the first's.
+    first = round((1 - PANEL_GAP) * 0.62, 3)
+    domains = [[0.0, first], [first + PANEL_GAP, 1.0]] if zoom else [[0.0, 1.0]]
     # Each panel says what it shows under its axis: titles above the panels ran into the figure's own
     # title, and a legend inside them covered the zoomed one.
     axis_titles = ["distance", "zoomed in"] if zoom else ["distance"]
-    for col, (lo, hi) in enumerate(panels, start=1):
+    data, shapes, notes, layout = [], [], [], {}
+    for col, ((lo, hi), domain, axis_title) in enumerate(zip(panels, domains, axis_titles, strict=True)):
+        x, y = ("x", "y") if col == 0 else (f"x{col + 1}", f"y{col + 1}")
         edges = np.linspace(lo, hi, bins + 1)
         centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
         for name, values, colour in (("positive pairs", positive, POSITIVE), ("negative pairs", negative, NEGATIVE)):
             values = values[np.isfinite(values)]
             # the full panel clips outliers into its end bins; the zoomed one drops what lies beyond it
-            binned = np.clip(values, lo, hi) if col == 1 else values[values <= hi]
+            binned = np.clip(values, lo, hi) if col == 0 else values[values <= hi]
             counts, _ = np.histogram(binned, bins=edges)
             density = counts / max(len(values), 1) / width  # of all the pairs, so the panels agree
-            fig.add_bar(x=centres, y=density, width=width, name=name, marker_color=colour, opacity=0.6,
-                        legendgroup=name, showlegend=col == 1, row=1, col=col)  # fmt: skip
+            data.append(dict(type="bar", x=centres, y=density, width=width, name=name, marker=dict(color=colour),
+                             opacity=0.6, legendgroup=name, showlegend=col == 0, xaxis=x, yaxis=y))  # fmt: skip
         if margin is not None:
-            fig.add_vline(x=margin, line=dict(color="#333", dash="dash"), annotation_text="margin", row=1, col=col)
-        fig.update_xaxes(range=[lo, hi], title_text=axis_titles[col - 1], row=1, col=col)
+            shapes.append(dict(type="line", x0=margin, x1=margin, xref=x, y0=0, y1=1, yref=f"{y} domain",
+                               line=dict(color="#333", dash="dash")))  # fmt: skip
+            notes.append(dict(text="margin", x=margin, xref=x, y=1, yref=f"{y} domain", xanchor="left",
+                              yanchor="top", showarrow=False))  # fmt: skip
+        layout[x.replace("x", "xaxis")] = dict(anchor=y, domain=domain, range=[lo, hi], title=dict(text=axis_title))
+        layout[y.replace("y", "yaxis")] = dict(anchor=x, domain=[0.0, 1.0]) | (
+            dict(title=dict(text="density")) if col == 0 else dict(matches="y", showticklabels=False)
+        )
     # Below the axes' titles: above the panels, a narrow chart's legend wrapped into two rows over the title.
-    below = dict(orientation="h", x=0, y=-0.24, xanchor="left", yanchor="top", font_size=10)
-    fig.update_layout(barmode="overlay", bargap=0, legend=below, margin=_MARGINS | dict(b=64))
-    fig.update_yaxes(title_text="density", row=1, col=1)
-    return _layout(fig, "Held-out pair distances", 320)
+    below = dict(orientation="h", x=0, y=-0.24, xanchor="left", yanchor="top", font=dict(size=10))
+    layout |= dict(shapes=shapes, annotations=notes, barmode="overlay", bargap=0, legend=below,
+                   margin=_MARGINS | dict(b=64))  # fmt: skip
+    return _figure(data, layout, "Held-out pair distances", 320)
 
 
 def metrics_history_figure(history: pd.DataFrame, names: dict[str, str], steps: int) -> go.Figure:
@@ -288,29 +312,29 @@ def metrics_history_figure(history: pd.DataFrame, names: dict[str, str], steps: 
         names: metric key -> display name, in drawing order.
         steps: the run's total steps (the fixed x-axis).
     """
-    fig = go.Figure()
+    data = []
     for c, (key, name) in enumerate(names.items()):
         if key not in history:
             continue
         right = key == "davies_bouldin"
         measured = history[history[key].notna()]  # whole-set metrics: every few snapshots
-        fig.add_scatter(x=measured["step"], y=measured[key], name=name, mode="lines+markers", marker_size=4,
-                        line=dict(color=PALETTE[c], dash="dot" if right else "solid"),
-                        yaxis="y2" if right else "y")  # fmt: skip
+        data.append(dict(type="scatter", x=measured["step"].to_numpy(), y=measured[key].to_numpy(), name=name,
+                         mode="lines+markers", marker=dict(size=4), yaxis="y2" if right else "y",
+                         line=dict(color=PALETTE[c], dash="dot" if right else "solid")))  # fmt: skip
     worst = history["davies_bouldin"].max() if "davies_bouldin" in history else np.nan
     right_ticks = nice_ticks(float(worst) if np.isfinite(worst) else 1.0)
-    rows = -(-len(fig.data) // LEGEND_COLUMNS)  # the legend's rows
-    fig.update_layout(
-        yaxis=dict(range=[min(0.0, _lowest(history, names)), 1.0], title_text="score"),
-        yaxis2=dict(overlaying="y", side="right", showgrid=False, title_text="Davies-Bouldin",
+    rows = -(-len(data) // LEGEND_COLUMNS)  # the legend's rows
+    layout = dict(
+        xaxis=dict(title=dict(text="step"), range=[0, steps]),
+        yaxis=dict(range=[min(0.0, _lowest(history, names)), 1.0], title=dict(text="score")),
+        yaxis2=dict(overlaying="y", side="right", showgrid=False, title=dict(text="Davies-Bouldin"),
                     range=[0, right_ticks[-1]], tickvals=right_ticks, tickformat="~g"),
-        legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font_size=10,
+        legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font=dict(size=10),
                     entrywidth=1 / LEGEND_COLUMNS, entrywidthmode="fraction"),
         margin=_MARGINS | dict(t=44 + 18 * rows),  # the legend sits between the title and the plot
+        title=dict(y=1, yref="container", yanchor="top", pad=dict(t=10)),  # above the legend
     )  # fmt: skip
-    fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad_t=10))  # above the legend
-    fig.update_xaxes(title_text="step", range=[0, steps])
-    return _layout(fig, "Metrics over time", 300)
+    return _figure(data, layout, "Metrics over time", 300)
 
 
 def nice_ticks(high: float, count: int = 4) -> list[float]:
@@ -497,8 +521,7 @@ def small_multiples(
                               for c, heading in enumerate(cols) if heading]  # fmt: skip
     layout |= dict(legend=dict(itemsizing="constant", orientation="h", y=-0.02, yanchor="top"),
                    margin=dict(l=10, r=30, t=90, b=10))  # fmt: skip
-    return _layout(go.Figure(dict(data=data, layout=layout)), "Embeddings of every run at this step",
-                   panel_px * len(rows) + 120)  # fmt: skip
+    return _figure(data, layout, "Embeddings of every run at this step", panel_px * len(rows) + 120)
 
 
 def histogram_multiples(
@@ -540,8 +563,9 @@ def histogram_multiples(
     # The legend at the figure's foot, under the bottom panels' distance ticks (just under the plot, it hid them).
     layout |= dict(shapes=shapes, margin=dict(l=10, r=30, t=60, b=56),
                    legend=dict(orientation="h", yref="container", y=0, yanchor="bottom", x=0))  # fmt: skip
-    return _layout(go.Figure(dict(data=data, layout=layout)), f"Pair distances at step {step} (dashed: each run's margin)",
-                   panel_px * len(rows) + 80)  # fmt: skip
+    return _figure(
+        data, layout, f"Pair distances at step {step} (dashed: each run's margin)", panel_px * len(rows) + 80
+    )
 
 
 def metric_by_knob(table: pd.DataFrame, knob: str, metric: str, line_knob: str | None) -> go.Figure:
@@ -597,31 +621,35 @@ def mining_figure(rows: pd.DataFrame, steps: int, smoothing: float, at_step: int
 
     A share of terms that cost loss near 0 is why a run stalls: the miner finds nothing to learn from.
     """
-    fig = go.Figure()
     keep = thin(len(rows), CURVE_POINTS)
     step = rows["step"].to_numpy()[keep] if len(rows) else np.array([])
+    data, shapes = [], []
     for column, (name, colour) in MINING.items():
         if column in rows and rows[column].notna().any():
             values = ema(rows[column].to_numpy(dtype=np.float64), smoothing)[keep]
             dash = "solid" if column == "active_share" else "dot"
-            fig.add_scatter(x=step, y=values, name=name, mode="lines", line=dict(color=colour, width=2, dash=dash))
+            data.append(dict(type="scatter", x=step, y=values, name=name, mode="lines",
+                             line=dict(color=colour, width=2, dash=dash)))  # fmt: skip
     if "mined" in rows:
-        fig.add_scatter(x=step, y=rows["mined"].to_numpy(dtype=np.float64)[keep], name="mined (right axis)",
-                        mode="lines", yaxis="y2", line=dict(color="#4C78A8", width=1), opacity=0.6)  # fmt: skip
+        data.append(dict(type="scatter", x=step, y=rows["mined"].to_numpy(dtype=np.float64)[keep],
+                         name="mined (right axis)", mode="lines", yaxis="y2", line=dict(color="#4C78A8", width=1),
+                         opacity=0.6))  # fmt: skip
     if at_step is not None:
-        fig.add_vline(x=at_step, line=dict(color="#333", dash="dash"))
-    fig.update_xaxes(range=[0, steps], title_text="step")
+        shapes.append(dict(type="line", x0=at_step, x1=at_step, xref="x", y0=0, y1=1, yref="y domain",
+                           line=dict(color="#333", dash="dash")))  # fmt: skip
     most = rows["mined"].max() if "mined" in rows else np.nan
     counts = nice_ticks(max(float(most), 4.0) if np.isfinite(most) else 4.0)  # whole counts at round steps, not 51.6
-    fig.update_layout(
-        yaxis=dict(range=[0, 1.02], title_text="share"),
-        yaxis2=dict(overlaying="y", side="right", showgrid=False, title_text="mined", range=[0, counts[-1]],
+    layout = dict(
+        xaxis=dict(range=[0, steps], title=dict(text="step")),
+        yaxis=dict(range=[0, 1.02], title=dict(text="share")),
+        yaxis2=dict(overlaying="y", side="right", showgrid=False, title=dict(text="mined"), range=[0, counts[-1]],
                     tickvals=counts, tickformat="~g"),
-        legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font_size=10),
+        legend=dict(orientation="h", y=1.02, x=0, yanchor="bottom", font=dict(size=10)),
         margin=_MARGINS | dict(t=70),
+        shapes=shapes,
+        title=dict(y=1, yref="container", yanchor="top", pad=dict(t=10)),
     )  # fmt: skip
-    fig.update_layout(title=dict(y=1, yref="container", yanchor="top", pad_t=10))
-    return _layout(fig, "What the miner found", 280)
+    return _figure(data, layout, "What the miner found", 280)
 
 
 def add_density(fig: go.Figure, xy: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
