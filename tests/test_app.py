@@ -307,6 +307,9 @@ def test_live_panels_draw_what_the_run_wrote_and_follow_it(queue, store):
     assert ari.delta in (None, "")
     assert knn.help.startswith("k-NN accuracy: ")  # the whole name, where the tile has room for it
     assert max(len(m.label) for m in at.metric) <= len("Precision@1")  # the longest that shows whole in a tile
+    # Row by row, a tile with a change line beside one without: in two stacked columns the rows drifted apart.
+    tiles_in = [[e for e in column.children.values() if e.type == "metric"] for column in at.columns]
+    assert sorted(len(tiles) for tiles in tiles_in if tiles) == [1] * len(at.metric)
     assert "step 100 / 500" in at.get("progress")[0].proto.text
 
     advance(store, run_id, 100, 250)

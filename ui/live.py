@@ -511,8 +511,10 @@ def _metrics_panel(view: RunView) -> None:
         return
     shown = [key for key in TILE_METRICS if np.isfinite(latest.get(key, np.nan))]
     st.html(f"<style>.st-key-{TILES} [data-testid='stMetricValue'] {{font-size: {TILE_VALUE_SIZE}}}</style>")
-    columns = st.container(key=TILES).columns(TILE_COLUMNS)
+    tiles = st.container(key=TILES)
     for i, key in enumerate(shown):
+        if i % TILE_COLUMNS == 0:  # a row of its own: a tile with a change line and one without stay side by side
+            columns = tiles.columns(TILE_COLUMNS)
         value, before, metric = latest[key], previous.get(key), METRICS[key]
         moved = None if before is None or not np.isfinite(before) else value - before
         delta = f"{moved:+.3f}" if moved is not None and round(moved, 3) != 0 else None  # no green "↑ +0.000"
