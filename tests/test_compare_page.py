@@ -6,7 +6,7 @@ from streamlit.testing.v1 import AppTest
 from test_app import APP, add_run, button, chart, open_app, values
 
 from contrast_core import sweep
-from ui import sweep_view
+from ui import run_table, sweep_view
 from ui.config_form import DEFAULTS
 
 
@@ -211,3 +211,30 @@ def test_the_sweep_form_says_the_playground_s_steps_as_a_whole_number(queue, sto
 def test_a_knob_s_example_values_go_with_the_playground_s_settings(knob, base):
     values = sweep.parse_values(knob, sweep_view.example(knob, base))
     assert len(sweep.expand(base, {knob: values})) == len(values) >= 2  # "semi-hard" under contrastive was refused
+
+
+def test_a_setting_a_run_does_not_read_says_so_in_the_table_the_colours_and_the_parallel_axes(queue, store):
+    contrastive, _ = add_run(store, 100, status="finished", margin=2.0)
+    supcon, _ = add_run(store, 100, status="finished", loss="supcon", sampler="batch-all", temperature=0.2)
+    differences = run_table.config_differences([store.get_run(contrastive), store.get_run(supcon)])
+    assert differences["margin"].tolist() == [2.0, run_table.NOT_USED]  # SupCon's stored margin, 1, read by nothing
+    assert differences["temperature"].tolist() == [run_table.NOT_USED, 0.2]
+    at = open_app("compare")
+    at.multiselect[0].set_value([contrastive, supcon]).run()
+    at.selectbox(key="compare.colour").set_value("margin").run()
+    assert not at.exception
+    assert sorted(t["name"].split(" · ")[0] for t in chart(at, "Loss")["data"]) == ["margin=2", "margin=not used"]
+    axes = {d["label"]: d for d in chart(at, "Settings to k-NN accuracy")["data"][0]["dimensions"]}
+    assert axes["margin"]["ticktext"] == ["2", run_table.NOT_USED]
+    assert axes["temperature"]["ticktext"] == ["0.2", run_table.NOT_USED]  # numbers first, in order
+
+
+def test_parallel_axes_order_numbers_before_names():
+    import pandas as pd
+
+    from ui import figures
+
+    table = pd.DataFrame({"margin": [1.0, "not used", 0.25, 1.0], "k-NN": [0.8, 0.9, 0.7, 0.6]})
+    margin = figures.parallel_figure(table, ["margin"], "k-NN", "k-NN").data[0].dimensions[0]
+    assert list(margin.ticktext) == ["0.25", "1", "not used"]
+    assert list(margin.values) == [1, 2, 0, 1]

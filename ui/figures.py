@@ -7,6 +7,8 @@ the scatter's ranges only move when the points leave them or shrink far inside t
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -356,7 +358,7 @@ def knob_colours(values: list) -> list[str]:
     """A colour per run from its value of a knob: a blue-to-red ramp over sorted numbers, the palette
     for names (equal values, equal colours)."""
     distinct = sorted(set(values), key=lambda v: (isinstance(v, str), v))
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in distinct) and len(distinct) > 1:
+    if all(_is_number(v) for v in distinct) and len(distinct) > 1:
         ramp = np.linspace(0, 1, len(distinct))
         colour = {v: f"rgb({int(40 + 200 * t)}, {int(90 + 40 * (1 - abs(2 * t - 1)))}, {int(220 - 180 * t)})"
                   for v, t in zip(distinct, ramp, strict=True)}  # fmt: skip
@@ -397,9 +399,10 @@ def parallel_figure(table: pd.DataFrame, knobs: list[str], metric: str, label: s
         values = table[knob]
         if pd.api.types.is_numeric_dtype(values):
             dimensions.append(dict(label=knob, values=values.astype(float)))
-        else:
-            names = list(dict.fromkeys(values.astype(str)))
-            codes = values.astype(str).map({n: i for i, n in enumerate(names)})
+        else:  # numbers among names (a margin some runs do not use) in their order, before the names
+            distinct = sorted(dict.fromkeys(values), key=lambda v: (0, v) if _is_number(v) else (1, 0))
+            names = list(dict.fromkeys(map(_tick, distinct)))
+            codes = values.map(_tick).map({n: i for i, n in enumerate(names)})
             dimensions.append(dict(label=knob, values=codes, tickvals=list(range(len(names))), ticktext=names))
     scores = table[metric].astype(float)
     low, high = float(scores.min()), float(scores.max())
@@ -413,6 +416,14 @@ def parallel_figure(table: pd.DataFrame, knobs: list[str], metric: str, label: s
     # The axes' names sit above them: the title goes to the top of the figure, clear of the first one's.
     fig.update_layout(margin=dict(l=60, r=60, t=90, b=20), title=dict(y=1, yref="container", yanchor="top", pad_t=10))
     return _layout(fig, f"Settings to {label}", 380)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _tick(value) -> str:
+    return f"{value:g}" if _is_number(value) else str(value)
 
 
 def mosaic(rows: list[np.ndarray], scale: int = 4) -> np.ndarray:

@@ -7,6 +7,7 @@ import time
 
 import pandas as pd
 
+from contrast_core.config import RunConfig
 from contrast_core.rules import LOSSES, METRICS
 from contrast_core.store import Run, RunStore
 from contrast_core.sweep import STOPPED_EARLY, stopped_early
@@ -17,6 +18,7 @@ TABLE_METRICS = {key: METRICS[key].label for key in
                  ("knn_accuracy", "silhouette", "adjusted_rand", "nmi", "ami", "davies_bouldin", "map_at_r",
                   "knn_r2", "spearman")}  # fmt: skip
 CONTINUOUS_ONLY = ("knn_r2", "spearman")  # a continuous target's: a column only where some run has them
+NOT_USED = "not used"  # a run's setting that it does not read, in tables that compare runs
 CONFIG_COLUMNS = ("dataset", "model", "embedding_dim", "loss", "distance", "margin", "reduction", "temperature",
                   "sampler", "augment", "batch_size", "steps", "lr", "seed")  # fmt: skip
 
@@ -82,10 +84,23 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
 
 
 def config_differences(runs: list[Run]) -> pd.DataFrame:
-    """The config fields on which the runs differ (all of CONFIG_COLUMNS if they agree on all)."""
-    table = pd.DataFrame([{c: run.config.get(c) for c in CONFIG_COLUMNS} for run in runs])
+    """The config fields on which the runs differ (all of CONFIG_COLUMNS if they agree on all). A field a run
+    does not read says NOT_USED, not the value it happens to hold (a SupCon run's margin, a triplet run's
+    temperature): a table or an axis of settings would otherwise credit that value with the run's score."""
+    rows = []
+    for run in runs:
+        unused = _unused(run.config)
+        rows.append({c: NOT_USED if c in unused else run.config.get(c) for c in CONFIG_COLUMNS})
+    table = pd.DataFrame(rows)
     varying = [c for c in table.columns if table[c].astype(str).nunique() > 1]
     return table[varying or list(table.columns)]
+
+
+def _unused(config: dict) -> set[str]:
+    try:
+        return RunConfig.model_validate(config).unused()
+    except ValueError:  # a run stored by an older version, with a setting this one no longer takes
+        return set()
 
 
 def last_metrics(store: RunStore, run: Run) -> dict:

@@ -178,9 +178,11 @@ def curves_and_table(store, runs: dict, chosen: list[str]) -> None:
         metric = st.selectbox(
             "Metric over time", HISTORY, format_func=lambda k: METRICS[k].label, key="compare.history"
         )
-    colours = figures.knob_colours([runs[i].config.get(by) for i in chosen]) if by else None
+    colours = figures.knob_colours(list(differences[by])) if by else None  # "not used" where a run does not read it
     if by:
-        labels = {i: f"{sweep.label({by: runs[i].config.get(by)})} · {label}" for i, label in labels.items()}
+        labels = {
+            i: f"{sweep.label({by: value})} · {labels[i]}" for i, value in zip(chosen, differences[by], strict=True)
+        }
     curves = {labels[i]: pd.DataFrame(store.read_metrics(i)) for i in chosen}
     history = {labels[i]: pd.DataFrame([{"step": s["step"], **s["metrics"]} for s in store.list_snapshots(i)])
                for i in chosen}  # fmt: skip
