@@ -103,3 +103,17 @@ def test_the_vae_recipe_reconstructs_digits_rather_than_their_mean():
     train(config, lambda event: arrays.update(event.data["arrays"]) if event.kind == "snapshot" else None)
     assert diagnosis.reconstruction_spread(arrays["originals"], arrays["reconstructions"]) > 0.5
     assert diagnosis.blurred_to_the_mean(arrays["originals"], arrays["reconstructions"]) is None
+
+
+def test_a_collapse_under_the_cosine_with_batch_hard_names_its_cause_and_a_cosine_embedding_margin_its_direction():
+    rng = np.random.default_rng(0)
+    one_direction = np.outer(rng.uniform(1, 5, 50), [1.0, 2.0])
+    hard = {"loss": "cosine-embedding", "distance": "cosine", "margin": 0.0, "sampler": "batch-hard"}
+    for config in (hard, hard | {"loss": "triplet", "margin": 0.5}):
+        assert "batch-hard's hardest negatives" in diagnosis.collapse(one_direction, config)
+        stuck = np.full(200, diagnosis.collapsed_loss(config))  # what the collapsed embedding pays
+        assert "batch-all" in diagnosis.stuck_at_margin(stuck, config)
+    pairs = hard | {"sampler": "random-pairs"}  # its margin is a similarity: negatives above it are pushed apart
+    assert "a lower margin (a similarity)" in diagnosis.collapse(one_direction, pairs)
+    euclidean = CONFIG | {"sampler": "batch-hard"}  # the usual advice where the cosine is not measured
+    assert "a larger margin" in diagnosis.collapse(np.zeros((50, 2)), euclidean)
