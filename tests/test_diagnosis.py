@@ -109,11 +109,17 @@ def test_a_collapse_under_the_cosine_with_batch_hard_names_its_cause_and_a_cosin
     rng = np.random.default_rng(0)
     one_direction = np.outer(rng.uniform(1, 5, 50), [1.0, 2.0])
     hard = {"loss": "cosine-embedding", "distance": "cosine", "margin": 0.0, "sampler": "batch-hard"}
-    for config in (hard, hard | {"loss": "triplet", "margin": 0.5}):
-        assert "batch-hard's hardest negatives" in diagnosis.collapse(one_direction, config)
+    for config, others in (
+        (hard, "batch-all or random-pairs"),
+        (hard | {"loss": "triplet", "margin": 0.5}, "batch-all,"),
+    ):
+        assert "batch-hard's hardest negatives point the way their anchors do" in diagnosis.collapse(
+            one_direction, config
+        )
         stuck = np.full(200, diagnosis.collapsed_loss(config))  # what the collapsed embedding pays
-        assert "batch-all" in diagnosis.stuck_at_margin(stuck, config)
-    pairs = hard | {"sampler": "random-pairs"}  # its margin is a similarity: negatives above it are pushed apart
-    assert "a lower margin (a similarity)" in diagnosis.collapse(one_direction, pairs)
+        assert f"try {others}" in diagnosis.stuck_at_margin(stuck, config)  # samplers that feed the loss only
+    pairs = hard | {"sampler": "random-pairs", "margin": 0.2}  # a similarity: negatives above it are pushed apart
+    message = diagnosis.collapse(one_direction, pairs)
+    assert "(margin 0.2, a cosine similarity)" in message and "a lower margin" in message
     euclidean = CONFIG | {"sampler": "batch-hard"}  # the usual advice where the cosine is not measured
     assert "a larger margin" in diagnosis.collapse(np.zeros((50, 2)), euclidean)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from contrast_core.config import RunConfig
-from contrast_core.rules import LOSSES, as_measured
+from contrast_core.rules import LOSSES, SAMPLERS, as_measured
 
 COLLAPSE_FRACTION = 0.01  # points all within 1% of the margin (or of 1 without one): collapsed
 STUCK_WINDOW = 100  # steps of loss looked at for "stuck"
@@ -35,7 +35,9 @@ def collapse(embeddings: np.ndarray, config: dict) -> str | None:
     radius = spread(embeddings, distance)
     if np.isfinite(radius) and radius < COLLAPSE_FRACTION * scale:
         stated = "" if margin is None else f" (margin {margin:g} in {distance} distance)"
-        wider = "a lower margin (a similarity)" if config["loss"] == "cosine-embedding" else "a larger margin"
+        wider = "a larger margin"
+        if config["loss"] == "cosine-embedding":  # its margin is the cosine similarity above which negatives cost
+            stated, wider = f" (margin {config['margin']:g}, a cosine similarity)", "a lower margin"
         return (
             f"Embedding collapse: all {len(embeddings)} points lie within {radius:.2g} of their centre{stated}. "
             + remedy(config, f"Try a smaller learning rate, {wider} or another sampler.")
@@ -50,12 +52,11 @@ def remedy(config: dict, usual: str) -> str:
     anchor's hardest negative is the one most nearly parallel to it, where the cosine's gradient is zero.
     Seen on digits at 2-D, 300 steps: k-NN accuracy 0.15 with the triplet and the cosine-embedding loss, 0.60
     and 0.50 with batch-all instead, 0.90 and 0.87 at 16-D."""
-    if (
-        config.get("sampler") == "batch-hard"
-        and LOSSES[config["loss"]].measures_with(config.get("distance")) == "cosine"
-    ):
+    loss = LOSSES[config["loss"]]
+    if config.get("sampler") == "batch-hard" and loss.measures_with(config.get("distance")) == "cosine":
+        others = " or ".join(s for s in ("batch-all", "random-pairs") if loss.kind in SAMPLERS[s].kinds)
         return ("Under the cosine, batch-hard's hardest negatives point the way their anchors do, where the cosine "
-                "has no gradient to part them: try batch-all or random pairs, or more embedding dimensions.")  # fmt: skip
+                f"has no gradient to part them: try {others}, or more embedding dimensions.")  # fmt: skip
     return usual
 
 

@@ -46,7 +46,7 @@ def _figure(data: list[dict], layout: dict, title: str, height: int) -> go.Figur
     visitor watching a run, in the one process that serves them all, and Plotly's step-by-step builders
     (add_scatter, update_layout, make_subplots) cost about ten times as much as one check of the whole.
     """
-    title = dict(text=title, font=dict(size=14)) | layout.get("title", {})
+    title = layout.get("title", {}) | dict(text=title, font=dict(size=14))
     fig = go.Figure(dict(data=data, layout=dict(margin=_MARGINS) | layout | dict(title=title, height=height)))
     return fig.update_layout(template=None)  # no Plotly template: the page's theme styles the chart
 

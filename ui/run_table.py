@@ -96,6 +96,18 @@ def config_differences(runs: list[Run]) -> pd.DataFrame:
     return table[varying or list(table.columns)]
 
 
+def sortable(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as a page shows it: a column of numbers with NOT_USED in it holds numbers and empty cells,
+    so that it sorts as numbers (mixed, it became text: 10 before 2)."""
+    shown = table.copy()
+    for column in shown.columns:
+        values = shown[column]
+        used = values[values.astype(str) != NOT_USED]
+        if 0 < len(used) < len(values) and all(pd.api.types.is_number(v) for v in used):
+            shown[column] = pd.to_numeric(used).reindex(values.index)
+    return shown
+
+
 def _unused(config: dict) -> set[str]:
     try:
         return RunConfig.model_validate(config).unused()

@@ -18,6 +18,7 @@ from ui.run_table import (
     last_metrics,
     short_id,
     short_label,
+    sortable,
     status,
     summary,
 )
@@ -198,11 +199,11 @@ def curves_and_table(store, runs: dict, chosen: list[str]) -> None:
         if key not in CONTINUOUS_ONLY or any(value is not None for value in found):
             table[label] = found
     table = table.join(differences)
-    st.dataframe(table, hide_index=True)
+    st.dataframe(sortable(table), hide_index=True)
     st.download_button("Download the table (CSV)", table.to_csv(index=False), "compare.csv", "text/csv",
                        icon=":material/download:")  # fmt: skip
-    st.caption("Config columns are the settings on which the runs differ; metrics are from each run's last "
-               "snapshot. Click a column's name to sort by it.")  # fmt: skip
+    st.caption("Config columns are the settings on which the runs differ (empty, or 'not used': a setting the run "
+               "does not read); metrics are from each run's last snapshot. Click a column's name to sort by it.")  # fmt: skip
     final = TABLE_METRICS.get(metric, METRICS[metric].label)
     if knobs and final in table and table[final].notna().sum() > 1:
         st.plotly_chart(figures.parallel_figure(table.dropna(subset=[final]), knobs, final, final),
