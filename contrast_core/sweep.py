@@ -77,15 +77,18 @@ def expand(base: dict, axes: dict[str, list], limit: int | None = None) -> list[
     if size > limit:
         shape = " x ".join(f"{len(v)} {f}" for f, v in axes.items())
         raise SweepError(f"sweep: {shape} makes {size} runs, over the cap of {limit} (CONTRAST_MAX_SWEEP)")
-    grid = []
+    grid, refused = [], []
     for values in itertools.product(*axes.values()):
         combination = dict(zip(axes, values, strict=True))
         try:
-            config = RunConfig.check(**_margin_carried(base, combination))
+            grid.append((combination, RunConfig.check(**_margin_carried(base, combination))))
         except ConfigError as exc:
-            field, reason = next(iter(exc.errors.items()))
-            raise SweepError(f"{field}: {reason} (at {label(combination)})") from None
-        grid.append((combination, config))
+            refused.append((combination, exc))
+    if refused:  # the first, and how many more: fixing one value may leave others refused
+        combination, exc = refused[0]
+        field, reason = next(iter(exc.errors.items()))
+        more = f"; {len(refused)} of the {size} combinations are refused" if len(refused) > 1 else ""
+        raise SweepError(f"{field}: {reason} (at {label(combination)}{more})")
     for field in axes:  # a knob no run reads: the same run, trained again for each value
         if all(field in config.unused() for _, config in grid):
             first = grid[0][1]

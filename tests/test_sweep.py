@@ -31,6 +31,7 @@ def test_a_swept_loss_measures_with_its_own_distance_unless_one_is_given():
     [
         ({"margin": ["0.5", "x"]}, "margin: not a number (at margin=x)"),
         ({"margin": [0.5, 3], "distance": ["cosine"]}, "(at margin=3 distance=cosine)"),
+        ({"steps": [0, 10, -1], "lr": [0.1, 0.01]}, "steps: at least 1 (at steps=0 lr=0.1; 4 of the 6 combinations"),
         ({"colour": [1, 2]}, "colour: not a run setting"),
         ({}, "choose at least one knob"),
         ({"seed": list(range(5)), "lr": [0.1, 0.01, 0.001, 0.0001]}, "5 seed x 4 lr makes 20 runs, over the cap of 16"),
