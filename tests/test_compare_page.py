@@ -227,7 +227,7 @@ def test_a_setting_a_run_does_not_read_says_so_in_the_table_the_colours_and_the_
     axes = {d["label"]: d for d in chart(at, "Settings to k-NN accuracy")["data"][0]["dimensions"]}
     assert axes["margin"]["ticktext"] == ["2", run_table.NOT_USED]
     assert axes["temperature"]["ticktext"] == ["0.2", run_table.NOT_USED]  # numbers first, in order
-    shown = at.dataframe[0].value  # numbers, sorting as numbers, with an empty cell where the run does not read it
+    shown = at.dataframe[0].value  # numbers, sorting as numbers, with None where the run does not read it
     assert shown["margin"].dtype.kind == "f" and shown["margin"].iloc[0] == 2.0 and np.isnan(shown["margin"].iloc[1])
 
 

@@ -97,7 +97,7 @@ def config_differences(runs: list[Run]) -> pd.DataFrame:
 
 
 def sortable(table: pd.DataFrame) -> pd.DataFrame:
-    """The table as a page shows it: a column of numbers with NOT_USED in it holds numbers and empty cells,
+    """The table as a page shows it: a column of numbers with NOT_USED in it holds numbers and None (NaN),
     so that it sorts as numbers (mixed, it became text: 10 before 2)."""
     shown = table.copy()
     for column in shown.columns:

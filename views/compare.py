@@ -202,7 +202,7 @@ def curves_and_table(store, runs: dict, chosen: list[str]) -> None:
     st.dataframe(sortable(table), hide_index=True)
     st.download_button("Download the table (CSV)", table.to_csv(index=False), "compare.csv", "text/csv",
                        icon=":material/download:")  # fmt: skip
-    st.caption("Config columns are the settings on which the runs differ (empty, or 'not used': a setting the run "
+    st.caption("Config columns are the settings on which the runs differ (None or 'not used': a setting that run "
                "does not read); metrics are from each run's last snapshot. Click a column's name to sort by it.")  # fmt: skip
     final = TABLE_METRICS.get(metric, METRICS[metric].label)
     if knobs and final in table and table[final].notna().sum() > 1:
