@@ -163,12 +163,14 @@ def test_runs_are_coloured_by_a_knob_with_their_metric_over_time_and_parallel_ax
 
 
 def test_knob_colours_ramp_numbers_and_name_categories():
-    from ui.figures import PALETTE, knob_colours
+    from ui.figures import OFF_RAMP, PALETTE, knob_colours
 
     ramp = knob_colours([2.0, 0.5, 1.0, 0.5])
     assert ramp[1] == ramp[3] and len(set(ramp)) == 3  # equal values, equal colours
     assert ramp[1].startswith("rgb(40,") and ramp[0].startswith("rgb(240,")  # lowest blue, highest red
     assert knob_colours(["cosine", "euclidean", "cosine"]) == [PALETTE[0], PALETTE[1], PALETTE[0]]
+    mixed = knob_colours([2.0, "not used", 0.5])  # a run that does not read the knob: grey, off the ramp
+    assert mixed[2].startswith("rgb(40,") and mixed[0].startswith("rgb(240,") and mixed[1] == OFF_RAMP
 
 
 def test_each_panel_can_fill_its_own_frame(store):

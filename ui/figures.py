@@ -25,6 +25,7 @@ PALETTE = (  # Tableau 10, then a second set: classes keep their colour in every
 TERM_COLOURS = {"loss": "#4C78A8", "recon": "#F58518", "kl": "#54A24B", "contrastive": "#E45756",
                 "discriminator": "#B279A2", "generator": "#72B7B2"}  # fmt: skip
 PRIOR_COLOUR = "#7F7F7F"  # an AAE prior's samples, where its modes are not classes
+OFF_RAMP = "#7F7F7F"  # a knob's name among its numbers (a run that does not read the knob)
 POSITIVE, NEGATIVE = "#54A24B", "#E45756"
 _MARGINS = dict(l=10, r=10, t=40, b=10)
 LEGEND_COLUMNS = 4  # entries per legend row above the metrics-over-time chart
@@ -355,13 +356,15 @@ def _lowest(history: pd.DataFrame, names: dict[str, str]) -> float:
 
 
 def knob_colours(values: list) -> list[str]:
-    """A colour per run from its value of a knob: a blue-to-red ramp over sorted numbers, the palette
-    for names (equal values, equal colours)."""
+    """A colour per run from its value of a knob: a blue-to-red ramp over sorted numbers (a name among
+    them, a run that does not read the knob, grey), the palette for names (equal values, equal colours)."""
     distinct = sorted(set(values), key=lambda v: (isinstance(v, str), v))
-    if all(_is_number(v) for v in distinct) and len(distinct) > 1:
-        ramp = np.linspace(0, 1, len(distinct))
+    numbers = [v for v in distinct if _is_number(v)]
+    if len(numbers) > 1:
+        ramp = np.linspace(0, 1, len(numbers))
         colour = {v: f"rgb({int(40 + 200 * t)}, {int(90 + 40 * (1 - abs(2 * t - 1)))}, {int(220 - 180 * t)})"
-                  for v, t in zip(distinct, ramp, strict=True)}  # fmt: skip
+                  for v, t in zip(numbers, ramp, strict=True)}  # fmt: skip
+        colour |= {v: OFF_RAMP for v in distinct if not _is_number(v)}
     else:
         colour = {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(distinct)}
     return [colour[v] for v in values]
