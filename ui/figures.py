@@ -31,14 +31,6 @@ _MARGINS = dict(l=10, r=10, t=40, b=10)
 LEGEND_COLUMNS = 4  # entries per legend row above the metrics-over-time chart
 
 
-def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    """Title, height and the house margins (a figure that set its own margins keeps them)."""
-    fig.update_layout(title=dict(text=title, font_size=14), height=height, template=None)
-    if fig.layout.margin.t is None:
-        fig.update_layout(margin=_MARGINS)
-    return fig
-
-
 def _figure(data: list[dict], layout: dict, title: str, height: int) -> go.Figure:
     """The figure of `data` (trace dicts) and `layout`, with the house title, height and margins (a layout
     that sets its own margin keeps it; its title's placement is kept).
@@ -378,7 +370,7 @@ def compare_figure(
 
     `curves` maps a run label to its rows; `colours`, one per run, colour them by a knob (else the palette).
     """
-    fig = go.Figure()
+    data = []
     for c, (label, rows) in enumerate(curves.items()):
         if column not in rows:
             continue
@@ -386,12 +378,11 @@ def compare_figure(
         keep = thin(len(rows))
         smooth = ema(rows[column].to_numpy(dtype=np.float64), smoothing)[keep]
         colour = colours[c] if colours else PALETTE[c % len(PALETTE)]
-        fig.add_scattergl(x=rows["step"].to_numpy()[keep], y=smooth, name=label, mode="lines",
-                          line=dict(color=colour, width=2))  # fmt: skip
-    fig.update_xaxes(title_text="step")
-    fig.update_yaxes(type="log" if log_y else "linear", title_text=title if column != "loss" else None)
-    fig.update_layout(legend=dict(orientation="h", y=-0.2))
-    return _layout(fig, title, 420)
+        data.append(dict(type="scattergl", x=rows["step"].to_numpy()[keep], y=smooth, name=label, mode="lines",
+                         line=dict(color=colour, width=2)))  # fmt: skip
+    yaxis = dict(type="log" if log_y else "linear") | (dict(title=dict(text=title)) if column != "loss" else {})
+    layout = dict(xaxis=dict(title=dict(text="step")), yaxis=yaxis, legend=dict(orientation="h", y=-0.2))
+    return _figure(data, layout, title, 420)
 
 
 def parallel_figure(table: pd.DataFrame, knobs: list[str], metric: str, label: str) -> go.Figure:
@@ -415,10 +406,9 @@ def parallel_figure(table: pd.DataFrame, knobs: list[str], metric: str, label: s
             low, high = max(low, 0.0), min(high, 1.0)
     dimensions.append(dict(label=label, values=scores, range=[low, high]))
     line = dict(color=scores, colorscale="Viridis", showscale=True, cmin=low, cmax=high)
-    fig = go.Figure(go.Parcoords(dimensions=dimensions, line=line))
     # The axes' names sit above them: the title goes to the top of the figure, clear of the first one's.
-    fig.update_layout(margin=dict(l=60, r=60, t=90, b=20), title=dict(y=1, yref="container", yanchor="top", pad_t=10))
-    return _layout(fig, f"Settings to {label}", 380)
+    layout = dict(margin=dict(l=60, r=60, t=90, b=20), title=dict(y=1, yref="container", yanchor="top", pad=dict(t=10)))
+    return _figure([dict(type="parcoords", dimensions=dimensions, line=line)], layout, f"Settings to {label}", 380)
 
 
 def _is_number(value) -> bool:
@@ -584,17 +574,18 @@ def histogram_multiples(
 
 def metric_by_knob(table: pd.DataFrame, knob: str, metric: str, line_knob: str | None) -> go.Figure:
     """A metric against a swept knob, one line per value of a second knob (a numeric knob on a numeric axis)."""
-    fig = go.Figure()
     numeric = pd.api.types.is_numeric_dtype(table[knob])
     groups = table.groupby(line_knob, sort=False) if line_knob else [(None, table)]
-    for c, (value, rows) in enumerate(groups):  # named values (losses, samplers): points, no trend between them
-        fig.add_scatter(x=rows[knob], y=rows[metric], mode="lines+markers" if numeric else "markers",
-                        name=sweep.label({line_knob: value}) if line_knob else metric, marker_size=8,
-                        line=dict(color=PALETTE[c % len(PALETTE)]), showlegend=line_knob is not None)  # fmt: skip
-    fig.update_xaxes(title_text=knob, type="log" if numeric and knob in ("lr",) else "-" if numeric else "category")
-    fig.update_yaxes(title_text=metric)
-    fig.update_layout(legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
-    return _layout(fig, f"{metric} against {knob}", 300)
+    data = [  # named values (losses, samplers): points, no trend between them
+        dict(type="scatter", x=rows[knob], y=rows[metric], mode="lines+markers" if numeric else "markers",
+             name=sweep.label({line_knob: value}) if line_knob else metric, marker=dict(size=8),
+             line=dict(color=PALETTE[c % len(PALETTE)]), showlegend=line_knob is not None)
+        for c, (value, rows) in enumerate(groups)
+    ]  # fmt: skip
+    axis_type = "log" if numeric and knob in ("lr",) else "-" if numeric else "category"
+    layout = dict(xaxis=dict(title=dict(text=knob), type=axis_type), yaxis=dict(title=dict(text=metric)),
+                  legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))  # fmt: skip
+    return _figure(data, layout, f"{metric} against {knob}", 300)
 
 
 FORCE_COLOUR = "#222"
