@@ -41,9 +41,16 @@ def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
+def figures_drawn(at: AppTest) -> list[dict]:
+    """The Plotly figures on the page: st.plotly_chart's and the live charts' (ui.live_chart)."""
+    live = [json.loads(c.proto.bytes)["figure"] for c in at.get("bidi_component")
+            if c.proto.component_name == "contrast_live_chart"]  # fmt: skip
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")] + live
+
+
 def charts(at: AppTest) -> dict[str, dict]:
     """Plotly chart specs by title (Streamlit may wrap a title in <b>)."""
-    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    specs = figures_drawn(at)
     return {spec["layout"]["title"]["text"].replace("<b>", "").replace("</b>", ""): spec for spec in specs}
 
 

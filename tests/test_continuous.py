@@ -9,6 +9,7 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.datasets import load_diabetes
 from streamlit.testing.v1 import AppTest
+from test_app import chart
 
 from contrast_core import data, jobs, losses, metrics, pair_stats, rules, samplers, tables
 from contrast_core.config import RunConfig
@@ -156,8 +157,8 @@ def test_the_playground_colours_a_continuous_run_by_its_target(store):
     at.query_params["run"] = run_id
     at.run()
     assert not at.exception
-    scatter = next(c for c in at.get("plotly_chart") if '"Embedding' in c.proto.spec)
-    assert '"colorscale"' in scatter.proto.spec and '"showscale":true' in scatter.proto.spec
+    scatter = chart(at, "Embedding")["data"][0]["marker"]
+    assert "colorscale" in scatter and scatter["showscale"] is True
     assert any("R²" in m.label for m in at.metric) and any("Spearman" in m.label for m in at.metric)
     assert any("differ by at most delta" in c.value for c in at.caption)
 

@@ -8,7 +8,6 @@ recorded. The queue is the real JobQueue over a temporary store, never started.
 from __future__ import annotations
 
 import base64
-import json
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import streamlit
 from streamlit.testing.v1 import AppTest
+from test_app import figures_drawn
 
 from contrast_core.config import RunConfig
 from contrast_core.projection import LiveProjector
@@ -93,8 +93,7 @@ def choose(at: AppTest, method: str) -> AppTest:
 
 def scatter(at: AppTest) -> tuple[str, np.ndarray]:
     """The embedding chart's title and its (E, 2) points."""
-    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    (spec,) = [s for s in specs if "embedding" in s["layout"]["title"]["text"]]
+    (spec,) = [s for s in figures_drawn(at) if "embedding" in s["layout"]["title"]["text"]]
     xy = [np.concatenate([_values(t[axis]) for t in spec["data"]]) for axis in "xy"]
     return spec["layout"]["title"]["text"], np.stack(xy, axis=1)
 

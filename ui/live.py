@@ -21,6 +21,7 @@ from contrast_core.projection import in_plane, project
 from contrast_core.rules import METRICS
 from contrast_core.store import LIVE_STATUSES, Run, StoreError
 from ui import backend, figures, items, tab
+from ui.live_chart import live_chart
 from ui.run_view import RunView, as_measured, class_names, loss_distance, margin_distance, similarity
 
 REFRESH_SECONDS = 1.0
@@ -346,7 +347,7 @@ def _loss_panel(view: RunView) -> None:
     terms = LOSS_TERMS.get(view.config["model"], ["loss"])
     log_y = view.config["model"] in LOSS_TERMS
     fig = figures.loss_figure(view.rows, view.config["steps"], terms, smoothing, log_y=log_y)
-    st.plotly_chart(fig, key="live.loss", config={"displayModeBar": False})
+    live_chart(fig, key="live.loss", revision=view.run_id, config={"displayModeBar": False})
     st.caption(NOTES["loss"])
 
 
@@ -417,7 +418,7 @@ def _scatter_panel(view: RunView, thumbnails: bool) -> None:
                                  values=arrays.get("targets"))  # fmt: skip
     if prior is not None:
         figures.add_prior(fig, prior, arrays["labels"] if config.get("prior") == "mixture" else None)
-    st.plotly_chart(fig, key="live.scatter", config={"displayModeBar": False})
+    live_chart(fig, key="live.scatter", revision=f"{view.run_id}:{drawn}", config={"displayModeBar": False})
     scatter_note = NOTES["scatter"] if "targets" not in arrays else NOTES["scatter_target"]
     unit = NOTES["unit"] if loss_distance(config) == "cosine" and arrays["embeddings"].shape[1] > 2 else ""
     notes = [scatter_note, unit, NOTES["prior"] if prior is not None else "", NOTES["circle"] if circle else "",
@@ -468,7 +469,7 @@ def _pairs_panel(view: RunView) -> None:
     x_range = (0.0, bound) if np.isfinite(bound) else (0.0, high * 1.05 or 1.0)
     view.ranges["pairs"] = x_range = figures.steady_range(view.ranges.get("pairs"), *x_range, pad=0.0)
     fig = figures.distance_histogram(pos, neg, margin, x_range)
-    st.plotly_chart(fig, key="live.pairs", config={"displayModeBar": False})
+    live_chart(fig, key="live.pairs", revision=view.run_id, config={"displayModeBar": False})
     st.caption(pairs_caption(view.pairs, view.config, similarity(view.arrays)[1] if view.arrays is not None else None))
 
 
@@ -527,7 +528,7 @@ def _metrics_history_panel(view: RunView) -> None:
     """The cluster metrics over the run, the page's full width: seven curves and their legend need it."""
     history = {key: METRICS[key].label for key in HISTORY_METRICS}
     fig = figures.metrics_history_figure(view.history(), history, view.config["steps"])
-    st.plotly_chart(fig, key="live.metrics", config={"displayModeBar": False})
+    live_chart(fig, key="live.metrics", revision=view.run_id, config={"displayModeBar": False})
 
 
 def _mining_panel(view: RunView) -> None:
@@ -535,8 +536,8 @@ def _mining_panel(view: RunView) -> None:
     if "mined" not in view.rows:
         return
     smoothing = st.session_state.get("live.smoothing", 0.6)
-    st.plotly_chart(figures.mining_figure(view.rows, view.config["steps"], smoothing), key="live.mining",
-                    config={"displayModeBar": False})  # fmt: skip
+    fig = figures.mining_figure(view.rows, view.config["steps"], smoothing)
+    live_chart(fig, key="live.mining", revision=view.run_id, config={"displayModeBar": False})
     st.caption(NOTES["mining"])
 
 

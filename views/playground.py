@@ -8,6 +8,7 @@ from contrast_core.config import RunConfig
 from contrast_core.store import LIVE_STATUSES, StoreError
 from ui import backend, demo, figures, live, tab
 from ui.config_form import config_form, config_from_link, link_params, load_config, plain_reason, reset_form
+from ui.live_chart import live_chart
 
 LOADED = "playground.loaded"  # session_state: the run whose config the form was last set to
 TRAIN = "playground.train"  # session_state: Train was clicked; the run is queued once the form is read
@@ -192,7 +193,7 @@ with panels:
             "*margin* apart. The charts here follow the run live: the loss, the embedding itself, the "
             "distances of positive and negative pairs against the margin, and cluster metrics."
         )
-        # Drawn now, the chart library is loaded before the click, not after it.
+        # Drawn now, the chart library is loaded before the click, not after it (the live charts' own).
         steps = config.steps if valid else 2000
         note = "The loss appears here when you press Train" if valid else "Fix the form, then press Train"
-        st.plotly_chart(figures.empty_loss_figure(steps, note), key="intro.loss", config={"displayModeBar": False})
+        live_chart(figures.empty_loss_figure(steps, note), key="intro.loss", config={"displayModeBar": False})
