@@ -109,17 +109,20 @@ def test_the_progress_line_leaves_the_time_a_run_waited_out_of_its_rate(queue, s
     assert "10,000 pairs/s (12,500 while stepping; snapshots and logging 20%)" in text, text
 
 
-def test_the_progress_line_waits_for_the_end_only_when_the_steps_left_end_within_a_refresh(store):
+def test_the_progress_line_waits_for_the_end_only_when_the_steps_left_end_within_half_a_refresh(store):
     run_id = store.create_run(RunConfig(steps=1000).model_dump(mode="json"))
     store.claim_next("w", "cpu")
-    store.add_metrics(run_id, [{"step": 950, "loss": 0.1}])
+    store.add_metrics(run_id, [{"step": 970, "loss": 0.1}])
     run = store.get_run(run_id)
-    # 950 steps in 9.5 s: the 50 left take 0.5 s, within a refresh; at a step a refresh, 50 refreshes.
-    assert live._ends_soon(run, now=run.started_at + 9.5)
-    assert not live._ends_soon(run, now=run.started_at + 950 * live.REFRESH_SECONDS)
+    # 970 steps in 9.7 s: the 30 left take 0.3 s; in 19.4 s, 0.6 s, which the tick does not wait for (it would
+    # come that much late if the run then took its final snapshot); at a step a refresh, 30 refreshes.
+    assert live.END_WAIT_SECONDS == 0.5
+    assert live._ends_soon(run, now=run.started_at + 9.7)
+    assert not live._ends_soon(run, now=run.started_at + 19.4)
+    assert not live._ends_soon(run, now=run.started_at + 970 * live.REFRESH_SECONDS)
     store.set_status(run_id, "finished")
     assert live._until_ended(store, run).status == "finished"  # seen as soon as it is stored
-    assert not live._ends_soon(store.get_run(run_id), now=run.started_at + 9.5)  # an ended run waits for nothing
+    assert not live._ends_soon(store.get_run(run_id), now=run.started_at + 9.7)  # an ended run waits for nothing
 
 
 def test_pairs_caption_names_which_pairs_a_share_is_of():

@@ -35,6 +35,10 @@ FIRST_CLAIM_SECONDS, FIRST_STEP_WAIT_SECONDS = 0.2, 0.5
 # Else (a worker still starting, or busy) the page looks for the first step this often, for this long
 # after the click, and redraws as soon as it is there, rather than a whole refresh later.
 FIRST_STEP_POLL_SECONDS, FIRST_STEP_WATCH_SECONDS = 0.1, 10.0
+# A run whose steps left end within this, at its rate so far, is waited for this long at most by its progress
+# line's tick, which then says "finished" as it happens. No longer: a run that ends later than its rate says
+# (its last snapshot and checkpoint) would make that tick this much late.
+END_WAIT_SECONDS = 0.5
 VIEW = "live_view"  # session_state key of this tab's RunView
 PACE = "live.pace"  # session_state key of this tab's Pace
 # Computed off the page by the live projector; PCA comes with the snapshot.
@@ -293,17 +297,17 @@ def _progress(run_id: str, was_live: bool, was_queued: bool = False, was_held: b
 
 
 def _ends_soon(run: Run, now: float | None = None) -> bool:
-    """Whether a running run's steps left, at its rate so far, end before the next refresh."""
+    """Whether a running run's steps left, at its rate so far, end within END_WAIT_SECONDS."""
     if run.status != "running" or not run.step or not run.started_at or run.pause_at is not None:
         return False
     seconds_per_step = ((now or time.time()) - run.started_at) / run.step
-    return (run.config["steps"] - run.step) * seconds_per_step < REFRESH_SECONDS
+    return (run.config["steps"] - run.step) * seconds_per_step < END_WAIT_SECONDS
 
 
 def _until_ended(store, run: Run) -> Run:
-    """The run once it has ended, or as it is a refresh period later: the page says "finished" when it
+    """The run once it has ended, or as it is END_WAIT_SECONDS later: the page says "finished" when it
     is, not up to a period after (a person waiting for a short run sees that second)."""
-    deadline = time.monotonic() + REFRESH_SECONDS
+    deadline = time.monotonic() + END_WAIT_SECONDS
     while run.status in LIVE_STATUSES and time.monotonic() < deadline:
         time.sleep(FIRST_STEP_POLL_SECONDS / 2)
         run = store.get_run(run.id)
