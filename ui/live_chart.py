@@ -76,11 +76,14 @@ export default function (component) {
     plot.className = "contrast-live-chart";
     parentElement.appendChild(plot);
   }
+  const purge = () => { window.Plotly && window.Plotly.purge(plot); };  // on unmount: its resize listener too
   plot.__next = data;  // the newest figure: drawn once the one before it is
-  if (plot.__drawing) return;
+  if (plot.__drawing) return purge;
   plot.__drawing = true;
   const draw = async () => {
     const Plotly = await plotly(data.src);
+    if (plot.__failed) plot.textContent = "";  // the message of a draw that failed before
+    plot.__failed = false;
     while (plot.__next) {
       const { figure, config } = plot.__next;
       plot.__next = null;
@@ -88,8 +91,12 @@ export default function (component) {
       await Plotly.react(plot, figure.data || [], layout, Object.assign({responsive: true}, config));
     }
   };
-  draw().finally(() => { plot.__drawing = false; });
-  return () => { window.Plotly && window.Plotly.purge(plot); };
+  draw().catch((error) => {  // said where the chart would be; the library is loaded again at the next refresh
+    window.__contrastPlotly = null;
+    plot.__failed = true;
+    plot.textContent = `This chart could not be drawn: ${error.message}`;
+  }).finally(() => { plot.__drawing = false; });
+  return purge;
 }
 """
 
