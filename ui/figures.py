@@ -79,9 +79,9 @@ def loss_figure(rows: pd.DataFrame, steps: int, terms: list[str], smoothing: flo
         terms: columns to draw, e.g. ["loss"] or ["loss", "recon", "kl", "contrastive"].
         smoothing: EMA weight in [0, 1).
     """
-    # SVG lines, not WebGL: Streamlit remounts a Plotly chart whenever its figure changes (the
-    # element id hashes the spec), and a new WebGL context every refresh costs far more than
-    # drawing CURVE_POINTS as one SVG path.
+    # SVG lines, not WebGL: measured when every refresh built the chart anew (st.plotly_chart's
+    # element id hashes the spec; the live view now updates it in place, ui/live_chart.py), a new
+    # WebGL context each time cost far more than drawing CURVE_POINTS as one SVG path.
     keep = thin(len(rows), CURVE_POINTS)
     step = rows["step"].to_numpy()[keep] if len(rows) else np.array([])
     data = []
